@@ -1,0 +1,49 @@
+//! The writes an entry causes. A store applies one entry's changes and the
+//! new applied index in one atomic batch.
+
+use bytes::Bytes;
+use relay_types::{MessageId, MessageRecord, Route, TraceEvent};
+
+/// One write to the replicated state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A new message: record, body, and its index entries.
+    Insert {
+        /// The metadata.
+        record: MessageRecord,
+        /// The body bytes.
+        body: Bytes,
+    },
+    /// A message's metadata changed. `before` lets the store drop stale
+    /// index keys (owner, due time) without reading again.
+    Update {
+        /// The record as stored before.
+        before: MessageRecord,
+        /// The record to store.
+        after: MessageRecord,
+    },
+    /// The message is finished or deleted: record, body and index keys go.
+    Remove {
+        /// The record as stored before.
+        record: MessageRecord,
+    },
+    /// Set a route.
+    PutRoute {
+        /// Normalised domain.
+        domain: String,
+        /// Targets and TLS policy.
+        route: Route,
+    },
+    /// Remove a route.
+    RemoveRoute {
+        /// Normalised domain.
+        domain: String,
+    },
+    /// Append to a message's trace.
+    Trace {
+        /// The message.
+        id: MessageId,
+        /// The event.
+        event: TraceEvent,
+    },
+}

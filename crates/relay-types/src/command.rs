@@ -1,0 +1,239 @@
+//! The replicated log entries (openraft's application data) and their results.
+//!
+//! Every decision a replica needs (ids, timestamps, next attempt, owner, the
+//! DSN to enqueue) is made by the proposer and carried here, so `apply` is a
+//! pure function of the state and the entry.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::Envelope;
+use crate::id::{MessageId, NodeId};
+use crate::route::Route;
+use crate::time::UnixMillis;
+
+/// What the accepting node learnt from the message's headers, for listings
+/// and traces.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MessageInfo {
+    /// The `Message-ID:` header, if present.
+    pub message_id_header: Option<String>,
+    /// The `Subject:` header, if present (may be cut to 200 characters).
+    pub subject: Option<String>,
+    /// Body size in octets as stored (with the Received header).
+    pub size: u64,
+}
+
+/// A message accepted by a node, to be stored on every replica.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Enqueue {
+    /// Time-ordered id, chosen by the accepting node.
+    pub id: MessageId,
+    /// When the accepting node received the final `.`/BDAT LAST.
+    pub received_at: UnixMillis,
+    /// The node that ran the SMTP session.
+    pub accepted_by: NodeId,
+    /// The node that delivers it (initially the accepting node).
+    pub owner: NodeId,
+    /// The envelope.
+    pub envelope: Envelope,
+    /// Header facts for listings.
+    pub info: MessageInfo,
+    /// SHA-256 of `body`, checked at apply time and before delivery.
+    pub checksum: [u8; 32],
+    /// Queue lifetime end: past this, the owner bounces instead of retrying.
+    pub expires_at: UnixMillis,
+    /// The message as stored: `Received:` header + the bytes the client sent,
+    /// dot-unstuffed, CRLF line ends.
+    pub body: Bytes,
+}
+
+/// Result of one delivery attempt for one recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AttemptOutcome {
+    /// The target answered 2xx: this recipient is finished.
+    Delivered,
+    /// 4xx or connection failure: retry at `next_attempt_at`.
+    Deferred,
+    /// 5xx or expiry: finished, bounced (a DSN rides in the same entry).
+    Failed,
+}
+
+/// The outcome for one recipient (by index into `Envelope::recipients`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RecipientOutcome {
+    /// Index into the envelope's recipients.
+    pub index: u32,
+    /// What happened.
+    pub outcome: AttemptOutcome,
+    /// The target's reply text (or a local description such as
+    /// `connection refused`).
+    pub reply: String,
+}
+
+/// Operator queue actions (postsuper-like).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AdminAction {
+    /// Stop delivering until released.
+    Hold,
+    /// Undo a hold; due now.
+    Release,
+    /// Remove the message everywhere (audited).
+    Delete,
+    /// Make it due now (`relayctl queue flush`).
+    RetryNow,
+}
+
+/// Which queued messages a command acts on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MessageFilter {
+    /// Only messages owned by this node.
+    pub owner: Option<NodeId>,
+    /// Only messages with a recipient in this domain.
+    pub to_domain: Option<String>,
+    /// Only messages with this reverse path (case-insensitive).
+    pub from: Option<String>,
+    /// Only messages received before this time.
+    pub received_before: Option<UnixMillis>,
+    /// Only held (`Some(true)`) or only not held (`Some(false)`) messages.
+    pub held: Option<bool>,
+}
+
+/// Ids, or a filter evaluated against the replicated state at apply time
+/// (deterministic: every replica sees the same state at that index).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Selector {
+    /// Exactly these messages (unknown ids are skipped).
+    Ids(Vec<MessageId>),
+    /// Every message matching the filter (an empty filter is "all").
+    Filter(MessageFilter),
+}
+
+/// A replicated log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Store a new message.
+    Enqueue(Box<Enqueue>),
+    /// Record one delivery attempt by the owner.
+    Attempt {
+        /// The message.
+        id: MessageId,
+        /// The node that attempted (must be the owner at apply time).
+        by: NodeId,
+        /// When the attempt finished.
+        at: UnixMillis,
+        /// The target that answered (or was tried last).
+        target: String,
+        /// Per-recipient outcomes; recipients not listed are unchanged.
+        outcomes: Vec<RecipientOutcome>,
+        /// When to try the still-pending recipients again.
+        next_attempt_at: UnixMillis,
+        /// A delivery status notification to enqueue atomically with the
+        /// failure, so a bounce can never be lost between two entries.
+        dsn: Option<Box<Enqueue>>,
+    },
+    /// The target accepted every pending recipient: finished.
+    Delivered {
+        /// The message.
+        id: MessageId,
+        /// The delivering node (must be the owner at apply time).
+        by: NodeId,
+        /// When the target's final 250 arrived.
+        at: UnixMillis,
+        /// The target that accepted it.
+        target: String,
+        /// The target's reply text.
+        reply: String,
+    },
+    /// Change the owner of the selected messages.
+    Reassign {
+        /// Which messages (usually `Filter { owner: Some(dead) }`).
+        selector: Selector,
+        /// The new owner.
+        to: NodeId,
+        /// When the leader decided.
+        at: UnixMillis,
+    },
+    /// An audited operator action.
+    Admin {
+        /// What to do.
+        action: AdminAction,
+        /// Which messages.
+        selector: Selector,
+        /// Who asked (operator identity as given to relayctl).
+        by: String,
+        /// Why (free text, kept in the trace).
+        reason: String,
+        /// When.
+        at: UnixMillis,
+    },
+    /// Set a domain's route cluster-wide.
+    SetRoute {
+        /// The domain (normalised by the proposer).
+        domain: String,
+        /// Where it goes.
+        route: Route,
+    },
+    /// Remove a domain's route.
+    RemoveRoute {
+        /// The domain.
+        domain: String,
+    },
+}
+
+impl Command {
+    /// A short name for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Command::Enqueue(_) => "enqueue",
+            Command::Attempt { .. } => "attempt",
+            Command::Delivered { .. } => "delivered",
+            Command::Reassign { .. } => "reassign",
+            Command::Admin { .. } => "admin",
+            Command::SetRoute { .. } => "set_route",
+            Command::RemoveRoute { .. } => "remove_route",
+        }
+    }
+}
+
+/// Why an entry changed nothing. Rejections are deterministic: every replica
+/// rejects the same entry the same way.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, thiserror::Error)]
+pub enum Rejection {
+    /// No such message (already finished, deleted, or never enqueued).
+    #[error("no queued message {0}")]
+    UnknownMessage(MessageId),
+    /// The proposer does not own the message at this log index (fencing).
+    #[error("node {by} does not own message {id} (owner is {owner})")]
+    NotOwner {
+        /// The message.
+        id: MessageId,
+        /// Who proposed.
+        by: NodeId,
+        /// The owner at apply time.
+        owner: NodeId,
+    },
+    /// An `Enqueue` for an id that is already queued (a retried proposal).
+    #[error("message {0} is already queued")]
+    Duplicate(MessageId),
+    /// The body does not match its checksum.
+    #[error("message {0} body does not match its checksum")]
+    ChecksumMismatch(MessageId),
+    /// The entry is malformed (e.g. a recipient index out of range).
+    #[error("invalid entry: {0}")]
+    Invalid(String),
+}
+
+/// What applying an entry did: openraft's response type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandResult {
+    /// The message is stored.
+    Enqueued(MessageId),
+    /// The entry applied to `affected` messages (or routes).
+    Applied {
+        /// How many messages or routes changed.
+        affected: u32,
+    },
+    /// The entry changed nothing, and why.
+    Rejected(Rejection),
+}
