@@ -110,7 +110,11 @@ pub fn apply<R: QueueRead>(state: &R, index: u64, command: &Command) -> Result<A
                 index,
                 *at,
                 node_name(*by),
-                format!("attempt {} via {target}: {}", after.attempts, summary.join("; ")),
+                format!(
+                    "attempt {} via {target}: {}",
+                    after.attempts,
+                    summary.join("; ")
+                ),
             )];
             if let Some(dsn) = dsn {
                 if let Err(rejection) = enqueue_changes(state, index, dsn, &mut changes)? {
@@ -121,14 +125,20 @@ pub fn apply<R: QueueRead>(state: &R, index: u64, command: &Command) -> Result<A
                     index,
                     *at,
                     node_name(*by),
-                    format!("bounce {} queued to <{}>", dsn.id, record.envelope.reverse_path),
+                    format!(
+                        "bounce {} queued to <{}>",
+                        dsn.id, record.envelope.reverse_path
+                    ),
                 ));
             }
             if after.is_finished() {
                 changes.push(trace(*id, index, *at, node_name(*by), "finished, removed"));
                 changes.push(Change::Remove { record });
             } else {
-                changes.push(Change::Update { before: record, after });
+                changes.push(Change::Update {
+                    before: record,
+                    after,
+                });
             }
             Ok(Applied {
                 changes,
@@ -176,7 +186,10 @@ pub fn apply<R: QueueRead>(state: &R, index: u64, command: &Command) -> Result<A
                 ));
                 let mut after = record.clone();
                 after.owner = *to;
-                changes.push(Change::Update { before: record, after });
+                changes.push(Change::Update {
+                    before: record,
+                    after,
+                });
             }
             Ok(counted(changes))
         }
@@ -211,11 +224,20 @@ pub fn apply<R: QueueRead>(state: &R, index: u64, command: &Command) -> Result<A
                     AdminAction::Delete => "deleted",
                     _ => continue,
                 };
-                changes.push(trace(record.id, index, *at, by.clone(), format!("{what}: {reason}")));
+                changes.push(trace(
+                    record.id,
+                    index,
+                    *at,
+                    by.clone(),
+                    format!("{what}: {reason}"),
+                ));
                 if *action == AdminAction::Delete {
                     changes.push(Change::Remove { record });
                 } else {
-                    changes.push(Change::Update { before: record, after });
+                    changes.push(Change::Update {
+                        before: record,
+                        after,
+                    });
                 }
             }
             Ok(counted(changes))
@@ -256,7 +278,10 @@ fn enqueue_changes<R: QueueRead>(
         return Ok(Err(Rejection::Duplicate(enqueue.id)));
     }
     if enqueue.envelope.recipients.is_empty() {
-        return Ok(Err(Rejection::Invalid(format!("message {} has no recipients", enqueue.id))));
+        return Ok(Err(Rejection::Invalid(format!(
+            "message {} has no recipients",
+            enqueue.id
+        ))));
     }
     if body_checksum(&enqueue.body) != enqueue.checksum {
         return Ok(Err(Rejection::ChecksumMismatch(enqueue.id)));
@@ -305,10 +330,11 @@ fn selected<R: QueueRead>(state: &R, selector: &Selector) -> Result<Vec<MessageR
             let mut out = Vec::with_capacity(ids.len());
             let mut seen = std::collections::BTreeSet::new();
             for id in ids {
-                if seen.insert(*id) {
-                    if let Some(record) = state.message(id)? {
-                        out.push(record);
-                    }
+                if !seen.insert(*id) {
+                    continue;
+                }
+                if let Some(record) = state.message(id)? {
+                    out.push(record);
                 }
             }
             Ok(out)
@@ -317,7 +343,13 @@ fn selected<R: QueueRead>(state: &R, selector: &Selector) -> Result<Vec<MessageR
     }
 }
 
-fn trace(id: MessageId, index: u64, at: UnixMillis, by: impl Into<String>, what: impl Into<String>) -> Change {
+fn trace(
+    id: MessageId,
+    index: u64,
+    at: UnixMillis,
+    by: impl Into<String>,
+    what: impl Into<String>,
+) -> Change {
     Change::Trace {
         id,
         event: TraceEvent::new(index, at, by, what),

@@ -35,7 +35,12 @@ impl QueueRead for MemQueue {
     }
 
     fn select(&self, filter: &MessageFilter) -> Result<Vec<MessageRecord>, Infallible> {
-        Ok(self.messages.values().filter(|r| matches(filter, r)).cloned().collect())
+        Ok(self
+            .messages
+            .values()
+            .filter(|r| matches(filter, r))
+            .cloned()
+            .collect())
     }
 
     fn route(&self, domain: &str) -> Result<Option<Route>, Infallible> {

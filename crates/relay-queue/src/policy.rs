@@ -42,7 +42,10 @@ impl RetryPolicy {
 
 /// Recipients that failed in `outcomes` and asked (or defaulted) to be told,
 /// for a message whose sender can receive a DSN. Empty means no DSN.
-pub fn failed_recipients_wanting_dsn(record: &MessageRecord, outcomes: &[RecipientOutcome]) -> Vec<u32> {
+pub fn failed_recipients_wanting_dsn(
+    record: &MessageRecord,
+    outcomes: &[RecipientOutcome],
+) -> Vec<u32> {
     if record.envelope.is_null_sender() {
         return Vec::new();
     }

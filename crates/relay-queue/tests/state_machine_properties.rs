@@ -21,8 +21,14 @@ fn enqueue(n: u8, owner: u64, rcpts: u8, null_sender: bool) -> Enqueue {
         accepted_by: owner,
         owner,
         envelope: Envelope {
-            reverse_path: if null_sender { String::new() } else { format!("s{n}@sender.test") },
-            recipients: (0..rcpts.max(1)).map(|r| Recipient::new(format!("r{r}@example.test"))).collect(),
+            reverse_path: if null_sender {
+                String::new()
+            } else {
+                format!("s{n}@sender.test")
+            },
+            recipients: (0..rcpts.max(1))
+                .map(|r| Recipient::new(format!("r{r}@example.test")))
+                .collect(),
             ..Default::default()
         },
         info: MessageInfo::default(),
@@ -46,7 +52,13 @@ fn command() -> impl Strategy<Value = Command> {
     prop_oneof![
         (n.clone(), node.clone(), 1u8..4, any::<bool>())
             .prop_map(|(n, o, r, null)| Command::Enqueue(Box::new(enqueue(n, o, r, null)))),
-        (n.clone(), node.clone(), prop::collection::vec((0u32..4, outcome()), 0..4), any::<bool>(), 0u64..5000)
+        (
+            n.clone(),
+            node.clone(),
+            prop::collection::vec((0u32..4, outcome()), 0..4),
+            any::<bool>(),
+            0u64..5000
+        )
             .prop_map(|(n, by, outs, with_dsn, at)| Command::Attempt {
                 id: id(n),
                 by,
@@ -54,7 +66,11 @@ fn command() -> impl Strategy<Value = Command> {
                 target: "127.0.0.1:2600".into(),
                 outcomes: outs
                     .into_iter()
-                    .map(|(index, outcome)| RecipientOutcome { index, outcome, reply: "x".into() })
+                    .map(|(index, outcome)| RecipientOutcome {
+                        index,
+                        outcome,
+                        reply: "x".into()
+                    })
                     .collect(),
                 next_attempt_at: UnixMillis(at + 300),
                 dsn: with_dsn.then(|| Box::new(enqueue(n.wrapping_add(100), by, 1, true))),
@@ -67,12 +83,20 @@ fn command() -> impl Strategy<Value = Command> {
             reply: "250 ok".into()
         }),
         (node.clone(), node.clone()).prop_map(|(from, to)| Command::Reassign {
-            selector: Selector::Filter(MessageFilter { owner: Some(from), ..Default::default() }),
+            selector: Selector::Filter(MessageFilter {
+                owner: Some(from),
+                ..Default::default()
+            }),
             to,
             at: UnixMillis(9),
         }),
         (n.clone(), 0u8..4).prop_map(|(n, a)| Command::Admin {
-            action: [AdminAction::Hold, AdminAction::Release, AdminAction::Delete, AdminAction::RetryNow][a as usize],
+            action: [
+                AdminAction::Hold,
+                AdminAction::Release,
+                AdminAction::Delete,
+                AdminAction::RetryNow
+            ][a as usize],
             selector: Selector::Ids(vec![id(n)]),
             by: "op".into(),
             reason: "test".into(),
@@ -80,9 +104,14 @@ fn command() -> impl Strategy<Value = Command> {
         }),
         (0u8..3).prop_map(|d| Command::SetRoute {
             domain: format!("d{d}.test"),
-            route: Route { targets: vec!["127.0.0.1:2600".into()], tls: TlsPolicy::None },
+            route: Route {
+                targets: vec!["127.0.0.1:2600".into()],
+                tls: TlsPolicy::None
+            },
         }),
-        (0u8..3).prop_map(|d| Command::RemoveRoute { domain: format!("d{d}.test") }),
+        (0u8..3).prop_map(|d| Command::RemoveRoute {
+            domain: format!("d{d}.test")
+        }),
     ]
 }
 
@@ -90,7 +119,10 @@ fn command() -> impl Strategy<Value = Command> {
 fn may_finish(command: &Command, victim: MessageId) -> bool {
     match command {
         Command::Delivered { id, .. } | Command::Attempt { id, .. } => *id == victim,
-        Command::Admin { action: AdminAction::Delete, .. } => true,
+        Command::Admin {
+            action: AdminAction::Delete,
+            ..
+        } => true,
         _ => false,
     }
 }
@@ -135,14 +167,24 @@ fn attempt_from_a_non_owner_is_rejected_and_changes_nothing() {
     let mut q = MemQueue::default();
     q.apply(1, &Command::Enqueue(Box::new(enqueue(1, 1, 1, false))));
     let before = q.checksum();
-    let result = q.apply(2, &Command::Delivered {
-        id: id(1),
-        by: 2,
-        at: UnixMillis(5),
-        target: "t".into(),
-        reply: "250".into(),
-    });
-    assert!(matches!(result, relay_types::CommandResult::Rejected(relay_types::Rejection::NotOwner { owner: 1, by: 2, .. })));
+    let result = q.apply(
+        2,
+        &Command::Delivered {
+            id: id(1),
+            by: 2,
+            at: UnixMillis(5),
+            target: "t".into(),
+            reply: "250".into(),
+        },
+    );
+    assert!(matches!(
+        result,
+        relay_types::CommandResult::Rejected(relay_types::Rejection::NotOwner {
+            owner: 1,
+            by: 2,
+            ..
+        })
+    ));
     assert_eq!(q.len(), 1);
     // Only last_applied moved; the tables are unchanged.
     assert_eq!(q.checksum(), before);
@@ -157,7 +199,11 @@ fn partial_delivery_keeps_the_body_until_the_last_recipient_finishes() {
         by: 1,
         at: UnixMillis(10),
         target: "t".into(),
-        outcomes: vec![RecipientOutcome { index, outcome, reply: "r".into() }],
+        outcomes: vec![RecipientOutcome {
+            index,
+            outcome,
+            reply: "r".into(),
+        }],
         next_attempt_at: UnixMillis(400),
         dsn: None,
     };
@@ -169,7 +215,11 @@ fn partial_delivery_keeps_the_body_until_the_last_recipient_finishes() {
     q.apply(3, &attempt(1, AttemptOutcome::Failed));
     assert!(q.body(&id(1)).is_none(), "all recipients finished");
     let trace = q.trace(&id(1));
-    assert_eq!(trace.len(), 4, "accepted, two attempts, finished: {trace:?}");
+    assert_eq!(
+        trace.len(),
+        4,
+        "accepted, two attempts, finished: {trace:?}"
+    );
 }
 
 #[test]
@@ -178,6 +228,9 @@ fn corrupted_enqueue_is_rejected() {
     let mut e = enqueue(1, 1, 1, false);
     e.body = Bytes::from_static(b"tampered");
     let r = q.apply(1, &Command::Enqueue(Box::new(e)));
-    assert_eq!(r, relay_types::CommandResult::Rejected(relay_types::Rejection::ChecksumMismatch(id(1))));
+    assert_eq!(
+        r,
+        relay_types::CommandResult::Rejected(relay_types::Rejection::ChecksumMismatch(id(1)))
+    );
     assert!(q.is_empty());
 }

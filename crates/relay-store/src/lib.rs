@@ -1,1 +1,73 @@
-//! relay-store
+//! The node's disk: one RocksDB holding the Raft log and the replicated
+//! queue state.
+//!
+//! Owns: RocksDB (this is the only crate that links it): its options,
+//! column families and key layouts; openraft's v2 storage for
+//! [`TypeConfig`] ([`LogStore`]: `RaftLogStorage` + `RaftLogReader`;
+//! [`StateMachine`]: `RaftStateMachine`, with [`SnapshotBuilder`]);
+//! snapshots; and the queries the rest of the node reads the state with
+//! ([`StateMachine::due`], [`StateMachine::list`], [`StateMachine::digest`],
+//! ...). Committed entries are applied with the pure
+//! [`relay_queue::apply()`]; this crate only stores what it decides.
+//!
+//! Must never: speak SMTP, touch the network, read a clock or config inside
+//! apply, or decide queue policy.
+//!
+//! Durability in one paragraph: a log append is reported flushed only after
+//! the RocksDB WAL sync returned; vote, committed and truncate are synced
+//! before they return. State-machine batches are not synced on their own:
+//! they share the one WAL with the log, so a later synced append makes them
+//! durable, and `purge` syncs before deleting any log entry, so anything a
+//! crash loses is re-applied from the log. Details on [`LogStore`].
+//!
+//! # Layout
+//! - `db.rs`: RocksDB options, column families and key layouts (a table of
+//!   them heads the file), readers over the live DB or one snapshot.
+//! - `log_store.rs`: [`LogStore`] (Raft log, vote, committed, truncate, purge).
+//! - `state_machine.rs`: [`StateMachine`]: apply = `relay_queue::apply` + one batch.
+//! - `queries.rs`: `message`, `body`, `due`, `list`, `counts`, `routes`,
+//!   `route`, `trace`, `digest` ([`StateDigest`]).
+//! - `snapshot.rs`: [`SnapshotBuilder`], install, the current snapshot.
+//! - `failpoint.rs`: the WAL sync step, its failpoint and poison flag.
+//! - `error.rs`: [`StoreError`].
+
+// `declare_raft_types!` names `Cursor` unqualified.
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+
+mod db;
+mod error;
+mod failpoint;
+mod log_store;
+mod queries;
+mod snapshot;
+mod state_machine;
+
+pub use error::StoreError;
+pub use log_store::LogStore;
+pub use queries::StateDigest;
+pub use snapshot::SnapshotBuilder;
+pub use state_machine::StateMachine;
+
+openraft::declare_raft_types!(
+    /// quorum-relay's openraft type configuration: entries carry
+    /// [`relay_types::Command`], applying one answers a
+    /// [`relay_types::CommandResult`]; node ids are `u64`, nodes are
+    /// `openraft::BasicNode`, snapshots are `Cursor<Vec<u8>>`.
+    pub TypeConfig:
+        D = relay_types::Command,
+        R = relay_types::CommandResult,
+);
+
+/// Opens (or creates) the store at `dir`: one RocksDB, so the log and the
+/// state machine share one WAL. Fails with the path and the cause if the
+/// directory holds something else or RocksDB cannot open it (corruption,
+/// lock held by another process, permissions); never returns an empty store
+/// in place of an unreadable one.
+pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
+    let store = Arc::new(db::Store::open(dir)?);
+    let state_machine = StateMachine::new(store.clone())?;
+    tracing::info!(path = %dir.display(), last_applied = ?state_machine.last_applied(), "store opened");
+    Ok((LogStore::new(store), state_machine))
+}

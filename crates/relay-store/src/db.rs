@@ -1,0 +1,392 @@
+//! The one RocksDB of a node: options, column families, key layouts, and
+//! the read/write helpers every other module uses.
+//!
+//! Every integer in a key is big-endian, so RocksDB's bytewise key order is
+//! log order (raft log), time order (due index) and id order (ids are
+//! UUIDv7 bytes).
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `raft_log` | index (u64) | `Entry<TypeConfig>` |
+//! | `raft_meta` | `vote` / `committed` / `last_purged` | `Vote` / `Option<LogId>` / `LogId` |
+//! | `sm_meta` | `last_applied` / `last_membership` / `counts` | `LogId` / `StoredMembership` / `QueueCounts` |
+//! | `messages` | id (16 bytes) | `MessageRecord` |
+//! | `bodies` | id | raw body bytes |
+//! | `due_index` | owner (u64) \| next_attempt_at (u64) \| id | empty; only for messages not held |
+//! | `owner_index` | owner (u64) \| id | empty |
+//! | `routes` | normalised domain (UTF-8) | `Route` |
+//! | `traces` | id \| log index (u64) \| seq (u32) | `TraceEvent` |
+//! | `snapshot` | `meta` / `data` | `SnapshotMeta` / snapshot bytes |
+//!
+//! Values are `relay_types::encode` (bincode, fixed configuration), the
+//! openraft types included, except bodies and snapshot data (raw bytes).
+
+use std::path::{Path, PathBuf};
+
+use relay_types::{MessageId, NodeId, UnixMillis};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBIteratorWithThreadMode,
+    DBRecoveryMode, Direction, IteratorMode, Options, ReadOptions, Snapshot, WriteBatch,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::StoreError;
+use crate::failpoint::SyncGate;
+
+pub(crate) const CF_LOG: &str = "raft_log";
+pub(crate) const CF_RAFT_META: &str = "raft_meta";
+pub(crate) const CF_SM_META: &str = "sm_meta";
+pub(crate) const CF_MESSAGES: &str = "messages";
+pub(crate) const CF_BODIES: &str = "bodies";
+pub(crate) const CF_DUE: &str = "due_index";
+pub(crate) const CF_OWNER: &str = "owner_index";
+pub(crate) const CF_ROUTES: &str = "routes";
+pub(crate) const CF_TRACES: &str = "traces";
+pub(crate) const CF_SNAPSHOT: &str = "snapshot";
+
+const ALL_CFS: [&str; 10] = [
+    CF_LOG,
+    CF_RAFT_META,
+    CF_SM_META,
+    CF_MESSAGES,
+    CF_BODIES,
+    CF_DUE,
+    CF_OWNER,
+    CF_ROUTES,
+    CF_TRACES,
+    CF_SNAPSHOT,
+];
+
+/// The column families that make up the replicated state: what a snapshot
+/// carries and what installing one replaces.
+pub(crate) const STATE_CFS: [&str; 7] = [
+    CF_SM_META,
+    CF_MESSAGES,
+    CF_BODIES,
+    CF_DUE,
+    CF_OWNER,
+    CF_ROUTES,
+    CF_TRACES,
+];
+
+/// `raft_meta` keys.
+pub(crate) const KEY_VOTE: &[u8] = b"vote";
+pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
+pub(crate) const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// `sm_meta` keys.
+pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
+pub(crate) const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
+pub(crate) const KEY_COUNTS: &[u8] = b"counts";
+/// `snapshot` keys.
+pub(crate) const KEY_SNAPSHOT_META: &[u8] = b"meta";
+pub(crate) const KEY_SNAPSHOT_DATA: &[u8] = b"data";
+
+/// `raft_log` key.
+pub(crate) fn log_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// The index in a `raft_log` key.
+pub(crate) fn log_index(key: &[u8]) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(key)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Inconsistent(format!("raft log key of {} bytes", key.len())))
+}
+
+/// `due_index` key: owner | next_attempt_at | id.
+pub(crate) fn due_key(owner: NodeId, at: UnixMillis, id: &MessageId) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    k[..8].copy_from_slice(&owner.to_be_bytes());
+    k[8..16].copy_from_slice(&at.0.to_be_bytes());
+    k[16..].copy_from_slice(id.as_bytes());
+    k
+}
+
+/// Splits a `due_index` key.
+pub(crate) fn parse_due_key(key: &[u8]) -> Result<(NodeId, UnixMillis, MessageId), StoreError> {
+    if key.len() != 32 {
+        return Err(StoreError::Inconsistent(format!(
+            "due index key of {} bytes",
+            key.len()
+        )));
+    }
+    let owner = u64::from_be_bytes(key[..8].try_into().expect("8 bytes"));
+    let at = u64::from_be_bytes(key[8..16].try_into().expect("8 bytes"));
+    let id = MessageId::from_slice(&key[16..]).expect("16 bytes");
+    Ok((owner, UnixMillis(at), id))
+}
+
+/// `owner_index` key: owner | id.
+pub(crate) fn owner_key(owner: NodeId, id: &MessageId) -> [u8; 24] {
+    let mut k = [0u8; 24];
+    k[..8].copy_from_slice(&owner.to_be_bytes());
+    k[8..].copy_from_slice(id.as_bytes());
+    k
+}
+
+/// The id in an `owner_index` key.
+pub(crate) fn owner_key_id(key: &[u8]) -> Result<MessageId, StoreError> {
+    if key.len() != 24 {
+        return Err(StoreError::Inconsistent(format!(
+            "owner index key of {} bytes",
+            key.len()
+        )));
+    }
+    Ok(MessageId::from_slice(&key[8..]).expect("16 bytes"))
+}
+
+/// `traces` key: id | log index | sequence within the entry.
+pub(crate) fn trace_key(id: &MessageId, index: u64, seq: u32) -> [u8; 28] {
+    let mut k = [0u8; 28];
+    k[..16].copy_from_slice(id.as_bytes());
+    k[16..24].copy_from_slice(&index.to_be_bytes());
+    k[24..].copy_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The smallest key strictly greater than every key starting with `prefix`,
+/// or `None` if there is none (the prefix is all 0xFF).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// The shared store: one RocksDB, the sync gate, and where it lives.
+pub(crate) struct Store {
+    db: DB,
+    path: PathBuf,
+    pub(crate) sync: SyncGate,
+}
+
+impl Store {
+    /// Opens or creates the RocksDB at `dir`.
+    pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
+        refuse_foreign_directory(dir)?;
+
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        // Check every block and the manifest on read/open: corruption is an
+        // error, never silently skipped data.
+        opts.set_paranoid_checks(true);
+        // After a crash, recover the WAL up to the first damaged record and no
+        // further: a consistent prefix of what was written.
+        opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
+        opts.set_compression_type(DBCompressionType::Lz4);
+
+        let cfs = ALL_CFS.iter().map(|name| {
+            let mut cf_opts = Options::default();
+            cf_opts.set_compression_type(DBCompressionType::Lz4);
+            ColumnFamilyDescriptor::new(*name, cf_opts)
+        });
+        let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|source| StoreError::Open {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let store = Store {
+            db,
+            path: dir.to_path_buf(),
+            sync: SyncGate::default(),
+        };
+        for name in ALL_CFS {
+            store.cf(name)?;
+        }
+        Ok(store)
+    }
+
+    /// The store directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn cf(&self, name: &'static str) -> Result<&ColumnFamily, StoreError> {
+        self.db
+            .cf_handle(name)
+            .ok_or(StoreError::MissingColumnFamily(name))
+    }
+
+    /// A reader over the live database.
+    pub(crate) fn live(&self) -> Reader<'_> {
+        Reader {
+            store: self,
+            snapshot: None,
+        }
+    }
+
+    /// A point-in-time view: every read through it sees the same state.
+    pub(crate) fn snapshot(&self) -> Snapshot<'_> {
+        self.db.snapshot()
+    }
+
+    /// A reader over `snapshot`.
+    pub(crate) fn at<'a>(&'a self, snapshot: &'a Snapshot<'a>) -> Reader<'a> {
+        Reader {
+            store: self,
+            snapshot: Some(snapshot),
+        }
+    }
+
+    /// Writes a batch atomically, without waiting for the disk.
+    pub(crate) fn write(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.db.write(batch).map_err(StoreError::rocks("write"))
+    }
+
+    /// Syncs the WAL: everything written before this call (by any writer,
+    /// log or state machine) is on disk when it returns `Ok`.
+    pub(crate) fn sync_wal(&self) -> std::io::Result<()> {
+        self.sync.sync(|| self.db.flush_wal(true))
+    }
+
+    /// Writes a batch, then syncs the WAL.
+    pub(crate) fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+        self.write(batch)?;
+        self.sync_wal().map_err(StoreError::Sync)
+    }
+
+    /// The last key/value of `cf` in the live database (one reverse seek).
+    pub(crate) fn last_raw(&self, cf: &'static str) -> Result<Option<Row>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(cf)?, IteratorMode::End)
+            .next()
+            .transpose()
+            .map_err(StoreError::rocks("iterate"))
+    }
+
+    /// Adds deletes for every key of `cf` to `batch`: one range tombstone
+    /// from the empty key to just past the current last key.
+    pub(crate) fn delete_all(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &'static str,
+    ) -> Result<(), StoreError> {
+        if let Some((last, _)) = self.last_raw(cf)? {
+            let mut end = last.to_vec();
+            end.push(0);
+            batch.delete_range_cf(self.cf(cf)?, [].as_slice(), end.as_slice());
+        }
+        Ok(())
+    }
+
+    /// Adds a put of `value` (encoded) to `batch`.
+    pub(crate) fn put<T: Serialize>(
+        &self,
+        batch: &mut WriteBatch,
+        cf: &'static str,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        batch.put_cf(self.cf(cf)?, key, relay_types::encode(value));
+        Ok(())
+    }
+}
+
+/// Refuses a directory that holds files but no RocksDB store: a mistyped
+/// `data_dir` must not silently become a new, empty store.
+fn refuse_foreign_directory(dir: &Path) -> Result<(), StoreError> {
+    let Ok(mut entries) = std::fs::read_dir(dir) else {
+        return Ok(()); // missing: RocksDB creates it (and reports what it cannot)
+    };
+    if entries.next().is_some() && !dir.join("CURRENT").exists() {
+        return Err(StoreError::NotAStore {
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(())
+}
+
+/// One key/value as RocksDB returns it.
+pub(crate) type Row = (Box<[u8]>, Box<[u8]>);
+
+/// Reads from the live database or from one RocksDB snapshot.
+pub(crate) struct Reader<'a> {
+    store: &'a Store,
+    snapshot: Option<&'a Snapshot<'a>>,
+}
+
+impl<'a> Reader<'a> {
+    fn read_opts(&self) -> ReadOptions {
+        let mut opts = ReadOptions::default();
+        if let Some(s) = self.snapshot {
+            opts.set_snapshot(s);
+        }
+        opts
+    }
+
+    /// Raw value.
+    pub(crate) fn get_raw(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        self.store
+            .db
+            .get_cf_opt(self.store.cf(cf)?, key, &self.read_opts())
+            .map_err(StoreError::rocks("get"))
+    }
+
+    /// Decoded value.
+    pub(crate) fn get<T: DeserializeOwned>(
+        &self,
+        cf: &'static str,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        match self.get_raw(cf, key)? {
+            None => Ok(None),
+            Some(bytes) => relay_types::decode(&bytes)
+                .map(Some)
+                .map_err(StoreError::corrupt(cf)),
+        }
+    }
+
+    /// Every key/value of `cf` from `from` on, in key order, stopping
+    /// before `until` (exclusive) if given.
+    pub(crate) fn scan(
+        &self,
+        cf: &'static str,
+        from: &[u8],
+        until: Option<Vec<u8>>,
+    ) -> Result<Scan<'a>, StoreError> {
+        let mut opts = self.read_opts();
+        if let Some(until) = until {
+            opts.set_iterate_upper_bound(until);
+        }
+        let iter = self.store.db.iterator_cf_opt(
+            self.store.cf(cf)?,
+            opts,
+            IteratorMode::From(from, Direction::Forward),
+        );
+        Ok(Scan { iter })
+    }
+
+    /// Every key/value whose key starts with `prefix`.
+    pub(crate) fn scan_prefix(
+        &self,
+        cf: &'static str,
+        prefix: &[u8],
+    ) -> Result<Scan<'a>, StoreError> {
+        self.scan(cf, prefix, prefix_end(prefix))
+    }
+}
+
+/// An iterator of `(key, value)` that turns RocksDB errors into
+/// `StoreError`s.
+pub(crate) struct Scan<'a> {
+    iter: DBIteratorWithThreadMode<'a, DB>,
+}
+
+impl Iterator for Scan<'_> {
+    type Item = Result<Row, StoreError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.iter
+            .next()
+            .map(|r| r.map_err(StoreError::rocks("iterate")))
+    }
+}

@@ -1,0 +1,125 @@
+//! `StoreError`, and its mapping onto openraft's `StorageError`.
+
+use std::path::PathBuf;
+
+use openraft::{ErrorSubject, ErrorVerb, StorageError, StorageIOError};
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB refused to open (or create) the store. Never papered over with
+    /// an empty store.
+    #[error("cannot open the RocksDB store at {path}: {source}")]
+    Open {
+        /// The store directory.
+        path: PathBuf,
+        /// RocksDB's reason (corruption, lock held, permissions, ...).
+        source: rocksdb::Error,
+    },
+
+    /// The directory exists, holds files, and is not a RocksDB store.
+    #[error(
+        "{path} is not empty and holds no RocksDB store (no CURRENT file); refusing to create a new store there"
+    )]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+    },
+
+    /// A column family the store needs is missing after open.
+    #[error("column family {0:?} is missing")]
+    MissingColumnFamily(&'static str),
+
+    /// A RocksDB read or write failed.
+    #[error("RocksDB {op} failed: {source}")]
+    Rocks {
+        /// What was being done.
+        op: &'static str,
+        /// RocksDB's reason.
+        source: rocksdb::Error,
+    },
+
+    /// A stored value does not decode: corruption or a format mismatch.
+    #[error("corrupt value in {table}: {source}")]
+    Corrupt {
+        /// The column family (or snapshot part) it came from.
+        table: &'static str,
+        /// The decoder's message.
+        source: relay_types::CodecError,
+    },
+
+    /// The derived indexes disagree with the message table.
+    #[error("inconsistent store: {0}")]
+    Inconsistent(String),
+
+    /// Syncing the write-ahead log to disk failed (or the sync failpoint is
+    /// on). What was written before it may or may not be on disk.
+    #[error("syncing the RocksDB WAL failed: {0}")]
+    Sync(#[source] std::io::Error),
+
+    /// An earlier WAL sync failed, so what the log holds on disk is unknown.
+    /// Every log operation fails until the store is reopened (normally: the
+    /// node restarts and RocksDB recovers what really reached the disk).
+    #[error(
+        "the log store is unusable since a WAL sync failed; restart the node to recover from disk"
+    )]
+    Poisoned,
+
+    /// Snapshot data that cannot be installed.
+    #[error("invalid snapshot: {0}")]
+    Snapshot(String),
+
+    /// A blocking task panicked or was cancelled.
+    #[error("store task failed: {0}")]
+    Task(String),
+}
+
+impl StoreError {
+    pub(crate) fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {
+        move |source| StoreError::Rocks { op, source }
+    }
+
+    pub(crate) fn corrupt(
+        table: &'static str,
+    ) -> impl FnOnce(relay_types::CodecError) -> StoreError {
+        move |source| StoreError::Corrupt { table, source }
+    }
+
+    /// As openraft's error, for `subject`/`verb`.
+    pub(crate) fn into_storage(
+        self,
+        subject: ErrorSubject<u64>,
+        verb: ErrorVerb,
+    ) -> StorageError<u64> {
+        StorageIOError::new(subject, verb, &self).into()
+    }
+}
+
+/// Shorthands for the openraft trait impls.
+pub(crate) fn read_logs(e: StoreError) -> StorageError<u64> {
+    e.into_storage(ErrorSubject::Logs, ErrorVerb::Read)
+}
+
+pub(crate) fn write_logs(e: StoreError) -> StorageError<u64> {
+    e.into_storage(ErrorSubject::Logs, ErrorVerb::Write)
+}
+
+pub(crate) fn read_vote(e: StoreError) -> StorageError<u64> {
+    e.into_storage(ErrorSubject::Vote, ErrorVerb::Read)
+}
+
+pub(crate) fn write_vote(e: StoreError) -> StorageError<u64> {
+    e.into_storage(ErrorSubject::Vote, ErrorVerb::Write)
+}
+
+pub(crate) fn read_sm(e: StoreError) -> StorageError<u64> {
+    e.into_storage(ErrorSubject::StateMachine, ErrorVerb::Read)
+}
+
+pub(crate) fn read_snapshot(e: StoreError) -> StorageError<u64> {
+    e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Read)
+}
+
+pub(crate) fn write_snapshot(e: StoreError) -> StorageError<u64> {
+    e.into_storage(ErrorSubject::Snapshot(None), ErrorVerb::Write)
+}

@@ -1,0 +1,259 @@
+//! `LogStore`: openraft's `RaftLogStorage` + `RaftLogReader` on the
+//! `raft_log` and `raft_meta` column families.
+//!
+//! The guarantees are documented on [`LogStore`].
+
+use std::fmt;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, RaftLogStorage};
+use openraft::{Entry, LogId, LogState, OptionalSend, RaftLogReader, StorageError, Vote};
+use rocksdb::WriteBatch;
+
+use crate::TypeConfig;
+use crate::db::{
+    CF_LOG, CF_RAFT_META, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, Store, log_index, log_key,
+};
+use crate::error::{StoreError, read_logs, read_vote, write_logs, write_vote};
+
+/// The Raft log and vote, in the node's RocksDB. Cheap to clone (one `Arc`).
+///
+/// # What is guaranteed
+///
+/// - `append` writes the entries in one batch (readable when it returns),
+///   then syncs the WAL, and only then reports
+///   `callback.log_io_completed(Ok(()))`. If the sync fails the callback
+///   gets the error, never `Ok`, and openraft stops the node's Raft core.
+/// - `save_vote`, `save_committed` and `truncate` return only after their
+///   write is synced.
+/// - After a failed sync the store is poisoned (see `failpoint.rs`):
+///   every later `LogStore` call, `get_log_state` included, fails, so entries
+///   whose sync failed are never reported as part of the log by this
+///   process. After a restart RocksDB recovers what really reached the disk:
+///   a failed-sync entry may be there (an unacknowledged, uncommitted entry,
+///   which Raft may later truncate or commit) or not; acknowledged entries
+///   are always there.
+/// - `purge` first syncs the WAL, so every state-machine write made so far
+///   is durable before the log entries that could rebuild it are deleted.
+#[derive(Clone)]
+pub struct LogStore {
+    store: Arc<Store>,
+}
+
+impl fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStore")
+            .field("path", &self.store.path())
+            .finish()
+    }
+}
+
+impl LogStore {
+    pub(crate) fn new(store: Arc<Store>) -> Self {
+        LogStore { store }
+    }
+
+    /// Fault injection: while `fail` is true, every WAL sync step of this
+    /// store (log appends, vote, committed, truncate, the flush before
+    /// purge, snapshot install) fails with an I/O error instead of syncing.
+    /// The first failure poisons the log store until it is reopened.
+    pub fn set_sync_failpoint(&self, fail: bool) {
+        self.store.sync.set_fail(fail);
+    }
+
+    /// Number of successful WAL syncs since open (for tests and metrics).
+    pub fn synced_count(&self) -> u64 {
+        self.store.sync.synced()
+    }
+
+    fn last_purged(&self) -> Result<Option<LogId<u64>>, StoreError> {
+        self.store.live().get(CF_RAFT_META, KEY_LAST_PURGED)
+    }
+
+    fn last_log_id(&self) -> Result<Option<LogId<u64>>, StoreError> {
+        Ok(self.last_entry()?.map(|e| e.log_id))
+    }
+
+    fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, StoreError> {
+        match self.store.last_raw(CF_LOG)? {
+            None => Ok(None),
+            Some((_, value)) => relay_types::decode(&value)
+                .map(Some)
+                .map_err(StoreError::corrupt(CF_LOG)),
+        }
+    }
+
+    /// Entries with an index in `range`, in order.
+    pub(crate) fn entries<RB: RangeBounds<u64>>(
+        &self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StoreError> {
+        let start = match range.start_bound() {
+            Bound::Included(i) => *i,
+            Bound::Excluded(i) => match i.checked_add(1) {
+                Some(i) => i,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => 0,
+        };
+        let mut out = Vec::new();
+        for item in self.store.live().scan(CF_LOG, &log_key(start), None)? {
+            let (key, value) = item?;
+            let index = log_index(&key)?;
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: Entry<TypeConfig> =
+                relay_types::decode(&value).map_err(StoreError::corrupt(CF_LOG))?;
+            if entry.log_id.index != index {
+                return Err(StoreError::Inconsistent(format!(
+                    "raft log key {index} holds entry {}",
+                    entry.log_id
+                )));
+            }
+            out.push(entry);
+        }
+        Ok(out)
+    }
+
+    /// The write-then-sync step of `append`: writes the entries in one batch
+    /// (readable afterwards), then syncs the WAL. `Ok` means the entries are
+    /// on disk. The outer `Err` is a failed write (nothing readable
+    /// guaranteed); the inner one a failed sync (written, not durable).
+    pub(crate) fn write_then_sync(
+        &self,
+        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+    ) -> Result<std::io::Result<()>, StoreError> {
+        let cf = self.store.cf(CF_LOG)?;
+        let mut batch = WriteBatch::default();
+        for entry in entries {
+            batch.put_cf(cf, log_key(entry.log_id.index), relay_types::encode(&entry));
+        }
+        self.store.write(batch)?;
+        Ok(self.store.sync_wal())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + fmt::Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<u64>> {
+        self.store.sync.check().map_err(read_logs)?;
+        self.entries(range).map_err(read_logs)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<u64>> {
+        self.store.sync.check().map_err(read_logs)?;
+        let last_purged_log_id = self.last_purged().map_err(read_logs)?;
+        let last_log_id = self
+            .last_log_id()
+            .map_err(read_logs)?
+            .or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        self.store.sync.check().map_err(write_vote)?;
+        let mut batch = WriteBatch::default();
+        self.store
+            .put(&mut batch, CF_RAFT_META, KEY_VOTE, vote)
+            .map_err(write_vote)?;
+        self.store.write_synced(batch).map_err(write_vote)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        self.store.sync.check().map_err(read_vote)?;
+        self.store
+            .live()
+            .get(CF_RAFT_META, KEY_VOTE)
+            .map_err(read_vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
+        self.store.sync.check().map_err(write_logs)?;
+        let mut batch = WriteBatch::default();
+        self.store
+            .put(&mut batch, CF_RAFT_META, KEY_COMMITTED, &committed)
+            .map_err(write_logs)?;
+        self.store.write_synced(batch).map_err(write_logs)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        self.store.sync.check().map_err(read_logs)?;
+        let committed: Option<Option<LogId<u64>>> = self
+            .store
+            .live()
+            .get(CF_RAFT_META, KEY_COMMITTED)
+            .map_err(read_logs)?;
+        Ok(committed.flatten())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        self.store.sync.check().map_err(write_logs)?;
+        // A failed write returns here: the callback is dropped unanswered
+        // and openraft sees the error. A written batch is reported flushed
+        // only with the sync's own result: `Ok` strictly after the WAL sync
+        // returned `Ok`.
+        let synced = self.write_then_sync(entries).map_err(write_logs)?;
+        callback.log_io_completed(synced);
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.store.sync.check().map_err(write_logs)?;
+        let cf = self.store.cf(CF_LOG).map_err(write_logs)?;
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
+        batch.delete_cf(cf, log_key(u64::MAX));
+        self.store.write_synced(batch).map_err(write_logs)
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        self.store.sync.check().map_err(write_logs)?;
+        // State-machine writes are not synced on their own: they share the
+        // WAL with the log, and every later synced log append makes them
+        // durable too (the WAL is one ordered file; recovery replays a
+        // prefix). If a crash loses an applied entry's state-machine write,
+        // openraft re-applies it from the log after restart. That only works
+        // while the log still holds the entry, so before deleting log
+        // entries, sync the WAL: everything applied up to now (and any
+        // snapshot written to the snapshot CF) is on disk first.
+        self.store
+            .sync_wal()
+            .map_err(|e| write_logs(StoreError::Sync(e)))?;
+        let cf = self.store.cf(CF_LOG).map_err(write_logs)?;
+        let mut batch = WriteBatch::default();
+        self.store
+            .put(&mut batch, CF_RAFT_META, KEY_LAST_PURGED, &log_id)
+            .map_err(write_logs)?;
+        batch.delete_range_cf(cf, log_key(0), log_key(log_id.index));
+        batch.delete_cf(cf, log_key(log_id.index));
+        // Not synced: if a crash loses it, the purge simply did not happen
+        // (the entries and the old `last_purged` come back together).
+        self.store.write(batch).map_err(write_logs)
+    }
+}

@@ -1,0 +1,245 @@
+//! Read-only queries on the replicated state, and the `QueueRead` view that
+//! `relay_queue::apply` reads through.
+//!
+//! Queries are synchronous (RocksDB reads; cheap except `digest` and
+//! unfiltered `list`, which scan). Those that read more than one key use one
+//! RocksDB snapshot, so they never mix two applied indexes.
+
+use bytes::Bytes;
+use relay_queue::QueueRead;
+use relay_types::{
+    MessageFilter, MessageId, MessageRecord, NodeId, QueueCounts, Route, TraceEvent, UnixMillis,
+};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::db::{
+    CF_BODIES, CF_DUE, CF_MESSAGES, CF_OWNER, CF_ROUTES, CF_SM_META, CF_TRACES, KEY_COUNTS,
+    KEY_LAST_APPLIED, Reader, Store, owner_key_id, parse_due_key,
+};
+use crate::error::StoreError;
+use crate::state_machine::StateMachine;
+
+/// A checksum of the replicated state at one applied index: equal on every
+/// replica that applied the same log up to `applied_index`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StateDigest {
+    /// The index of the last entry applied (0 before the first).
+    pub applied_index: u64,
+    /// Hex SHA-256 over messages, bodies, routes and traces in key order.
+    pub checksum: String,
+}
+
+impl StateMachine {
+    /// A queued message's record.
+    pub fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        message(&self.store.live(), id)
+    }
+
+    /// A queued message's body.
+    pub fn body(&self, id: &MessageId) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .store
+            .live()
+            .get_raw(CF_BODIES, id.as_bytes())?
+            .map(Bytes::from))
+    }
+
+    /// Messages `owner` should attempt at `now`: not held, `next_attempt_at
+    /// <= now`, earliest first (ties by id), at most `limit`. Walks the due
+    /// index, so the cost is O(result), not O(queue).
+    pub fn due(
+        &self,
+        owner: NodeId,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let snapshot = self.store.snapshot();
+        let reader = self.store.at(&snapshot);
+        let mut out = Vec::new();
+        if limit == 0 {
+            return Ok(out);
+        }
+        for item in reader.scan_prefix(CF_DUE, &owner.to_be_bytes())? {
+            let (key, _) = item?;
+            let (_, at, id) = parse_due_key(&key)?;
+            if at > now {
+                break;
+            }
+            let record = message(&reader, &id)?.ok_or_else(|| {
+                StoreError::Inconsistent(format!("due index names {id}, which has no record"))
+            })?;
+            out.push(record);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Queued messages matching `filter`, in id order, at most `limit`.
+    /// With `filter.owner` set it walks that owner's index; otherwise it
+    /// scans the message table.
+    pub fn list(
+        &self,
+        filter: &MessageFilter,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        let snapshot = self.store.snapshot();
+        select(&self.store.at(&snapshot), filter, limit)
+    }
+
+    /// Message counts by state (kept up to date by every apply: O(1)).
+    pub fn counts(&self) -> Result<QueueCounts, StoreError> {
+        Ok(self
+            .store
+            .live()
+            .get(CF_SM_META, KEY_COUNTS)?
+            .unwrap_or_default())
+    }
+
+    /// Every route, by domain.
+    pub fn routes(&self) -> Result<Vec<(String, Route)>, StoreError> {
+        let snapshot = self.store.snapshot();
+        let reader = self.store.at(&snapshot);
+        let mut out = Vec::new();
+        for item in reader.scan(CF_ROUTES, &[], None)? {
+            let (key, value) = item?;
+            let domain = String::from_utf8(key.into_vec())
+                .map_err(|_| StoreError::Inconsistent("a route's domain is not UTF-8".into()))?;
+            let route = relay_types::decode(&value).map_err(StoreError::corrupt(CF_ROUTES))?;
+            out.push((domain, route));
+        }
+        Ok(out)
+    }
+
+    /// The route of `domain` (looked up exactly as given; routes are stored
+    /// under the normalised domain their entry carried).
+    pub fn route(&self, domain: &str) -> Result<Option<Route>, StoreError> {
+        self.store.live().get(CF_ROUTES, domain.as_bytes())
+    }
+
+    /// A message's trace in log order. Traces outlive the message.
+    pub fn trace(&self, id: &MessageId) -> Result<Vec<TraceEvent>, StoreError> {
+        let snapshot = self.store.snapshot();
+        let reader = self.store.at(&snapshot);
+        let mut out = Vec::new();
+        for item in reader.scan_prefix(CF_TRACES, id.as_bytes())? {
+            let (_, value) = item?;
+            out.push(relay_types::decode(&value).map_err(StoreError::corrupt(CF_TRACES))?);
+        }
+        Ok(out)
+    }
+
+    /// The state digest, read from one RocksDB snapshot (so the applied index
+    /// and the tables agree). Hashes, in key order: each message (id, then
+    /// encoded record), each body (id, then bytes), each route (domain, then
+    /// encoded route), each trace event (message id, then encoded event).
+    /// By construction this is the same SHA-256 as `MemQueue::checksum` for
+    /// the same state. The derived index tables and counts are not hashed:
+    /// they are functions of the messages. Scans the whole state.
+    pub fn digest(&self) -> Result<StateDigest, StoreError> {
+        let snapshot = self.store.snapshot();
+        let reader = self.store.at(&snapshot);
+        let applied: Option<openraft::LogId<u64>> = reader.get(CF_SM_META, KEY_LAST_APPLIED)?;
+        let mut hasher = Sha256::new();
+        for (cf, key_part) in [
+            (CF_MESSAGES, None),
+            (CF_BODIES, None),
+            (CF_ROUTES, None),
+            (CF_TRACES, Some(16)),
+        ] {
+            for item in reader.scan(cf, &[], None)? {
+                let (key, value) = item?;
+                let key = match key_part {
+                    None => &key[..],
+                    Some(n) => key
+                        .get(..n)
+                        .ok_or_else(|| StoreError::Inconsistent(format!("short key in {cf}")))?,
+                };
+                hasher.update(key);
+                hasher.update(&value);
+            }
+        }
+        Ok(StateDigest {
+            applied_index: applied.map(|l| l.index).unwrap_or(0),
+            checksum: hex::encode(hasher.finalize()),
+        })
+    }
+}
+
+fn message(reader: &Reader<'_>, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+    reader.get(CF_MESSAGES, id.as_bytes())
+}
+
+fn select(
+    reader: &Reader<'_>,
+    filter: &MessageFilter,
+    limit: usize,
+) -> Result<Vec<MessageRecord>, StoreError> {
+    let mut out = Vec::new();
+    if limit == 0 {
+        return Ok(out);
+    }
+    let mut keep = |record: MessageRecord| {
+        if relay_queue::matches(filter, &record) {
+            out.push(record);
+        }
+        out.len() < limit
+    };
+    match filter.owner {
+        Some(owner) => {
+            for item in reader.scan_prefix(CF_OWNER, &owner.to_be_bytes())? {
+                let (key, _) = item?;
+                let id = owner_key_id(&key)?;
+                let record = message(reader, &id)?.ok_or_else(|| {
+                    StoreError::Inconsistent(format!("owner index names {id}, which has no record"))
+                })?;
+                if !keep(record) {
+                    break;
+                }
+            }
+        }
+        None => {
+            for item in reader.scan(CF_MESSAGES, &[], None)? {
+                let (_, value) = item?;
+                let record =
+                    relay_types::decode(&value).map_err(StoreError::corrupt(CF_MESSAGES))?;
+                if !keep(record) {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The state as `relay_queue::apply` sees it: the live database, which
+/// holds every earlier entry's batch (apply writes one batch per entry).
+pub(crate) struct LiveView<'a> {
+    reader: Reader<'a>,
+}
+
+impl<'a> LiveView<'a> {
+    pub(crate) fn new(store: &'a Store) -> Self {
+        LiveView {
+            reader: store.live(),
+        }
+    }
+}
+
+impl QueueRead for LiveView<'_> {
+    type Error = StoreError;
+
+    fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
+        message(&self.reader, id)
+    }
+
+    fn select(&self, filter: &MessageFilter) -> Result<Vec<MessageRecord>, StoreError> {
+        select(&self.reader, filter, usize::MAX)
+    }
+
+    fn route(&self, domain: &str) -> Result<Option<Route>, StoreError> {
+        self.reader.get(CF_ROUTES, domain.as_bytes())
+    }
+}
