@@ -1,1 +1,120 @@
-//! relay-smtp
+//! Inbound SMTP for every quorum-relay node.
+//!
+//! Owns the server side of RFC 5321 with ESMTP (PIPELINING, SIZE, 8BITMIME,
+//! SMTPUTF8, ENHANCEDSTATUSCODES, DSN, CHUNKING, STARTTLS): the accept loop
+//! with global and per-IP connection caps, one task per session, per-command
+//! and DATA timeouts, the relay policy (no open relay, no routing tricks), the
+//! DATA/BDAT body reader that only ever ends DATA on `CRLF.CRLF` and refuses
+//! bare CR/LF (the SMTP smuggling family), the `Received:` trace header, and
+//! the hand-off of each accepted message to a [`SessionBackend`], which
+//! commits it through Raft before the session answers `250`.
+//!
+//! Must never: depend on openraft, tonic or RocksDB (it submits through the
+//! [`SessionBackend`] trait); answer `250` to DATA/BDAT LAST before
+//! [`SessionBackend::submit`] returned `Ok`; log message bodies; let one
+//! session's failure (error, panic, slow client) affect another session.
+//!
+//! # Layout
+//! - [`config`]: [`SmtpConfig`] (limits, timeouts, networks, TLS) and [`Cidr`].
+//! - [`reply`]: every reply text the server sends, and the one mapping from
+//!   [`SubmitError`] to an SMTP reply.
+//! - [`data`]: the DATA terminator scanner, dot-unstuffer and line checker,
+//!   pure and separately tested (a fuzz target).
+//! - [`address`]: raw forward/reverse path analysis (source routes, quoted
+//!   local parts, percent hack, bang paths, address literals).
+//! - [`policy`]: the relay decision for one recipient, pure.
+//! - [`message`]: header-section checks and [`MessageInfo`] extraction.
+//! - [`received`]: the `Received:` header and RFC 5322 dates.
+//! - `session`: one SMTP session, one file per phase (greeting/EHLO, MAIL,
+//!   RCPT, DATA, BDAT, STARTTLS, submit) over any async byte stream.
+//! - [`server`]: [`serve`], the accept loop with connection caps and shutdown.
+//! - [`tls`]: loading certificates or creating a self-signed development one.
+//!
+//! # Reply decisions worth knowing
+//! - A message containing a bare CR or bare LF anywhere (DATA or BDAT) is
+//!   read to its real end (`CRLF.CRLF` or the last chunk) and then refused
+//!   with `550 5.6.11 bare CR or LF in message`; a NUL octet gives
+//!   `550 5.6.0`. So no end-of-data variant can smuggle a second message,
+//!   and nothing stored can be re-interpreted by a lax downstream server.
+//! - A message whose first line is neither a header field nor the empty line
+//!   that ends an (empty) header section, or an empty message, is refused with
+//!   `550 5.6.0 message has no header section`: prepending our `Received:`
+//!   would otherwise turn its first body line into a broken header.
+//! - The `220` greeting, the `354` DATA go-ahead and the EHLO capability
+//!   lines carry no enhanced status code (RFC 2034 / 3463); every other reply
+//!   does.
+
+pub mod address;
+pub mod config;
+pub mod data;
+pub mod message;
+pub mod policy;
+pub mod received;
+pub mod reply;
+pub mod server;
+mod session;
+pub mod tls;
+
+use std::future::Future;
+
+use bytes::Bytes;
+use relay_types::{Envelope, MessageId, MessageInfo, UnixMillis};
+
+pub use config::{Cidr, SmtpConfig};
+pub use reply::{Reply, submit_error_reply};
+pub use server::serve;
+pub use session::run_session;
+pub use tls::{TlsSetupError, load_or_create_tls, load_tls};
+
+/// What the node gives every SMTP session: the relay-domain lookup and the
+/// quorum commit of accepted messages.
+pub trait SessionBackend: Send + Sync + 'static {
+    /// Is this (normalised, lower-case) domain one we relay for (has a route)?
+    fn is_relay_domain(&self, domain: &str) -> bool;
+
+    /// Commit the message through Raft; returns only after commit.
+    ///
+    /// The session answers `250 2.0.0 Ok: queued as <id>` only after this
+    /// returned `Ok`; every error is answered with a 4xx (see
+    /// [`submit_error_reply`]).
+    fn submit(
+        &self,
+        submission: Submission,
+    ) -> impl Future<Output = Result<(), SubmitError>> + Send;
+}
+
+/// One accepted message, ready to be proposed as an `Enqueue` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Submission {
+    /// Time-ordered id generated at end of data; echoed in the `250` reply.
+    pub id: MessageId,
+    /// When the end of data (final `.` or `BDAT … LAST`) arrived.
+    pub received_at: UnixMillis,
+    /// Everything the envelope said.
+    pub envelope: Envelope,
+    /// Message-ID, Subject and stored size.
+    pub info: MessageInfo,
+    /// Our `Received:` header followed by the client's message, byte-exact,
+    /// dot-unstuffed, CRLF line ends only.
+    pub body: Bytes,
+}
+
+/// Why a submission was not committed. Every variant is temporary for the
+/// client (4xx): the message is not queued and the client should retry.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum SubmitError {
+    /// No quorum could be reached (leader unknown, minority partition).
+    /// Answered `451 4.3.0`.
+    #[error("no quorum: {0}")]
+    NoQuorum(String),
+    /// The commit did not complete within the submit timeout. Answered
+    /// `451 4.3.0` (a late commit may still deliver: at-least-once).
+    #[error("commit timed out")]
+    Timeout,
+    /// The node is shutting down. Answered `421 4.3.2` and the session closes.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// Anything else (storage, encoding). Answered `451 4.3.0`.
+    #[error("internal error: {0}")]
+    Internal(String),
+}

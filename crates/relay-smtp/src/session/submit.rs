@@ -1,0 +1,88 @@
+//! End of a message (DATA `.` or BDAT LAST): checks, `Received:`, submit,
+//! and the reply. Every path ends the transaction.
+
+use bytes::Bytes;
+use relay_types::{MessageId, UnixMillis};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::Instrument;
+
+use super::bdat::verdict_reply;
+use super::{Flow, Session};
+use crate::data::{BodyBuffer, BodyVerdict};
+use crate::message::{HeaderProblem, check_header_section, message_info};
+use crate::received::{Trace, received_header};
+use crate::reply;
+use crate::{SessionBackend, Submission};
+
+impl<S, B> Session<S, B>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+    B: SessionBackend,
+{
+    pub(super) async fn finish_message(&mut self, verdict: BodyVerdict, sink: BodyBuffer) -> Flow {
+        let Some(tx) = self.tx.take() else {
+            return self.respond(reply::bad_sequence("need MAIL command"));
+        };
+        if verdict != BodyVerdict::Ok {
+            tracing::info!(?verdict, "message refused");
+            return self.respond(verdict_reply(verdict));
+        }
+        let body = sink.into_vec();
+        let header_len = match check_header_section(&body, self.config.max_header_size) {
+            Ok(len) => len,
+            Err(HeaderProblem::Missing) => return self.respond(reply::no_header_section()),
+            Err(HeaderProblem::TooLarge) => return self.respond(reply::header_section_too_big()),
+        };
+
+        let id = MessageId::generate();
+        let received_at = UnixMillis::now();
+        let span = tracing::info_span!("message", id = %id);
+        async move {
+            let envelope = tx.envelope;
+            let protocol = match (&self.helo, self.conn.is_tls()) {
+                (_, true) => "ESMTPS",
+                (Some(h), false) if h.esmtp => "ESMTP",
+                _ => "SMTP",
+            };
+            let recipient = match envelope.recipients.as_slice() {
+                [only] => Some(only.address.as_str()),
+                _ => None,
+            };
+            let header = received_header(&Trace {
+                helo: &envelope.helo,
+                ip: self.peer.ip(),
+                hostname: &self.config.hostname,
+                protocol,
+                id,
+                recipient,
+                at: received_at,
+            });
+            let mut stored = Vec::with_capacity(header.len() + body.len());
+            stored.extend_from_slice(header.as_bytes());
+            stored.extend_from_slice(&body);
+            let info = message_info(&body[..header_len], stored.len() as u64);
+            drop(body);
+            let size = stored.len();
+            let recipients = envelope.recipients.len();
+            let submission = Submission {
+                id,
+                received_at,
+                envelope,
+                info,
+                body: Bytes::from(stored),
+            };
+            match self.backend.submit(submission).await {
+                Ok(()) => {
+                    tracing::info!(size, recipients, "message accepted");
+                    self.respond(reply::queued(id))
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "submit failed, message not accepted");
+                    self.respond(reply::submit_error_reply(&e, &self.config.hostname))
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
