@@ -1,1 +1,36 @@
-//! relay-cluster
+//! The consensus layer of a relay node: openraft wired to the RocksDB store
+//! and to peers over gRPC.
+//!
+//! Owns: the openraft `Raft` instance and its configuration, the tonic Raft
+//! network (client side [`network`], server side [`service`]), forwarding a
+//! client write from a follower to the leader ([`Cluster::propose`]), cluster
+//! bootstrap (exactly one node initialises, never on restart), and the
+//! per-node status that `relayctl status` and drills read.
+//!
+//! Must never: parse SMTP, deliver mail, or decide anything the state machine
+//! should decide; entries arrive fully formed from the node.
+//!
+//! # Layout
+//! - [`config`]: `ClusterConfig` (ids, addresses, timing) → openraft `Config`.
+//! - [`network`]: `GrpcNetworkFactory`, the openraft network over tonic.
+//! - [`channels`]: one lazily connected tonic channel per peer address.
+//! - [`service`]: the `RaftService` gRPC server (Raft RPCs, Submit,
+//!   NodeStatus).
+//! - [`cluster`]: `Cluster`: start, bootstrap, propose, status, shutdown.
+//! - [`error`]: `ProposeError`, `ClusterError`.
+
+pub mod channels;
+pub mod cluster;
+pub mod config;
+pub mod error;
+pub mod network;
+pub mod service;
+
+pub use cluster::{Cluster, ClusterStatus, MemberStatus};
+pub use config::ClusterConfig;
+pub use error::{ClusterError, ProposeError};
+pub use relay_proto::raft::NodeStatusReply;
+pub use relay_store::TypeConfig;
+
+/// The openraft handle for this type configuration.
+pub type Raft = openraft::Raft<TypeConfig>;

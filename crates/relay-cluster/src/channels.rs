@@ -1,0 +1,47 @@
+//! One tonic channel per peer address, connected lazily and reused by the
+//! Raft network, write forwarding and status queries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use relay_proto::raft::raft_service_client::RaftServiceClient;
+use tonic::transport::{Channel, Endpoint};
+
+/// Largest gRPC message accepted or sent between nodes. AppendEntries carry
+/// message bodies; larger batches are split (see `network`).
+pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Shared map of peer address → channel.
+#[derive(Clone, Debug, Default)]
+pub struct Channels {
+    inner: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Channels {
+    /// A Raft-service client for `addr` (`host:port`).
+    pub fn client(
+        &self,
+        addr: &str,
+    ) -> Result<RaftServiceClient<Channel>, tonic::transport::Error> {
+        let channel = {
+            let mut map = self.inner.lock().expect("channel map lock poisoned");
+            match map.get(addr) {
+                Some(channel) => channel.clone(),
+                None => {
+                    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+                        .connect_timeout(Duration::from_millis(500))
+                        .tcp_nodelay(true)
+                        .http2_keep_alive_interval(Duration::from_secs(5))
+                        .keep_alive_timeout(Duration::from_secs(5))
+                        .connect_lazy();
+                    map.insert(addr.to_string(), channel.clone());
+                    channel
+                }
+            }
+        };
+        Ok(RaftServiceClient::new(channel)
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE))
+    }
+}

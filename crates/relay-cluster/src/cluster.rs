@@ -1,0 +1,470 @@
+//! `Cluster`: one node's Raft, started, bootstrapped and used to propose.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, RaftMetrics, ServerState};
+use relay_proto::raft::raft_service_server::RaftServiceServer;
+use relay_proto::raft::{NodeStatusReply, NodeStatusRequest, QueueCounts, SubmitRequest};
+use relay_store::{LogStore, StateMachine, StoreError};
+use relay_types::{Command, CommandResult, NodeId, decode, encode};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::Raft;
+use crate::channels::{Channels, MAX_GRPC_MESSAGE};
+use crate::config::ClusterConfig;
+use crate::error::{ClusterError, ProposeError};
+use crate::network::GrpcNetworkFactory;
+use crate::service::RaftGrpc;
+
+/// How long a status query waits for a peer.
+const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// One node's consensus handle.
+pub struct Cluster {
+    config: ClusterConfig,
+    raft: Raft,
+    store: StateMachine,
+    channels: Channels,
+    shutdown: CancellationToken,
+}
+
+// Manual: `openraft::Raft` is not `Debug`.
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.config.node_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One member as seen by a status query.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Node id.
+    pub id: NodeId,
+    /// Raft gRPC address.
+    pub addr: String,
+    /// Voter (true) or learner.
+    pub voter: bool,
+    /// Answered the status query.
+    pub reachable: bool,
+    /// Its own view of its role (`unreachable` if it did not answer).
+    pub role: String,
+    /// Its last applied index.
+    pub applied: u64,
+    /// Leader's last log index minus `applied` (0 when unknown).
+    pub lag: u64,
+    /// Its reply, when it answered.
+    pub reply: Option<NodeStatusReply>,
+}
+
+/// The cluster as seen from this node.
+#[derive(Clone, Debug)]
+pub struct ClusterStatus {
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// This node's current term.
+    pub term: u64,
+    /// Every member, voters first, by id.
+    pub members: Vec<MemberStatus>,
+    /// Queue counts from this node's replica.
+    pub queue: relay_types::QueueCounts,
+}
+
+impl Cluster {
+    /// Starts Raft on the store, serves the Raft gRPC service, and
+    /// initialises a new cluster if this is the bootstrap node of a cluster
+    /// that does not exist yet. Returns the handle and whether this call
+    /// initialised the cluster (the caller seeds initial state then).
+    pub async fn start(
+        config: ClusterConfig,
+        log_store: LogStore,
+        state_machine: StateMachine,
+        shutdown: CancellationToken,
+    ) -> Result<(Arc<Cluster>, bool), ClusterError> {
+        let raft_config = Arc::new(config.raft_config()?);
+        let channels = Channels::default();
+        let network = GrpcNetworkFactory::new(channels.clone());
+        let raft = Raft::new(
+            config.node_id,
+            raft_config,
+            network,
+            log_store,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| ClusterError::Start(e.to_string()))?;
+
+        let cluster = Arc::new(Cluster {
+            config,
+            raft,
+            store: state_machine,
+            channels,
+            shutdown: shutdown.clone(),
+        });
+
+        let listener = tokio::net::TcpListener::bind(cluster.config.listen)
+            .await
+            .map_err(|source| ClusterError::Bind {
+                addr: cluster.config.listen,
+                source,
+            })?;
+        let service = RaftServiceServer::new(RaftGrpc::new(cluster.clone()))
+            .max_decoding_message_size(MAX_GRPC_MESSAGE)
+            .max_encoding_message_size(MAX_GRPC_MESSAGE);
+        let server_shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let result = tonic::transport::Server::builder()
+                .tcp_nodelay(true)
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled())
+                .await;
+            if let Err(e) = result {
+                warn!(error = %e, "raft gRPC server stopped");
+                server_shutdown.cancel();
+            }
+        });
+
+        let initialised = cluster.bootstrap_if_needed().await?;
+        Ok((cluster, initialised))
+    }
+
+    /// Exactly one node (config `bootstrap = true`) initialises, and only a
+    /// node whose store has never been part of a cluster, and only if no peer
+    /// reports an existing cluster: a bootstrap node whose disk was wiped
+    /// must join the existing cluster, not found a second one.
+    async fn bootstrap_if_needed(&self) -> Result<bool, ClusterError> {
+        if !self.config.bootstrap {
+            return Ok(false);
+        }
+        let initialised = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Bootstrap(e.to_string()))?;
+        if initialised {
+            return Ok(false);
+        }
+        for (id, addr) in &self.config.members {
+            if *id == self.config.node_id {
+                continue;
+            }
+            if let Ok(reply) = self.peer_status(addr, false).await
+                && reply.initialized
+            {
+                info!(
+                    peer = id,
+                    "a peer is already in a cluster; joining it instead of initialising"
+                );
+                return Ok(false);
+            }
+        }
+        let members: BTreeMap<NodeId, BasicNode> = self
+            .config
+            .members
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => {
+                info!(node = self.config.node_id, "initialised a new cluster");
+                Ok(true)
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(e) => Err(ClusterError::Bootstrap(e.to_string())),
+        }
+    }
+
+    /// The openraft handle (membership changes, leadership, metrics).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// The state machine (queries).
+    pub fn store(&self) -> &StateMachine {
+        &self.store
+    }
+
+    /// Latest Raft metrics.
+    pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// Watch Raft metrics.
+    pub fn watch_metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    /// The leader this node currently knows of.
+    pub fn current_leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Commits `command` through the leader and returns what applying it
+    /// did. Forwards to the leader when this node is a follower and follows
+    /// leadership changes until the submit timeout.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, ProposeError> {
+        let timeout = self.config.submit_timeout;
+        let deadline = Instant::now() + timeout;
+        tokio::select! {
+            result = self.propose_until(command, deadline) => result,
+            _ = tokio::time::sleep_until(deadline) => Err(ProposeError::Timeout(timeout)),
+            _ = self.shutdown.cancelled() => Err(ProposeError::ShuttingDown),
+        }
+    }
+
+    async fn propose_until(
+        &self,
+        command: Command,
+        deadline: Instant,
+    ) -> Result<CommandResult, ProposeError> {
+        let mut metrics = self.raft.metrics();
+        let mut encoded: Option<Vec<u8>> = None;
+        loop {
+            let (leader, leader_addr) = {
+                let m = metrics.borrow_and_update();
+                let leader = m.current_leader;
+                let addr = leader.and_then(|id| {
+                    m.membership_config
+                        .nodes()
+                        .find(|(n, _)| **n == id)
+                        .map(|(_, node)| node.addr.clone())
+                });
+                (leader, addr)
+            };
+            match (leader, leader_addr) {
+                (Some(leader), _) if leader == self.config.node_id => {
+                    match self.raft.client_write(command.clone()).await {
+                        Ok(written) => return Ok(written.data),
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
+                        Err(RaftError::APIError(e)) => {
+                            return Err(ProposeError::Fatal(e.to_string()));
+                        }
+                        Err(RaftError::Fatal(e)) => return Err(ProposeError::Fatal(e.to_string())),
+                    }
+                }
+                (Some(_), Some(addr)) => {
+                    let bytes = encoded.get_or_insert_with(|| encode(&command)).clone();
+                    match self.forward(&addr, bytes, deadline).await {
+                        Ok(result) => return Ok(result),
+                        Err(status) => {
+                            tracing::debug!(%addr, code = ?status.code(), "forwarded write not committed; retrying");
+                        }
+                    }
+                }
+                _ => {}
+            }
+            // Wait for news about the leader, briefly.
+            tokio::select! {
+                _ = metrics.changed() => {}
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(if leader.is_none() {
+                    ProposeError::NoLeader
+                } else {
+                    ProposeError::Timeout(self.config.submit_timeout)
+                });
+            }
+        }
+    }
+
+    async fn forward(
+        &self,
+        addr: &str,
+        command: Vec<u8>,
+        deadline: Instant,
+    ) -> Result<CommandResult, tonic::Status> {
+        let mut client = self
+            .channels
+            .client(addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut request = tonic::Request::new(SubmitRequest { command });
+        request.set_timeout(
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1)),
+        );
+        let reply = client.submit(request).await?.into_inner();
+        decode(&reply.result).map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+
+    /// This node's own status. `with_digest` also hashes the whole state
+    /// (blocking: call from a blocking task).
+    pub fn local_status(&self, with_digest: bool) -> Result<NodeStatusReply, StoreError> {
+        local_status_from(
+            self.config.node_id,
+            &self.metrics(),
+            &self.store,
+            with_digest,
+        )
+    }
+
+    /// Asks the node at `addr` for its status.
+    pub async fn peer_status(
+        &self,
+        addr: &str,
+        with_digest: bool,
+    ) -> Result<NodeStatusReply, tonic::Status> {
+        let mut client = self
+            .channels
+            .client(addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut request = tonic::Request::new(NodeStatusRequest { with_digest });
+        request.set_timeout(PEER_STATUS_TIMEOUT);
+        Ok(client.node_status(request).await?.into_inner())
+    }
+
+    /// Every member's status, asked directly (this node answers locally).
+    pub async fn status(&self, with_digest: bool) -> ClusterStatus {
+        let m = self.metrics();
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        let members: Vec<(NodeId, String)> = m
+            .membership_config
+            .nodes()
+            .map(|(id, node)| (*id, node.addr.clone()))
+            .collect();
+        let replies = futures::future::join_all(members.iter().map(|(id, addr)| async move {
+            if *id == self.config.node_id {
+                let store = self.clone_for_blocking();
+                tokio::task::spawn_blocking(move || store.local_status(with_digest))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            } else {
+                self.peer_status(addr, with_digest)
+                    .await
+                    .map_err(|e| e.message().to_string())
+            }
+        }))
+        .await;
+        let leader_last_log = m.current_leader.and_then(|leader| {
+            members
+                .iter()
+                .zip(&replies)
+                .find(|((id, _), _)| *id == leader)
+                .and_then(|(_, r)| r.as_ref().ok().map(|r| r.last_log_index))
+        });
+        let mut out: Vec<MemberStatus> = members
+            .into_iter()
+            .zip(replies)
+            .map(|((id, addr), reply)| {
+                let reply = reply.ok();
+                let applied = reply.as_ref().map(|r| r.applied_index).unwrap_or(0);
+                MemberStatus {
+                    id,
+                    addr,
+                    voter: voters.contains(&id),
+                    reachable: reply.is_some(),
+                    role: reply
+                        .as_ref()
+                        .map(|r| r.role.clone())
+                        .unwrap_or_else(|| "unreachable".into()),
+                    applied,
+                    lag: match (&reply, leader_last_log) {
+                        (Some(_), Some(last)) => last.saturating_sub(applied),
+                        _ => 0,
+                    },
+                    reply,
+                }
+            })
+            .collect();
+        out.sort_by_key(|s| (!s.voter, s.id));
+        ClusterStatus {
+            leader: m.current_leader,
+            term: m.current_term,
+            members: out,
+            queue: self.store.counts().unwrap_or_default(),
+        }
+    }
+
+    fn clone_for_blocking(&self) -> LocalStatusSource {
+        LocalStatusSource {
+            node_id: self.config.node_id,
+            metrics: self.raft.metrics(),
+            store: self.store.clone(),
+        }
+    }
+
+    /// Stops Raft. The store stays open until dropped.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(error = %e, "raft shutdown failed");
+        }
+    }
+}
+
+/// What `local_status` needs, owned, for a blocking task.
+struct LocalStatusSource {
+    node_id: NodeId,
+    metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    store: StateMachine,
+}
+
+impl LocalStatusSource {
+    fn local_status(&self, with_digest: bool) -> Result<NodeStatusReply, StoreError> {
+        let m = self.metrics.borrow().clone();
+        local_status_from(self.node_id, &m, &self.store, with_digest)
+    }
+}
+
+fn local_status_from(
+    node_id: NodeId,
+    m: &RaftMetrics<NodeId, BasicNode>,
+    store: &StateMachine,
+    with_digest: bool,
+) -> Result<NodeStatusReply, StoreError> {
+    let counts = store.counts()?;
+    let mut reply = NodeStatusReply {
+        id: node_id,
+        role: role_name(m.state).to_string(),
+        term: m.current_term,
+        leader: m.current_leader,
+        last_log_index: m.last_log_index.unwrap_or(0),
+        applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+        initialized: m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some(),
+        digest_index: 0,
+        state_checksum: String::new(),
+        queue: Some(QueueCounts {
+            queued: counts.queued,
+            deferred: counts.deferred,
+            held: counts.held,
+        }),
+        snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+        purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+    };
+    if with_digest {
+        let digest = store.digest()?;
+        reply.digest_index = digest.applied_index;
+        reply.state_checksum = digest.checksum;
+    }
+    Ok(reply)
+}
+
+/// Lower-case role name.
+pub fn role_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Follower => "follower",
+        ServerState::Candidate => "candidate",
+        ServerState::Learner => "learner",
+        ServerState::Shutdown => "shutdown",
+    }
+}

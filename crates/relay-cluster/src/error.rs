@@ -1,0 +1,42 @@
+//! Errors of the consensus layer.
+
+/// A proposal could not be committed. Each maps to an SMTP `451 4.3.0` or a
+/// gRPC `UNAVAILABLE` at the edge; none means "maybe": a proposal that timed
+/// out may still commit later (at-least-once; counted as a duplicate then).
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// No leader is known (election under way, or this node is cut off).
+    #[error("no leader is known")]
+    NoLeader,
+    /// No commit within the submit timeout (no quorum, slow disks).
+    #[error("not committed within {0:?}")]
+    Timeout(std::time::Duration),
+    /// The node is shutting down.
+    #[error("node is shutting down")]
+    ShuttingDown,
+    /// Raft stopped with a fatal error (storage failure).
+    #[error("raft stopped: {0}")]
+    Fatal(String),
+}
+
+/// The consensus layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// openraft rejected the configuration.
+    #[error("invalid raft configuration: {0}")]
+    Config(String),
+    /// openraft could not start on the store.
+    #[error("raft failed to start: {0}")]
+    Start(String),
+    /// The Raft gRPC listener could not bind.
+    #[error("cannot listen for raft gRPC on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// Initialising the cluster failed.
+    #[error("cluster bootstrap failed: {0}")]
+    Bootstrap(String),
+}
