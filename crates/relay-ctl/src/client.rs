@@ -1,0 +1,90 @@
+//! Connecting to a node's admin API and turning failures into exit codes.
+
+use std::time::Duration;
+
+use relay_proto::admin::admin_client::AdminClient;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+
+/// A failure with the exit code it maps to.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub exit_code: u8,
+}
+
+impl CliError {
+    /// Exit 1: the command failed.
+    pub fn failed(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            exit_code: 1,
+        }
+    }
+
+    /// Exit 3: could not reach or authenticate to the node.
+    pub fn unreachable(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            exit_code: 3,
+        }
+    }
+
+    /// Maps a gRPC status from `addr` to an error.
+    pub fn from_status(addr: &str, status: tonic::Status) -> Self {
+        match status.code() {
+            tonic::Code::Unauthenticated => CliError::unreachable(format!(
+                "{addr} refused the admin token ({}); set --token or RELAYCTL_TOKEN",
+                status.message()
+            )),
+            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+                CliError::unreachable(format!("{addr} is unreachable: {}", status.message()))
+            }
+            _ => CliError::failed(format!("{addr}: {}", status.message())),
+        }
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every request.
+#[derive(Clone, Debug)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            request.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// An admin client with its address, for error messages.
+pub struct Admin {
+    pub addr: String,
+    pub client: AdminClient<InterceptedService<Channel, Bearer>>,
+}
+
+/// Connects to `addr` (host:port).
+pub async fn connect(addr: &str, token: Option<&str>) -> Result<Admin, CliError> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| CliError::failed(format!("bad --addr {addr:?}: {e}")))?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30));
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| CliError::unreachable(format!("cannot connect to {addr}: {e}")))?;
+    let bearer = match token {
+        Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
+            CliError::failed("the token contains characters not allowed in a header")
+        })?),
+        None => None,
+    };
+    Ok(Admin {
+        addr: addr.to_string(),
+        client: AdminClient::with_interceptor(channel, Bearer(bearer)),
+    })
+}
