@@ -29,10 +29,11 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// record is corruption, not data).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let what = std::any::type_name::<T>();
-    let (value, used) = bincode::serde::decode_from_slice(bytes, config()).map_err(|e| CodecError {
-        what,
-        reason: e.to_string(),
-    })?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| CodecError {
+            what,
+            reason: e.to_string(),
+        })?;
     if used != bytes.len() {
         return Err(CodecError {
             what,

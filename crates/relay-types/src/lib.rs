@@ -33,6 +33,8 @@ pub use command::{
 };
 pub use envelope::{BodyType, DsnNotify, DsnRet, Envelope, Recipient};
 pub use id::{MessageId, NodeId};
-pub use record::{Hold, MessageRecord, MessageState, QueueCounts, RecipientStatus, TraceEvent, node_name};
+pub use record::{
+    Hold, MessageRecord, MessageState, QueueCounts, RecipientStatus, TraceEvent, node_name,
+};
 pub use route::{Route, TlsPolicy, normalize_domain};
 pub use time::UnixMillis;

@@ -123,7 +123,10 @@ impl MessageRecord {
             info: e.info.clone(),
             checksum: e.checksum,
             expires_at: e.expires_at,
-            recipients: vec![RecipientStatus::Pending { last_reply: None }; e.envelope.recipients.len()],
+            recipients: vec![
+                RecipientStatus::Pending { last_reply: None };
+                e.envelope.recipients.len()
+            ],
             attempts: 0,
             next_attempt_at: e.received_at,
             last_target: None,
