@@ -1,1 +1,94 @@
-//! relay-delivery
+//! The owner-side delivery of quorum-relay.
+//!
+//! Owns what a node does with the messages it owns once they are committed:
+//! the [`DeliveryLoop`] that finds due messages, looks up each recipient
+//! domain's route, forwards the stored bytes unchanged to the route's
+//! targets over SMTP (lettre, rustls), classifies every reply per recipient,
+//! and reports the result as a log entry — `Command::Delivered` when the
+//! target accepted every pending recipient, otherwise `Command::Attempt`
+//! with per-recipient outcomes, the next attempt time from the
+//! [`RetryPolicy`](relay_queue::RetryPolicy) and, for recipients that failed
+//! for good (5xx, or queue lifetime over), the DSN to enqueue in the same
+//! entry.
+//!
+//! Must never: know about Raft, openraft or RocksDB (it reads through
+//! [`DeliveryStore`] and writes only by proposing through [`Proposer`]);
+//! delete or change anything itself (the state machine does that when the
+//! entry commits); attempt a message it does not own or one it is already
+//! delivering; change the message bytes it forwards.
+//!
+//! # Delivery guarantee: at least once
+//! A message is removed only after `Delivered` (or a finishing `Attempt`)
+//! commits. When the target accepted a message but the report does not
+//! commit (no leader, timeout), the loop keeps the report and proposes it
+//! again on later rounds instead of delivering again. If the node dies
+//! before the report commits, the message is still queued in the log, its
+//! new owner delivers it again, and the target sees it twice. That
+//! duplicate is accepted (SMTP is at-least-once) and is the only source of
+//! duplicates (DESIGN invariant 4).
+//!
+//! # Layout
+//! - [`config`] — [`DeliveryConfig`] (timeouts, concurrency, retry policy).
+//! - [`classify`] — SMTP replies and transport errors → success, temporary
+//!   or permanent, with the text that goes into traces and DSNs.
+//! - [`transport`] — one SMTP transaction to a route's targets with lettre,
+//!   per-recipient results, TLS per route policy.
+//! - [`report`] — an attempt's results → `Delivered` or `Attempt`.
+//! - [`dsn`] — the RFC 3464 delivery status notification for failures.
+//! - `delivery_loop` — [`DeliveryLoop`]: scheduling, concurrency limits,
+//!   in-flight tracking, proposing.
+//! - [`metrics`] — this crate's Prometheus instruments.
+//! - [`error`] — [`ProposeError`].
+
+pub mod classify;
+pub mod config;
+mod delivery_loop;
+pub mod dsn;
+pub mod error;
+pub mod metrics;
+pub mod report;
+pub mod transport;
+
+use std::future::Future;
+
+use bytes::Bytes;
+use relay_types::{Command, CommandResult, MessageId, MessageRecord, NodeId, Route, UnixMillis};
+
+pub use config::DeliveryConfig;
+pub use delivery_loop::DeliveryLoop;
+pub use error::ProposeError;
+
+/// The delivery loop's read-only view of the replicated state on this node.
+///
+/// Calls are synchronous (a local database read); the loop runs them on
+/// tokio's blocking pool.
+pub trait DeliveryStore: Send + Sync + 'static {
+    /// The store's error.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Up to `limit` messages owned by `owner`, not held, whose next
+    /// attempt is due at `now`, earliest first.
+    fn due(
+        &self,
+        owner: NodeId,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, Self::Error>;
+
+    /// A queued message's body, `None` once it is gone.
+    fn body(&self, id: &MessageId) -> Result<Option<Bytes>, Self::Error>;
+
+    /// The route of a normalised domain, if one is set.
+    fn route(&self, domain: &str) -> Result<Option<Route>, Self::Error>;
+}
+
+/// Proposes a log entry and waits until it is committed and applied.
+pub trait Proposer: Send + Sync + 'static {
+    /// Commits `command`; `Ok` carries what applying it did (which may be a
+    /// deterministic rejection, e.g. when this node no longer owns the
+    /// message).
+    fn propose(
+        &self,
+        command: Command,
+    ) -> impl Future<Output = Result<CommandResult, ProposeError>> + Send;
+}

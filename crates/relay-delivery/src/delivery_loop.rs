@@ -1,0 +1,561 @@
+//! The owner-side delivery loop: scheduling, limits, in-flight tracking and
+//! reporting.
+//!
+//! A *round* runs whenever the applied index changes (`wake`), a delivery
+//! finishes, or `poll_interval` passes:
+//! 1. reports that did not commit earlier are proposed again;
+//! 2. unless the last proposals found no leader (then nothing new starts:
+//!    a node that cannot commit cannot prove it still owns its messages),
+//!    due messages are read, each pending recipient's domain is routed, and
+//!    every message that gets a global slot and a slot on each of its
+//!    routes starts delivering in its own task.
+//!
+//! A message is never attempted twice at once: it is *in flight* from the
+//! moment it is picked until its report commits (or is rejected). After a
+//! report commits it is *settled*: this node's replica may apply the entry
+//! a little after the leader did, so a due record older than the report
+//! (fewer attempts) is skipped for up to `settle_timeout`.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use relay_queue::body_checksum;
+use relay_types::{
+    BodyType, Command, CommandResult, MessageId, MessageRecord, Rejection, Route, UnixMillis,
+};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use crate::classify::Classified;
+use crate::config::DeliveryConfig;
+use crate::error::ProposeError;
+use crate::metrics as m;
+use crate::report::{self, Report, ReportContext};
+use crate::transport::{self, RecipientResult, Transaction, TransportSettings};
+use crate::{DeliveryStore, Proposer};
+
+/// Delivers the messages this node owns. Build it with
+/// [`DeliveryLoop::new`], then drive it with [`DeliveryLoop::run`].
+pub struct DeliveryLoop<S, P> {
+    inner: Arc<Inner<S, P>>,
+}
+
+impl<S, P> fmt::Debug for DeliveryLoop<S, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeliveryLoop")
+            .field("node_id", &self.inner.config.node_id)
+            .field("hostname", &self.inner.config.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner<S, P> {
+    config: DeliveryConfig,
+    transport: TransportSettings,
+    store: Arc<S>,
+    proposer: Arc<P>,
+    /// One permit per message being delivered.
+    slots: Arc<Semaphore>,
+    /// Per route (its target list), one permit per message being delivered.
+    target_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    tracking: Mutex<Tracking>,
+    /// A delivery or report finished: run a round soon.
+    progress: Notify,
+}
+
+#[derive(Default)]
+struct Tracking {
+    /// Being delivered or proposed right now.
+    in_flight: HashSet<MessageId>,
+    /// Attempted, but the report has not committed yet. Proposed again each
+    /// round; the message is not delivered again meanwhile.
+    unreported: HashMap<MessageId, Unreported>,
+    /// Report committed; skip stale due records until the replica catches up.
+    settled: HashMap<MessageId, Settled>,
+}
+
+#[derive(Clone)]
+struct Unreported {
+    report: Report,
+    /// The record's `attempts` once the report is applied (`u32::MAX` when
+    /// the report removes the message).
+    attempts_after: u32,
+    /// The last proposal found no leader or timed out.
+    cluster_unavailable: bool,
+}
+
+struct Settled {
+    attempts_after: u32,
+    since: Instant,
+}
+
+/// Pending recipients that share a route (`None`: no route).
+struct Group {
+    route: Option<Route>,
+    recipients: Vec<u32>,
+}
+
+/// A due message with its recipients grouped by route.
+struct Planned {
+    record: MessageRecord,
+    groups: Vec<Group>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The protected maps stay consistent at every await-free step, so a
+    // panic elsewhere does not make them unusable.
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<S: DeliveryStore, P: Proposer> DeliveryLoop<S, P> {
+    /// A loop for `config.node_id`, reading `store` and proposing through
+    /// `proposer`.
+    pub fn new(config: DeliveryConfig, store: Arc<S>, proposer: Arc<P>) -> Self {
+        let slots = Arc::new(Semaphore::new(config.max_concurrent_deliveries.max(1)));
+        DeliveryLoop {
+            inner: Arc::new(Inner {
+                transport: TransportSettings::from_config(&config),
+                config,
+                store,
+                proposer,
+                slots,
+                target_slots: Mutex::new(HashMap::new()),
+                tracking: Mutex::new(Tracking::default()),
+                progress: Notify::new(),
+            }),
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled, then waits for the deliveries and
+    /// proposals already started (each is bounded by its timeouts).
+    pub async fn run(self, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
+        let inner = self.inner;
+        let tasks = TaskTracker::new();
+        let mut wake_open = true;
+        info!(
+            node = inner.config.node_id,
+            max_concurrent = inner.config.max_concurrent_deliveries,
+            "delivery loop started"
+        );
+        while !shutdown.is_cancelled() {
+            inner.round(&tasks).await;
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                changed = wake.changed(), if wake_open => {
+                    // The state machine is gone: keep polling on the timer.
+                    wake_open = changed.is_ok();
+                }
+                _ = inner.progress.notified() => {}
+                _ = tokio::time::sleep(inner.config.poll_interval) => {}
+            }
+        }
+        tasks.close();
+        info!(running = tasks.len(), "delivery loop stopping");
+        tasks.wait().await;
+        info!("delivery loop stopped");
+    }
+}
+
+impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
+    async fn round(self: &Arc<Self>, tasks: &TaskTracker) {
+        let (retries, paused) = {
+            let mut guard = lock(&self.tracking);
+            let t = &mut *guard;
+            let now = Instant::now();
+            let ttl = self.config.settle_timeout;
+            t.settled
+                .retain(|_, s| now.saturating_duration_since(s.since) < ttl);
+            let retries: Vec<(MessageId, Unreported)> = t
+                .unreported
+                .iter()
+                .filter(|(id, _)| !t.in_flight.contains(*id))
+                .map(|(id, u)| (*id, u.clone()))
+                .collect();
+            for (id, _) in &retries {
+                t.in_flight.insert(*id);
+            }
+            let paused = t.unreported.values().any(|u| u.cluster_unavailable);
+            (retries, paused)
+        };
+        for (id, unreported) in retries {
+            let this = self.clone();
+            let span = info_span!("report", id = %id);
+            tasks.spawn(
+                async move {
+                    this.propose_report(id, unreported).await;
+                    this.progress.notify_one();
+                }
+                .instrument(span),
+            );
+        }
+        if paused {
+            debug!("no leader for the last reports: not starting deliveries");
+            return;
+        }
+        if self.slots.available_permits() == 0 {
+            return;
+        }
+        let planned = match self.scan().await {
+            Ok(planned) => planned,
+            Err(e) => {
+                warn!(error = %e, "cannot read due messages");
+                return;
+            }
+        };
+        for plan in planned {
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            if !self.may_start(&plan.record) {
+                continue;
+            }
+            let Some(mut permits) = self.target_permits(&plan) else {
+                continue;
+            };
+            if !self.claim(plan.record.id) {
+                continue;
+            }
+            permits.push(slot);
+            let this = self.clone();
+            let span = info_span!(
+                "delivery",
+                id = %plan.record.id,
+                attempt = plan.record.attempts.saturating_add(1)
+            );
+            tasks.spawn(
+                async move {
+                    this.deliver(plan, permits).await;
+                    this.progress.notify_one();
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// Reads due messages and routes their pending recipients, on the
+    /// blocking pool.
+    async fn scan(self: &Arc<Self>) -> Result<Vec<Planned>, String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.plan_due().map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| format!("scan task failed: {e}"))?
+    }
+
+    fn plan_due(&self) -> Result<Vec<Planned>, S::Error> {
+        let node = self.config.node_id;
+        let due = self
+            .store
+            .due(node, UnixMillis::now(), self.config.scan_limit.max(1))?;
+        let mut routes: HashMap<String, Option<Route>> = HashMap::new();
+        let mut planned = Vec::with_capacity(due.len());
+        for record in due {
+            if record.owner != node {
+                continue;
+            }
+            let mut groups: Vec<Group> = Vec::new();
+            for index in record.pending_indexes() {
+                let Some(recipient) = record.envelope.recipients.get(index as usize) else {
+                    continue;
+                };
+                let domain = recipient.domain();
+                let route = match routes.get(&domain) {
+                    Some(route) => route.clone(),
+                    None => {
+                        let route = self
+                            .store
+                            .route(&domain)?
+                            .or_else(|| self.config.default_route.clone());
+                        routes.insert(domain, route.clone());
+                        route
+                    }
+                };
+                match groups.iter_mut().find(|g| g.route == route) {
+                    Some(group) => group.recipients.push(index),
+                    None => groups.push(Group {
+                        route,
+                        recipients: vec![index],
+                    }),
+                }
+            }
+            if !groups.is_empty() {
+                planned.push(Planned { record, groups });
+            }
+        }
+        Ok(planned)
+    }
+
+    /// False while the message is in flight, waiting for its report, or
+    /// settled and the record is older than the committed report.
+    fn may_start(&self, record: &MessageRecord) -> bool {
+        let mut guard = lock(&self.tracking);
+        let t = &mut *guard;
+        if t.in_flight.contains(&record.id) || t.unreported.contains_key(&record.id) {
+            return false;
+        }
+        if let Some(settled) = t.settled.get(&record.id) {
+            if record.attempts < settled.attempts_after {
+                return false;
+            }
+            t.settled.remove(&record.id);
+        }
+        true
+    }
+
+    /// Marks the message in flight; false if it already was.
+    fn claim(&self, id: MessageId) -> bool {
+        let mut t = lock(&self.tracking);
+        let claimed = t.in_flight.insert(id);
+        set_in_flight_gauge(&t);
+        claimed
+    }
+
+    fn release(&self, id: MessageId) {
+        let mut t = lock(&self.tracking);
+        t.in_flight.remove(&id);
+        set_in_flight_gauge(&t);
+    }
+
+    /// One permit per distinct route target list, or `None` if a route is
+    /// at its limit (the message waits for a later round).
+    fn target_permits(&self, plan: &Planned) -> Option<Vec<OwnedSemaphorePermit>> {
+        let limit = self.config.per_target_concurrency.max(1);
+        let mut map = lock(&self.target_slots);
+        let mut keys = HashSet::new();
+        let mut permits = Vec::new();
+        for group in &plan.groups {
+            let Some(route) = &group.route else {
+                continue;
+            };
+            let key = route.targets.join(",");
+            if !keys.insert(key.clone()) {
+                continue;
+            }
+            let semaphore = map
+                .entry(key)
+                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
+                .clone();
+            permits.push(semaphore.try_acquire_owned().ok()?);
+        }
+        Some(permits)
+    }
+
+    /// Delivers one message and proposes its report.
+    async fn deliver(self: &Arc<Self>, plan: Planned, permits: Vec<OwnedSemaphorePermit>) {
+        let id = plan.record.id;
+        let started = Instant::now();
+        let report = self.attempt(&plan).await;
+        // The SMTP work is done: free the slots before the proposal.
+        drop(permits);
+        metrics::histogram!(m::ATTEMPT_SECONDS).record(started.elapsed().as_secs_f64());
+        let Some(report) = report else {
+            self.release(id);
+            return;
+        };
+        info!(
+            result = report.result_label(),
+            delivered = report.counts.delivered,
+            deferred = report.counts.deferred,
+            failed = report.counts.failed,
+            bounce = report.bounced,
+            "attempt finished"
+        );
+        let attempts_after = match report.command {
+            Command::Delivered { .. } => u32::MAX,
+            _ => plan.record.attempts.saturating_add(1),
+        };
+        let unreported = Unreported {
+            report,
+            attempts_after,
+            cluster_unavailable: false,
+        };
+        self.propose_report(id, unreported).await;
+    }
+
+    /// Runs the SMTP transactions of one attempt. `None`: nothing to report
+    /// (the message is gone, or the store failed).
+    async fn attempt(self: &Arc<Self>, plan: &Planned) -> Option<Report> {
+        let record = &plan.record;
+        let body = match self.read_body(record.id).await {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                debug!("message is no longer queued");
+                return None;
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the message body");
+                return None;
+            }
+        };
+        let mut results: Vec<RecipientResult> = Vec::new();
+        let local_failure = |index: u32, reply: String| RecipientResult {
+            index,
+            target: "-".into(),
+            result: Classified::temporary(reply),
+        };
+        if body_checksum(&body) != record.checksum {
+            error!("stored body does not match its checksum; not delivering it");
+            for group in &plan.groups {
+                results.extend(group.recipients.iter().map(|&i| {
+                    local_failure(
+                        i,
+                        "local copy of the message is damaged (checksum mismatch)".into(),
+                    )
+                }));
+            }
+        } else {
+            let envelope = &record.envelope;
+            let eight_bit = envelope.body_type != BodyType::SevenBit || !body.is_ascii();
+            for group in &plan.groups {
+                let recipients: Vec<(u32, &str)> = group
+                    .recipients
+                    .iter()
+                    .filter_map(|&i| {
+                        envelope
+                            .recipients
+                            .get(i as usize)
+                            .map(|r| (i, r.address.as_str()))
+                    })
+                    .collect();
+                match &group.route {
+                    None => results.extend(recipients.iter().map(|&(i, address)| {
+                        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+                        local_failure(i, format!("no route for domain {domain:?}"))
+                    })),
+                    Some(route) => {
+                        let tx = Transaction {
+                            reverse_path: &envelope.reverse_path,
+                            recipients,
+                            body: &body,
+                            smtputf8: envelope.smtputf8,
+                            eight_bit,
+                        };
+                        results.extend(transport::send(route, &tx, &self.transport).await);
+                    }
+                }
+            }
+        }
+        let ctx = ReportContext {
+            node_id: self.config.node_id,
+            hostname: &self.config.hostname,
+            retry: &self.config.retry,
+            now: UnixMillis::now(),
+        };
+        Some(report::build(record, &body, &results, &ctx))
+    }
+
+    async fn read_body(self: &Arc<Self>, id: MessageId) -> Result<Option<Bytes>, String> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.body(&id).map_err(|e| e.to_string()))
+            .await
+            .map_err(|e| format!("body read task failed: {e}"))?
+    }
+
+    /// Proposes a report and records what became of it. The message stays
+    /// in flight until this returns.
+    async fn propose_report(&self, id: MessageId, mut unreported: Unreported) {
+        let result = self
+            .proposer
+            .propose(unreported.report.command.clone())
+            .await;
+        let mut guard = lock(&self.tracking);
+        let t = &mut *guard;
+        t.in_flight.remove(&id);
+        match result {
+            Ok(CommandResult::Rejected(rejection)) => {
+                t.unreported.remove(&id);
+                // Our view is stale (taken over, finished, deleted): skip the
+                // message until the replica catches up.
+                t.settled.insert(
+                    id,
+                    Settled {
+                        attempts_after: u32::MAX,
+                        since: Instant::now(),
+                    },
+                );
+                let reason = match &rejection {
+                    Rejection::NotOwner { .. } => "not_owner",
+                    Rejection::UnknownMessage(_) => "unknown_message",
+                    _ => "other",
+                };
+                metrics::counter!(m::REPORTS_REJECTED_TOTAL, "reason" => reason).increment(1);
+                match rejection {
+                    Rejection::NotOwner { owner, .. } => warn!(
+                        %owner,
+                        result = unreported.report.result_label(),
+                        "report rejected: another node owns the message now; \
+                         if the target accepted it, the new owner may deliver it again"
+                    ),
+                    Rejection::UnknownMessage(_) => {
+                        info!("report rejected: the message was already finished or deleted")
+                    }
+                    other => error!(rejection = %other, "report rejected"),
+                }
+            }
+            Ok(_) => {
+                t.unreported.remove(&id);
+                t.settled.insert(
+                    id,
+                    Settled {
+                        attempts_after: unreported.attempts_after,
+                        since: Instant::now(),
+                    },
+                );
+                record_committed(&unreported.report);
+                debug!(
+                    result = unreported.report.result_label(),
+                    "report committed"
+                );
+            }
+            Err(e) => {
+                let reason = match e {
+                    ProposeError::NoLeader => "no_leader",
+                    ProposeError::Timeout => "timeout",
+                    ProposeError::Other(_) => "other",
+                };
+                metrics::counter!(m::REPORT_FAILURES_TOTAL, "reason" => reason).increment(1);
+                warn!(error = %e, "report did not commit; it will be proposed again");
+                unreported.cluster_unavailable =
+                    matches!(e, ProposeError::NoLeader | ProposeError::Timeout);
+                t.unreported.insert(id, unreported);
+            }
+        }
+        set_in_flight_gauge(t);
+    }
+}
+
+fn record_committed(report: &Report) {
+    metrics::counter!(m::DELIVERY_ATTEMPTS_TOTAL, "result" => report.result_label()).increment(1);
+    let c = report.counts;
+    for (outcome, n) in [
+        ("delivered", c.delivered),
+        ("deferred", c.deferred),
+        ("failed", c.failed),
+    ] {
+        if n > 0 {
+            metrics::counter!(m::RECIPIENTS_TOTAL, "outcome" => outcome).increment(n as u64);
+        }
+    }
+    if matches!(report.command, Command::Delivered { .. }) {
+        metrics::counter!(m::MESSAGES_DELIVERED_TOTAL).increment(1);
+    }
+    if report.bounced {
+        metrics::counter!(m::BOUNCES_TOTAL).increment(1);
+    }
+}
+
+fn set_in_flight_gauge(t: &Tracking) {
+    let waiting = t
+        .unreported
+        .keys()
+        .filter(|id| !t.in_flight.contains(*id))
+        .count();
+    metrics::gauge!(m::IN_FLIGHT).set((t.in_flight.len() + waiting) as f64);
+}

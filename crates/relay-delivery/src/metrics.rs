@@ -1,0 +1,62 @@
+//! This crate's Prometheus instruments (through the `metrics` facade; the
+//! node installs the recorder and calls [`describe`]).
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Counter, label `result` = `delivered` | `deferred` | `bounced` | `mixed`:
+/// delivery attempts whose report committed, by what they recorded.
+pub const DELIVERY_ATTEMPTS_TOTAL: &str = "relay_delivery_attempts_total";
+/// Counter: messages removed because the target accepted every recipient
+/// (`Delivered` committed).
+pub const MESSAGES_DELIVERED_TOTAL: &str = "relay_messages_delivered_total";
+/// Counter, label `outcome` = `delivered` | `deferred` | `failed`:
+/// recipient outcomes in committed reports.
+pub const RECIPIENTS_TOTAL: &str = "relay_delivery_recipients_total";
+/// Counter: DSNs enqueued with a committed report.
+pub const BOUNCES_TOTAL: &str = "relay_bounces_total";
+/// Counter, label `reason` = `no_leader` | `timeout` | `other`: reports
+/// that did not commit and are kept to be proposed again.
+pub const REPORT_FAILURES_TOTAL: &str = "relay_delivery_report_failures_total";
+/// Counter, label `reason` = `not_owner` | `unknown_message` | `other`:
+/// reports the state machine rejected. `not_owner` after a successful
+/// delivery means the new owner may deliver the message again.
+pub const REPORTS_REJECTED_TOTAL: &str = "relay_delivery_reports_rejected_total";
+/// Gauge: messages being delivered or waiting for their report to commit.
+pub const IN_FLIGHT: &str = "relay_delivery_in_flight";
+/// Histogram, seconds: from the start of an attempt to its report being
+/// ready (SMTP work only, without the proposal).
+pub const ATTEMPT_SECONDS: &str = "relay_delivery_attempt_seconds";
+
+/// Registers descriptions of every instrument with the installed recorder.
+pub fn describe() {
+    describe_counter!(
+        DELIVERY_ATTEMPTS_TOTAL,
+        "Delivery attempts whose report committed, by result."
+    );
+    describe_counter!(
+        MESSAGES_DELIVERED_TOTAL,
+        "Messages the target accepted for every recipient."
+    );
+    describe_counter!(
+        RECIPIENTS_TOTAL,
+        "Recipient outcomes in committed delivery reports."
+    );
+    describe_counter!(BOUNCES_TOTAL, "Delivery status notifications enqueued.");
+    describe_counter!(
+        REPORT_FAILURES_TOTAL,
+        "Delivery reports that did not commit and will be proposed again."
+    );
+    describe_counter!(
+        REPORTS_REJECTED_TOTAL,
+        "Delivery reports the state machine rejected."
+    );
+    describe_gauge!(
+        IN_FLIGHT,
+        "Messages being delivered or waiting for their report to commit."
+    );
+    describe_histogram!(
+        ATTEMPT_SECONDS,
+        Unit::Seconds,
+        "Duration of delivery attempts (SMTP work only)."
+    );
+}

@@ -1,0 +1,477 @@
+//! One SMTP transaction to a route's targets, with lettre.
+//!
+//! Uses lettre's connection-level client ([`AsyncSmtpConnection`], tokio +
+//! rustls) rather than `AsyncSmtpTransport::send_raw`, because a relay needs
+//! a result per recipient: `send_raw` aborts the whole transaction at the
+//! first refused `RCPT`, which would bounce or defer every other recipient
+//! with it. The stored bytes are sent unchanged (lettre only adds the
+//! dot-stuffing and the terminating `.`).
+//!
+//! Targets are tried in route order until one gets as far as `MAIL FROM`;
+//! a failure before that (connect, greeting, EHLO, TLS — including a 5xx
+//! greeting, as Postfix's `smtp_skip_5xx_greeting`) moves on to the next
+//! target, and when none answers every recipient is deferred with the last
+//! failure. One connection per transaction; no pooling yet.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use lettre::transport::smtp::Error as SmtpError;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::extension::{ClientId, Extension};
+use relay_types::{Route, TlsPolicy};
+use tracing::debug;
+
+use crate::classify::{Classified, ReplyClass, classify_error, connection_lost, response_text};
+use crate::config::DeliveryConfig;
+
+/// The SMTP port used when a target names none.
+pub const DEFAULT_PORT: u16 = 25;
+
+/// Client-side settings for every transaction.
+#[derive(Clone, Debug)]
+pub struct TransportSettings {
+    /// EHLO name.
+    pub hostname: String,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Greeting and per-command reply timeout.
+    pub command_timeout: Duration,
+    /// Reply timeout after the final dot.
+    pub data_timeout: Duration,
+    /// Extra PEM trust anchors for `TlsPolicy::Required`.
+    pub extra_root_certificates_pem: Vec<String>,
+}
+
+impl TransportSettings {
+    /// The transport part of a delivery configuration.
+    pub fn from_config(config: &DeliveryConfig) -> Self {
+        TransportSettings {
+            hostname: config.hostname.clone(),
+            connect_timeout: config.connect_timeout,
+            command_timeout: config.command_timeout,
+            data_timeout: config.data_timeout,
+            extra_root_certificates_pem: config.extra_root_certificates_pem.clone(),
+        }
+    }
+
+    fn client_id(&self) -> ClientId {
+        ClientId::Domain(self.hostname.clone())
+    }
+}
+
+/// What to send in one transaction.
+#[derive(Clone, Debug)]
+pub struct Transaction<'a> {
+    /// Reverse path without brackets; empty for the null sender `<>`.
+    pub reverse_path: &'a str,
+    /// `(index into the envelope, address)` of each recipient.
+    pub recipients: Vec<(u32, &'a str)>,
+    /// The message as stored (CRLF line ends, not dot-stuffed).
+    pub body: &'a [u8],
+    /// The sender asked for SMTPUTF8.
+    pub smtputf8: bool,
+    /// The body is 8-bit (`BODY=8BITMIME` or non-ASCII octets).
+    pub eight_bit: bool,
+}
+
+/// The result for one recipient.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecipientResult {
+    /// Index into the envelope's recipients.
+    pub index: u32,
+    /// The target that answered (or was tried last).
+    pub target: String,
+    /// What happened.
+    pub result: Classified,
+}
+
+/// Sends `tx` to the first target of `route` that answers. Never fails as
+/// a whole: every recipient of `tx` gets exactly one result.
+pub async fn send(
+    route: &Route,
+    tx: &Transaction<'_>,
+    settings: &TransportSettings,
+) -> Vec<RecipientResult> {
+    let mut last: Option<(String, Classified)> = None;
+    for target in &route.targets {
+        match open(target, route.tls, settings).await {
+            Ok(mut conn) => return transact(&mut conn, target, tx, settings).await,
+            Err(failure) => {
+                debug!(%target, reply = %failure.reply, "target did not answer");
+                last = Some((target.clone(), failure));
+            }
+        }
+    }
+    let (target, failure) = last.unwrap_or_else(|| {
+        (
+            "-".to_string(),
+            Classified::temporary("route has no targets"),
+        )
+    });
+    all(tx, &target, &failure)
+}
+
+/// Splits `host:port`, `[v6]:port`, `host` or a bare IPv6 address.
+pub fn parse_target(target: &str) -> Result<(String, u16), String> {
+    let t = target.trim();
+    let bad = || format!("invalid target {t:?} (expected host:port)");
+    let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+        match after {
+            "" => (host, None),
+            _ => (host, Some(after.strip_prefix(':').ok_or_else(bad)?)),
+        }
+    } else {
+        match t.rsplit_once(':') {
+            Some((host, port)) if !host.contains(':') => (host, Some(port)),
+            _ => (t, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad());
+    }
+    let port = match port {
+        None => DEFAULT_PORT,
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
+    };
+    Ok((host.to_string(), port))
+}
+
+/// A command line as lettre sends it (our own text, so any parameter and
+/// any already-validated address can be sent as is).
+struct Raw(String);
+
+impl fmt::Display for Raw {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A failed step: the classified result and whether the connection is
+/// still usable.
+struct Failure {
+    result: Classified,
+    lost: bool,
+}
+
+async fn within<T>(
+    limit: Duration,
+    what: &str,
+    step: impl Future<Output = Result<T, SmtpError>>,
+) -> Result<T, Failure> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => {
+            let lost = connection_lost(&e);
+            let mut result = classify_error(&e);
+            if lost {
+                result.reply = format!("{what}: {}", result.reply);
+            }
+            Err(Failure { result, lost })
+        }
+        Err(_) => Err(Failure {
+            result: Classified::temporary(format!(
+                "{what}: no reply within {}s",
+                limit.as_secs_f32()
+            )),
+            lost: true,
+        }),
+    }
+}
+
+/// Connects, reads the greeting, says EHLO and applies the TLS policy.
+async fn open(
+    target: &str,
+    tls: TlsPolicy,
+    settings: &TransportSettings,
+) -> Result<AsyncSmtpConnection, Classified> {
+    let (host, port) = parse_target(target).map_err(Classified::temporary)?;
+    let mut conn = connect_plain(target, &host, port, settings).await?;
+    let client_id = settings.client_id();
+    match tls {
+        TlsPolicy::None => Ok(conn),
+        TlsPolicy::Opportunistic => {
+            if !conn.can_starttls() {
+                return Ok(conn);
+            }
+            let Ok(params) = TlsParameters::builder(host.clone())
+                .dangerous_accept_invalid_certs(true)
+                .dangerous_accept_invalid_hostnames(true)
+                .build_rustls()
+            else {
+                return Ok(conn);
+            };
+            match within(
+                settings.command_timeout,
+                "STARTTLS",
+                conn.starttls(params, &client_id),
+            )
+            .await
+            {
+                Ok(()) => Ok(conn),
+                Err(failure) => {
+                    // Opportunistic: encryption failed, plain text is allowed.
+                    // The old connection is in an unknown TLS state; start over.
+                    debug!(%target, reply = %failure.result.reply, "STARTTLS failed, retrying without TLS");
+                    drop(conn);
+                    connect_plain(target, &host, port, settings).await
+                }
+            }
+        }
+        TlsPolicy::Required => {
+            if !conn.can_starttls() {
+                let _ = tokio::time::timeout(settings.command_timeout, conn.quit()).await;
+                return Err(Classified::temporary(format!(
+                    "{target} does not offer STARTTLS and the route requires TLS"
+                )));
+            }
+            let params = verified_tls(&host, settings)
+                .map_err(|e| Classified::temporary(format!("TLS settings for {target}: {e}")))?;
+            within(
+                settings.command_timeout,
+                "STARTTLS",
+                conn.starttls(params, &client_id),
+            )
+            .await
+            .map_err(|failure| {
+                Classified::temporary(format!("TLS required, {target}: {}", failure.result.reply))
+            })?;
+            Ok(conn)
+        }
+    }
+}
+
+async fn connect_plain(
+    target: &str,
+    host: &str,
+    port: u16,
+    settings: &TransportSettings,
+) -> Result<AsyncSmtpConnection, Classified> {
+    let client_id = settings.client_id();
+    // lettre bounds only the TCP connect; the greeting and EHLO reply get
+    // one command timeout each.
+    let limit = settings.connect_timeout + settings.command_timeout * 2;
+    let connect = AsyncSmtpConnection::connect_tokio1(
+        (host, port),
+        Some(settings.connect_timeout),
+        &client_id,
+        None,
+        None,
+    );
+    match tokio::time::timeout(limit, connect).await {
+        Ok(Ok(conn)) => Ok(conn),
+        // A 5xx greeting or EHLO is not a verdict on the recipients: skip
+        // to the next target, defer if none answers.
+        Ok(Err(e)) => Err(Classified::temporary(format!(
+            "{target}: {}",
+            classify_error(&e).reply
+        ))),
+        Err(_) => Err(Classified::temporary(format!(
+            "{target}: no greeting within {}s",
+            limit.as_secs_f32()
+        ))),
+    }
+}
+
+fn verified_tls(host: &str, settings: &TransportSettings) -> Result<TlsParameters, SmtpError> {
+    let mut builder = TlsParameters::builder(host.to_string());
+    for pem in &settings.extra_root_certificates_pem {
+        builder = builder.add_root_certificate(Certificate::from_pem(pem.as_bytes())?);
+    }
+    builder.build_rustls()
+}
+
+/// MAIL, RCPT…, DATA, message, QUIT on an open connection.
+async fn transact(
+    conn: &mut AsyncSmtpConnection,
+    target: &str,
+    tx: &Transaction<'_>,
+    settings: &TransportSettings,
+) -> Vec<RecipientResult> {
+    let result = |index: u32, result: Classified| RecipientResult {
+        index,
+        target: target.to_string(),
+        result,
+    };
+    let mut results = Vec::with_capacity(tx.recipients.len());
+    let mut recipients = Vec::with_capacity(tx.recipients.len());
+    for &(index, address) in &tx.recipients {
+        if is_sendable_path(address) {
+            recipients.push((index, address));
+        } else {
+            results.push(result(
+                index,
+                Classified::permanent("501 5.1.3 recipient address cannot be sent over SMTP"),
+            ));
+        }
+    }
+    if recipients.is_empty() {
+        quit(conn, settings).await;
+        return results;
+    }
+    if !is_sendable_path(tx.reverse_path) {
+        let failure = Classified::permanent("501 5.1.7 sender address cannot be sent over SMTP");
+        results.extend(recipients.iter().map(|&(i, _)| result(i, failure.clone())));
+        quit(conn, settings).await;
+        return results;
+    }
+
+    let needs_utf8 =
+        !tx.reverse_path.is_ascii() || recipients.iter().any(|(_, address)| !address.is_ascii());
+    let info = conn.server_info();
+    let utf8_ok = info.supports_feature(Extension::SmtpUtfEight);
+    if needs_utf8 && !utf8_ok {
+        let failure = Classified::permanent(format!(
+            "550 5.6.7 {target} does not support SMTPUTF8, needed for a non-ASCII address"
+        ));
+        results.extend(recipients.iter().map(|&(i, _)| result(i, failure.clone())));
+        quit(conn, settings).await;
+        return results;
+    }
+    let mut mail = format!("MAIL FROM:<{}>", tx.reverse_path);
+    if tx.eight_bit && info.supports_feature(Extension::EightBitMime) {
+        mail.push_str(" BODY=8BITMIME");
+    }
+    if (needs_utf8 || tx.smtputf8) && utf8_ok {
+        mail.push_str(" SMTPUTF8");
+    }
+    mail.push_str("\r\n");
+
+    let timeout = settings.command_timeout;
+    if let Err(failure) = within(timeout, "MAIL FROM", conn.command(Raw(mail))).await {
+        results.extend(
+            recipients
+                .iter()
+                .map(|&(i, _)| result(i, failure.result.clone())),
+        );
+        finish(conn, settings, failure.lost).await;
+        return results;
+    }
+
+    let mut accepted = Vec::with_capacity(recipients.len());
+    let mut lost: Option<Classified> = None;
+    for &(index, address) in &recipients {
+        if let Some(failure) = &lost {
+            results.push(result(index, failure.clone()));
+            continue;
+        }
+        let rcpt = Raw(format!("RCPT TO:<{address}>\r\n"));
+        match within(timeout, "RCPT TO", conn.command(rcpt)).await {
+            Ok(_) => accepted.push(index),
+            Err(failure) => {
+                if failure.lost {
+                    lost = Some(failure.result.clone());
+                }
+                results.push(result(index, failure.result));
+            }
+        }
+    }
+    if lost.is_some() || accepted.is_empty() {
+        finish(conn, settings, lost.is_some()).await;
+        return results;
+    }
+
+    let outcome = match within(timeout, "DATA", conn.command(Raw("DATA\r\n".into()))).await {
+        Err(failure) => Err(failure),
+        Ok(_) => {
+            within(
+                settings.data_timeout,
+                "end of data",
+                conn.message(data_payload(tx.body)),
+            )
+            .await
+        }
+    };
+    match outcome {
+        Ok(response) => {
+            let reply = Classified {
+                class: ReplyClass::Success,
+                reply: response_text(&response),
+            };
+            results.extend(accepted.iter().map(|&i| result(i, reply.clone())));
+            finish(conn, settings, false).await;
+        }
+        Err(failure) => {
+            results.extend(accepted.iter().map(|&i| result(i, failure.result.clone())));
+            finish(conn, settings, failure.lost).await;
+        }
+    }
+    results
+}
+
+/// The body as lettre's `message` wants it: lettre always appends
+/// `CRLF.CRLF`, so the stored final CRLF (which belongs to the terminator
+/// on the wire) is left off to send the bytes unchanged.
+fn data_payload(body: &[u8]) -> &[u8] {
+    body.strip_suffix(b"\r\n").unwrap_or(body)
+}
+
+/// A path we can put between `<` and `>`: no controls (CR, LF, NUL…) and
+/// no angle brackets (validated on receipt; checked again so a stored
+/// address can never inject a command).
+fn is_sendable_path(path: &str) -> bool {
+    !path.chars().any(|c| c.is_control() || c == '<' || c == '>')
+}
+
+async fn finish(conn: &mut AsyncSmtpConnection, settings: &TransportSettings, lost: bool) {
+    if !lost {
+        quit(conn, settings).await;
+    }
+}
+
+async fn quit(conn: &mut AsyncSmtpConnection, settings: &TransportSettings) {
+    let _ = tokio::time::timeout(settings.command_timeout, conn.quit()).await;
+}
+
+fn all(tx: &Transaction<'_>, target: &str, failure: &Classified) -> Vec<RecipientResult> {
+    tx.recipients
+        .iter()
+        .map(|&(index, _)| RecipientResult {
+            index,
+            target: target.to_string(),
+            result: failure.clone(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_parse_with_default_port_and_ipv6() {
+        assert_eq!(
+            parse_target("127.0.0.1:2600"),
+            Ok(("127.0.0.1".into(), 2600))
+        );
+        assert_eq!(
+            parse_target("mx.example.test"),
+            Ok(("mx.example.test".into(), 25))
+        );
+        assert_eq!(parse_target("[::1]:2525"), Ok(("::1".into(), 2525)));
+        assert_eq!(parse_target("[::1]"), Ok(("::1".into(), 25)));
+        assert_eq!(parse_target("::1"), Ok(("::1".into(), 25)));
+        assert!(parse_target("host:notaport").is_err());
+        assert!(parse_target("host:0").is_err());
+        assert!(parse_target(":25").is_err());
+        assert!(parse_target("[::1]x").is_err());
+    }
+
+    #[test]
+    fn payload_leaves_off_only_the_final_crlf() {
+        assert_eq!(data_payload(b"a\r\n\r\nb\r\n"), b"a\r\n\r\nb");
+        assert_eq!(data_payload(b"no final line end"), b"no final line end");
+    }
+
+    #[test]
+    fn paths_with_controls_or_brackets_are_not_sendable() {
+        assert!(is_sendable_path("user@example.test"));
+        assert!(is_sendable_path(""));
+        assert!(is_sendable_path("\"john doe\"@example.test"));
+        assert!(is_sendable_path("jöran@exämple.test"));
+        assert!(!is_sendable_path("a@b\r\nRCPT TO:<c@d>"));
+        assert!(!is_sendable_path("a>@b"));
+    }
+}
