@@ -1,0 +1,134 @@
+//! Adapters from the library crates' traits to the cluster and store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use relay_cluster::{Cluster, ProposeError};
+use relay_queue::body_checksum;
+use relay_store::{StateMachine, StoreError};
+use relay_types::{
+    Command, CommandResult, Enqueue, MessageId, MessageRecord, NodeId, Rejection, Route, UnixMillis,
+};
+
+/// The SMTP side's view of the cluster: relay domains from the replicated
+/// routes, and `submit` = commit an `Enqueue` through Raft.
+#[derive(Debug, Clone)]
+pub struct SmtpBackend {
+    cluster: Arc<Cluster>,
+    queue_lifetime: Duration,
+}
+
+impl SmtpBackend {
+    /// A backend proposing through `cluster`.
+    pub fn new(cluster: Arc<Cluster>, queue_lifetime: Duration) -> Self {
+        SmtpBackend {
+            cluster,
+            queue_lifetime,
+        }
+    }
+}
+
+impl relay_smtp::SessionBackend for SmtpBackend {
+    fn is_relay_domain(&self, domain: &str) -> bool {
+        matches!(self.cluster.store().route(domain), Ok(Some(_)))
+    }
+
+    async fn submit(
+        &self,
+        submission: relay_smtp::Submission,
+    ) -> Result<(), relay_smtp::SubmitError> {
+        use relay_smtp::SubmitError;
+        let node = self.cluster.node_id();
+        let enqueue = Enqueue {
+            id: submission.id,
+            received_at: submission.received_at,
+            accepted_by: node,
+            owner: node,
+            envelope: submission.envelope,
+            info: submission.info,
+            checksum: body_checksum(&submission.body),
+            expires_at: submission
+                .received_at
+                .plus_millis(self.queue_lifetime.as_millis() as u64),
+            body: submission.body,
+        };
+        match self
+            .cluster
+            .propose(Command::Enqueue(Box::new(enqueue)))
+            .await
+        {
+            Ok(CommandResult::Enqueued(_)) => Ok(()),
+            // An earlier, timed-out proposal of this very id committed.
+            Ok(CommandResult::Rejected(Rejection::Duplicate(_))) => Ok(()),
+            Ok(other) => Err(SubmitError::Internal(format!(
+                "enqueue not applied: {other:?}"
+            ))),
+            Err(ProposeError::NoLeader) => Err(SubmitError::NoQuorum("no leader is known".into())),
+            Err(ProposeError::Timeout(_)) => Err(SubmitError::Timeout),
+            Err(ProposeError::ShuttingDown) => Err(SubmitError::ShuttingDown),
+            Err(ProposeError::Fatal(e)) => Err(SubmitError::Internal(e)),
+        }
+    }
+}
+
+/// The delivery loop's view of the replicated state.
+#[derive(Debug, Clone)]
+pub struct DeliveryStoreAdapter {
+    store: StateMachine,
+}
+
+impl DeliveryStoreAdapter {
+    /// Reads from `store`.
+    pub fn new(store: StateMachine) -> Self {
+        DeliveryStoreAdapter { store }
+    }
+}
+
+impl relay_delivery::DeliveryStore for DeliveryStoreAdapter {
+    type Error = StoreError;
+
+    fn due(
+        &self,
+        owner: NodeId,
+        now: UnixMillis,
+        limit: usize,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        self.store.due(owner, now, limit)
+    }
+
+    fn body(&self, id: &MessageId) -> Result<Option<Bytes>, StoreError> {
+        self.store.body(id)
+    }
+
+    fn route(&self, domain: &str) -> Result<Option<Route>, StoreError> {
+        self.store.route(domain)
+    }
+}
+
+/// The delivery loop proposes `Attempt`/`Delivered` through the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterProposer {
+    cluster: Arc<Cluster>,
+}
+
+impl ClusterProposer {
+    /// Proposes through `cluster`.
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        ClusterProposer { cluster }
+    }
+}
+
+impl relay_delivery::Proposer for ClusterProposer {
+    async fn propose(
+        &self,
+        command: Command,
+    ) -> Result<CommandResult, relay_delivery::ProposeError> {
+        use relay_delivery::ProposeError as D;
+        self.cluster.propose(command).await.map_err(|e| match e {
+            ProposeError::NoLeader => D::NoLeader,
+            ProposeError::Timeout(_) => D::Timeout,
+            other => D::Other(other.to_string()),
+        })
+    }
+}

@@ -1,0 +1,515 @@
+//! The node's TOML configuration: the file shape (strict: unknown keys are
+//! errors) and its validation into [`NodeConfig`]. Every problem is reported
+//! at once, each naming the file and the key.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use relay_types::{NodeId, Route, TlsPolicy, normalize_domain};
+use serde::Deserialize;
+
+/// The file as written. Durations are strings like `"5s"`, `"250ms"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: NodeId,
+    data_dir: PathBuf,
+    hostname: Option<String>,
+    listen: FileListen,
+    cluster: FileCluster,
+    #[serde(default)]
+    smtp: FileSmtp,
+    #[serde(default)]
+    delivery: FileDelivery,
+    #[serde(default)]
+    routes: Vec<FileRoute>,
+    admin: FileAdmin,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileListen {
+    smtp: String,
+    raft: String,
+    admin: String,
+    http: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCluster {
+    #[serde(default)]
+    bootstrap: bool,
+    members: Vec<FileMember>,
+    submit_timeout: Option<String>,
+    takeover_after: Option<String>,
+    heartbeat: Option<String>,
+    election_timeout_min: Option<String>,
+    election_timeout_max: Option<String>,
+    snapshot_every: Option<u64>,
+    keep_logs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileMember {
+    id: NodeId,
+    raft: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSmtp {
+    max_message_size: Option<u64>,
+    max_recipients: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
+    command_timeout: Option<String>,
+    data_timeout: Option<String>,
+    authorized_networks: Option<Vec<String>>,
+    /// `"auto"` (self-signed development certificate in the data dir),
+    /// `"off"`, or `"files"` with `tls_cert`/`tls_key`.
+    tls: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDelivery {
+    min_backoff: Option<String>,
+    max_backoff: Option<String>,
+    queue_lifetime: Option<String>,
+    max_concurrent: Option<usize>,
+    per_target_concurrency: Option<usize>,
+    poll_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRoute {
+    domain: String,
+    targets: Vec<String>,
+    #[serde(default)]
+    tls: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileAdmin {
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+/// TLS for inbound SMTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SmtpTls {
+    /// No STARTTLS.
+    Off,
+    /// A self-signed development certificate, created in the data dir at
+    /// first start.
+    SelfSigned,
+    /// Certificate and key PEM files.
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+}
+
+/// Validated SMTP settings.
+#[derive(Clone, Debug)]
+pub struct SmtpSettings {
+    /// Octets.
+    pub max_message_size: u64,
+    /// Per transaction.
+    pub max_recipients: usize,
+    /// Global.
+    pub max_connections: usize,
+    /// Per client IP.
+    pub max_connections_per_ip: usize,
+    /// Per command.
+    pub command_timeout: Duration,
+    /// Whole DATA phase.
+    pub data_timeout: Duration,
+    /// Clients that may relay to any domain.
+    pub authorized_networks: Vec<relay_smtp::Cidr>,
+    /// STARTTLS.
+    pub tls: SmtpTls,
+}
+
+/// Validated delivery settings.
+#[derive(Clone, Debug)]
+pub struct DeliverySettings {
+    /// First retry delay.
+    pub min_backoff: Duration,
+    /// Retry delay cap.
+    pub max_backoff: Duration,
+    /// Bounce after this long in the queue.
+    pub queue_lifetime: Duration,
+    /// Deliveries at once.
+    pub max_concurrent: usize,
+    /// Deliveries at once per target.
+    pub per_target_concurrency: usize,
+    /// Queue scan interval when nothing wakes the loop.
+    pub poll_interval: Duration,
+}
+
+/// The whole validated configuration of one node.
+#[derive(Clone, Debug)]
+pub struct NodeConfig {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// This node.
+    pub node_id: NodeId,
+    /// RocksDB and TLS material live here.
+    pub data_dir: PathBuf,
+    /// Our SMTP name (greeting, Received, HELO, DSN).
+    pub hostname: String,
+    /// SMTP listener.
+    pub smtp_listen: SocketAddr,
+    /// Raft gRPC listener.
+    pub raft_listen: SocketAddr,
+    /// Admin gRPC listener.
+    pub admin_listen: SocketAddr,
+    /// Metrics / health / status HTTP listener.
+    pub http_listen: SocketAddr,
+    /// Initialise a new cluster if none exists.
+    pub bootstrap: bool,
+    /// Initial voters: id → Raft address.
+    pub members: BTreeMap<NodeId, String>,
+    /// Proposal commit deadline (SMTP 451 after it).
+    pub submit_timeout: Duration,
+    /// A node unreachable this long loses its messages to the others.
+    pub takeover_after: Duration,
+    /// Raft heartbeat.
+    pub heartbeat: Duration,
+    /// Raft election timeout range.
+    pub election_timeout: (Duration, Duration),
+    /// Snapshot after this many entries.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot.
+    pub keep_logs: u64,
+    /// SMTP settings.
+    pub smtp: SmtpSettings,
+    /// Delivery settings.
+    pub delivery: DeliverySettings,
+    /// Routes seeded into the replicated state when the cluster is created.
+    pub initial_routes: Vec<(String, Route)>,
+    /// Bearer token for the admin API.
+    pub admin_token: String,
+}
+
+/// Everything wrong with a configuration file.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not have the expected shape.
+    #[error("{path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key and line).
+        message: String,
+    },
+    /// Values are invalid; one line per problem, each `file: key: problem`.
+    #[error("{}", .0.join("\n"))]
+    Invalid(Vec<String>),
+}
+
+impl NodeConfig {
+    /// Reads and validates `path`. Relative paths inside the file are taken
+    /// relative to the file's directory.
+    pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates `text` as if read from `path`.
+    pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
+        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', "\n  "),
+        })?;
+        let mut v = Validator {
+            path: path.display().to_string(),
+            problems: Vec::new(),
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let smtp_listen = v.addr("listen.smtp", &file.listen.smtp);
+        let raft_listen = v.addr("listen.raft", &file.listen.raft);
+        let admin_listen = v.addr("listen.admin", &file.listen.admin);
+        let http_listen = v.addr("listen.http", &file.listen.http);
+
+        let mut members = BTreeMap::new();
+        for (i, m) in file.cluster.members.iter().enumerate() {
+            let key = format!("cluster.members[{i}]");
+            if members.insert(m.id, m.raft.clone()).is_some() {
+                v.problem(&format!("{key}.id"), format!("duplicate node id {}", m.id));
+            }
+            if m.raft
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                v.problem(
+                    &format!("{key}.raft"),
+                    format!("{:?} is not host:port", m.raft),
+                );
+            }
+        }
+        if file.cluster.members.is_empty() {
+            v.problem("cluster.members", "at least one member is required".into());
+        } else if !members.contains_key(&file.node_id) {
+            v.problem(
+                "node_id",
+                format!("node {} is not listed in cluster.members", file.node_id),
+            );
+        }
+
+        let c = &file.cluster;
+        let submit_timeout =
+            v.duration("cluster.submit_timeout", c.submit_timeout.as_deref(), "5s");
+        let takeover_after =
+            v.duration("cluster.takeover_after", c.takeover_after.as_deref(), "10s");
+        let heartbeat = v.duration("cluster.heartbeat", c.heartbeat.as_deref(), "100ms");
+        let election_min = v.duration(
+            "cluster.election_timeout_min",
+            c.election_timeout_min.as_deref(),
+            "500ms",
+        );
+        let election_max = v.duration(
+            "cluster.election_timeout_max",
+            c.election_timeout_max.as_deref(),
+            "1000ms",
+        );
+        if election_min <= heartbeat || election_max <= election_min {
+            v.problem(
+                "cluster.election_timeout_min",
+                "need heartbeat < election_timeout_min < election_timeout_max".into(),
+            );
+        }
+
+        let s = &file.smtp;
+        let mut authorized_networks = Vec::new();
+        let networks = s
+            .authorized_networks
+            .clone()
+            .unwrap_or_else(|| vec!["127.0.0.0/8".into(), "::1/128".into()]);
+        for (i, n) in networks.iter().enumerate() {
+            match n.parse::<relay_smtp::Cidr>() {
+                Ok(net) => authorized_networks.push(net),
+                Err(e) => v.problem(&format!("smtp.authorized_networks[{i}]"), e.to_string()),
+            }
+        }
+        let tls = match s.tls.as_deref().unwrap_or("auto") {
+            "auto" => SmtpTls::SelfSigned,
+            "off" => SmtpTls::Off,
+            "files" => match (&s.tls_cert, &s.tls_key) {
+                (Some(cert), Some(key)) => SmtpTls::Files {
+                    cert: base.join(cert),
+                    key: base.join(key),
+                },
+                _ => {
+                    v.problem(
+                        "smtp.tls",
+                        "\"files\" needs smtp.tls_cert and smtp.tls_key".into(),
+                    );
+                    SmtpTls::Off
+                }
+            },
+            other => {
+                v.problem(
+                    "smtp.tls",
+                    format!("{other:?}: expected \"auto\", \"off\" or \"files\""),
+                );
+                SmtpTls::Off
+            }
+        };
+        let smtp = SmtpSettings {
+            max_message_size: s.max_message_size.unwrap_or(10 * 1024 * 1024),
+            max_recipients: s.max_recipients.unwrap_or(1000),
+            max_connections: s.max_connections.unwrap_or(1000),
+            max_connections_per_ip: s.max_connections_per_ip.unwrap_or(200),
+            command_timeout: v.duration(
+                "smtp.command_timeout",
+                s.command_timeout.as_deref(),
+                "300s",
+            ),
+            data_timeout: v.duration("smtp.data_timeout", s.data_timeout.as_deref(), "300s"),
+            authorized_networks,
+            tls,
+        };
+
+        let d = &file.delivery;
+        let delivery = DeliverySettings {
+            min_backoff: v.duration("delivery.min_backoff", d.min_backoff.as_deref(), "300s"),
+            max_backoff: v.duration("delivery.max_backoff", d.max_backoff.as_deref(), "4000s"),
+            queue_lifetime: v.duration(
+                "delivery.queue_lifetime",
+                d.queue_lifetime.as_deref(),
+                "5d",
+            ),
+            max_concurrent: d.max_concurrent.unwrap_or(20),
+            per_target_concurrency: d.per_target_concurrency.unwrap_or(10),
+            poll_interval: v.duration("delivery.poll_interval", d.poll_interval.as_deref(), "1s"),
+        };
+
+        let mut initial_routes = Vec::new();
+        let mut domains = BTreeSet::new();
+        for (i, r) in file.routes.iter().enumerate() {
+            let key = format!("routes[{i}]");
+            let domain = normalize_domain(&r.domain);
+            if domain.is_empty() {
+                v.problem(&format!("{key}.domain"), "empty domain".into());
+            } else if !domains.insert(domain.clone()) {
+                v.problem(
+                    &format!("{key}.domain"),
+                    format!("duplicate route for {domain}"),
+                );
+            }
+            if r.targets.is_empty() {
+                v.problem(
+                    &format!("{key}.targets"),
+                    "at least one host:port target is required".into(),
+                );
+            }
+            for (j, t) in r.targets.iter().enumerate() {
+                if t.rsplit_once(':')
+                    .and_then(|(_, p)| p.parse::<u16>().ok())
+                    .is_none()
+                {
+                    v.problem(
+                        &format!("{key}.targets[{j}]"),
+                        format!("{t:?} is not host:port"),
+                    );
+                }
+            }
+            let tls = match r.tls.as_deref().map(str::parse::<TlsPolicy>) {
+                None => TlsPolicy::default(),
+                Some(Ok(p)) => p,
+                Some(Err(e)) => {
+                    v.problem(&format!("{key}.tls"), e);
+                    TlsPolicy::default()
+                }
+            };
+            initial_routes.push((
+                domain,
+                Route {
+                    targets: r.targets.clone(),
+                    tls,
+                },
+            ));
+        }
+
+        let admin_token = match (&file.admin.token, &file.admin.token_file) {
+            (Some(t), None) => t.clone(),
+            (None, Some(f)) => match std::fs::read_to_string(base.join(f)) {
+                Ok(t) => t.trim().to_string(),
+                Err(e) => {
+                    v.problem(
+                        "admin.token_file",
+                        format!("cannot read {}: {e}", base.join(f).display()),
+                    );
+                    String::new()
+                }
+            },
+            _ => {
+                v.problem(
+                    "admin",
+                    "set exactly one of admin.token and admin.token_file".into(),
+                );
+                String::new()
+            }
+        };
+        if admin_token.is_empty() && v.problems.is_empty() {
+            v.problem("admin.token", "the admin token must not be empty".into());
+        }
+
+        if !v.problems.is_empty() {
+            return Err(ConfigError::Invalid(v.problems));
+        }
+        let hostname = file.hostname.clone().unwrap_or_else(|| {
+            hostname::get()
+                .ok()
+                .and_then(|h| h.into_string().ok())
+                .unwrap_or_else(|| "localhost".into())
+        });
+        Ok(NodeConfig {
+            path: path.to_path_buf(),
+            node_id: file.node_id,
+            data_dir: base.join(&file.data_dir),
+            hostname,
+            smtp_listen: smtp_listen.expect("checked"),
+            raft_listen: raft_listen.expect("checked"),
+            admin_listen: admin_listen.expect("checked"),
+            http_listen: http_listen.expect("checked"),
+            bootstrap: c.bootstrap,
+            members,
+            submit_timeout,
+            takeover_after,
+            heartbeat,
+            election_timeout: (election_min, election_max),
+            snapshot_every: c.snapshot_every.unwrap_or(10_000),
+            keep_logs: c.keep_logs.unwrap_or(1_000),
+            smtp,
+            delivery,
+            initial_routes,
+            admin_token,
+        })
+    }
+}
+
+struct Validator {
+    path: String,
+    problems: Vec<String>,
+}
+
+impl Validator {
+    fn problem(&mut self, key: &str, message: String) {
+        self.problems
+            .push(format!("{}: {key}: {message}", self.path));
+    }
+
+    fn addr(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        match value.parse() {
+            Ok(a) => Some(a),
+            Err(e) => {
+                self.problem(
+                    key,
+                    format!("{value:?} is not an IP:port socket address ({e})"),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+        let text = value.unwrap_or(default);
+        match humantime::parse_duration(text) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.problem(key, "must be greater than zero".into());
+                Duration::from_secs(1)
+            }
+            Err(e) => {
+                self.problem(key, format!("{text:?} is not a duration like \"5s\" ({e})"));
+                Duration::from_secs(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Starting a node and stopping it in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use relay_cluster::{Cluster, ClusterConfig};
+use relay_proto::admin::admin_server::AdminServer;
+use relay_types::Command;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::adapters::{ClusterProposer, DeliveryStoreAdapter, SmtpBackend};
+use crate::admin::{AdminService, TokenCheck};
+use crate::config::{NodeConfig, SmtpTls};
+
+/// How long sessions and deliveries get to finish at shutdown before they
+/// are dropped (nothing acked depends on it: acked mail is committed).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Runs the node until `shutdown` is cancelled, then stops in order:
+/// SMTP → delivery → admin/HTTP → Raft → store.
+pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+    let db_path = config.data_dir.join("db");
+    let (log_store, state_machine) = relay_store::open(&db_path)
+        .with_context(|| format!("cannot open the store at {}", db_path.display()))?;
+
+    // Bind every listener before joining the cluster, so a port clash fails
+    // fast with the key to fix.
+    let smtp_listener = bind(config.smtp_listen, "listen.smtp").await?;
+    let admin_listener = bind(config.admin_listen, "listen.admin").await?;
+    let http_listener = bind(config.http_listen, "listen.http").await?;
+
+    let raft_shutdown = CancellationToken::new();
+    let cluster_config = ClusterConfig {
+        node_id: config.node_id,
+        listen: config.raft_listen,
+        members: config.members.clone(),
+        bootstrap: config.bootstrap,
+        heartbeat: config.heartbeat,
+        election_timeout: config.election_timeout,
+        snapshot_every: config.snapshot_every,
+        keep_logs: config.keep_logs,
+        submit_timeout: config.submit_timeout,
+    };
+    let (cluster, initialised) = Cluster::start(
+        cluster_config,
+        log_store,
+        state_machine.clone(),
+        raft_shutdown.clone(),
+    )
+    .await
+    .context("cannot start the consensus layer")?;
+    info!(node = config.node_id, smtp = %config.smtp_listen, raft = %config.raft_listen,
+          admin = %config.admin_listen, http = %config.http_listen, "relayd started");
+
+    let tasks = TaskTracker::new();
+    let smtp_stop = CancellationToken::new();
+    let delivery_stop = CancellationToken::new();
+    let service_stop = CancellationToken::new();
+
+    if initialised {
+        tasks.spawn(seed_routes(
+            cluster.clone(),
+            config.initial_routes.clone(),
+            service_stop.clone(),
+        ));
+    }
+
+    // Admin gRPC.
+    {
+        let service = AdminServer::with_interceptor(
+            AdminService::new(cluster.clone()),
+            TokenCheck::new(&config.admin_token),
+        );
+        let stop = service_stop.clone();
+        let fail = shutdown.clone();
+        tasks.spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled())
+                .await
+            {
+                warn!(error = %e, "admin gRPC server failed; stopping the node");
+                fail.cancel();
+            }
+        });
+    }
+
+    // HTTP health.
+    tasks.spawn(crate::http::serve(
+        http_listener,
+        cluster.clone(),
+        service_stop.clone(),
+    ));
+
+    // SMTP.
+    let smtp_config = Arc::new(smtp_config(&config)?);
+    let backend = Arc::new(SmtpBackend::new(
+        cluster.clone(),
+        config.delivery.queue_lifetime,
+    ));
+    let smtp_task = {
+        let stop = smtp_stop.clone();
+        let fail = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(e) = relay_smtp::serve(smtp_listener, smtp_config, backend, stop).await {
+                warn!(error = %e, "SMTP server failed; stopping the node");
+                fail.cancel();
+            }
+        })
+    };
+
+    // Delivery.
+    let delivery_task = {
+        let delivery = relay_delivery::DeliveryLoop::new(
+            delivery_config(&config),
+            Arc::new(DeliveryStoreAdapter::new(state_machine.clone())),
+            Arc::new(ClusterProposer::new(cluster.clone())),
+        );
+        let wake = state_machine.subscribe_applied();
+        let stop = delivery_stop.clone();
+        tokio::spawn(async move { delivery.run(wake, stop).await })
+    };
+
+    // Raft stopping by itself (fatal storage error) stops the node.
+    let mut metrics = cluster.watch_metrics();
+    tokio::select! {
+        _ = shutdown.cancelled() => {}
+        _ = async {
+            while metrics.changed().await.is_ok() {
+                if metrics.borrow().running_state.is_err() { break; }
+            }
+        } => {
+            warn!("raft stopped with a fatal error; shutting the node down");
+        }
+    }
+
+    info!("stopping: SMTP first");
+    smtp_stop.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, smtp_task)
+        .await
+        .is_err()
+    {
+        warn!("SMTP sessions did not finish in time");
+    }
+    info!("stopping: delivery");
+    delivery_stop.cancel();
+    if tokio::time::timeout(DRAIN_TIMEOUT, delivery_task)
+        .await
+        .is_err()
+    {
+        warn!("deliveries did not finish in time");
+    }
+    service_stop.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, tasks.wait()).await;
+    info!("stopping: raft");
+    raft_shutdown.cancel();
+    cluster.shutdown().await;
+    drop(cluster);
+    drop(state_machine);
+    info!("stopped");
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{key}: cannot listen on {addr}"))
+}
+
+/// Seeds the configured routes once, when this node created the cluster.
+/// Later changes go through `relayctl route`, never through config.
+async fn seed_routes(
+    cluster: Arc<Cluster>,
+    routes: Vec<(String, relay_types::Route)>,
+    stop: CancellationToken,
+) {
+    for (domain, route) in routes {
+        loop {
+            if stop.is_cancelled() {
+                return;
+            }
+            let command = Command::SetRoute {
+                domain: domain.clone(),
+                route: route.clone(),
+            };
+            match cluster.propose(command).await {
+                Ok(_) => {
+                    info!(%domain, "initial route set");
+                    break;
+                }
+                Err(e) => {
+                    warn!(%domain, error = %e, "cannot set the initial route yet; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+fn smtp_config(config: &NodeConfig) -> anyhow::Result<relay_smtp::SmtpConfig> {
+    let tls = match &config.smtp.tls {
+        SmtpTls::Off => None,
+        SmtpTls::SelfSigned => Some(
+            relay_smtp::load_or_create_tls(&config.data_dir.join("tls"), &config.hostname)
+                .context("smtp.tls: cannot set up the development certificate")?,
+        ),
+        SmtpTls::Files { cert, key } => Some(
+            relay_smtp::load_tls(cert, key).context("smtp.tls_cert/smtp.tls_key: cannot load")?,
+        ),
+    };
+    Ok(relay_smtp::SmtpConfig {
+        hostname: config.hostname.clone(),
+        max_message_size: config.smtp.max_message_size,
+        max_recipients: config.smtp.max_recipients,
+        max_connections: config.smtp.max_connections,
+        max_connections_per_ip: config.smtp.max_connections_per_ip,
+        command_timeout: config.smtp.command_timeout,
+        data_timeout: config.smtp.data_timeout,
+        authorized_networks: config.smtp.authorized_networks.clone(),
+        tls,
+        ..Default::default()
+    })
+}
+
+fn delivery_config(config: &NodeConfig) -> relay_delivery::DeliveryConfig {
+    relay_delivery::DeliveryConfig {
+        node_id: config.node_id,
+        hostname: config.hostname.clone(),
+        retry: relay_queue::RetryPolicy {
+            min_backoff_ms: config.delivery.min_backoff.as_millis() as u64,
+            max_backoff_ms: config.delivery.max_backoff.as_millis() as u64,
+            queue_lifetime_ms: config.delivery.queue_lifetime.as_millis() as u64,
+        },
+        poll_interval: config.delivery.poll_interval,
+        max_concurrent_deliveries: config.delivery.max_concurrent,
+        per_target_concurrency: config.delivery.per_target_concurrency,
+        ..Default::default()
+    }
+}
