@@ -1,1 +1,4 @@
-//! placeholder
+//! Benchmarks for quorum-relay. Figures are goals measured against a baseline
+//! in the same run (Postfix via ../shared/bench/), never timed assertions.
+//!
+//! The commit-latency tool lives in `src/bin/commit-latency.rs`.

@@ -1,0 +1,109 @@
+#!/usr/bin/env bash
+# A 3-process quorum-relay cluster on 127.0.0.1 plus a demo target mail server.
+#
+#   scripts/local-cluster.sh start        build, start target + 3 nodes, wait for a leader
+#   scripts/local-cluster.sh stop         stop everything this script started (by PID)
+#   scripts/local-cluster.sh status       relayctl status
+#   scripts/local-cluster.sh kill N       SIGKILL node N
+#   scripts/local-cluster.sh start-node N start node N again on its existing data dir
+#
+# Data, logs and PID files live in data/local/ (ignored by git). Ports: see
+# cluster-config/local/node{1,2,3}.toml and DESIGN.md's operator contract.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/build-env.sh"
+cd "$QR_ROOT"
+
+DATA="$QR_ROOT/data/local"
+TOKEN="dev-token"
+mkdir -p "$DATA"
+
+relayctl() { "$QR_BIN_DIR/relayctl" --addr 127.0.0.1:7201 --token "$TOKEN" "$@"; }
+
+running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+build() {
+    qr_ensure_rocksdb
+    cargo build --release --locked --bin relayd --bin relayctl --bin demo-target
+}
+
+start_target() {
+    if running "$DATA/target.pid"; then return; fi
+    mkdir -p "$DATA/target-mail"
+    nohup "$QR_BIN_DIR/demo-target" --listen 127.0.0.1:2600 --dir "$DATA/target-mail" \
+        >"$DATA/target.log" 2>&1 &
+    echo $! >"$DATA/target.pid"
+}
+
+start_node() {
+    local n=$1
+    if running "$DATA/node$n.pid"; then echo "node $n already running (pid $(cat "$DATA/node$n.pid"))"; return; fi
+    nohup "$QR_BIN_DIR/relayd" --config "cluster-config/local/node$n.toml" \
+        >>"$DATA/node$n.log" 2>&1 &
+    echo $! >"$DATA/node$n.pid"
+    echo "node $n started (pid $!, log $DATA/node$n.log)"
+}
+
+wait_for_leader() {
+    local deadline=$((SECONDS + 60)) out
+    while [ $SECONDS -lt $deadline ]; do
+        for port in 7201 7202 7203; do
+            if out=$("$QR_BIN_DIR/relayctl" --addr 127.0.0.1:$port --token "$TOKEN" --json status 2>/dev/null) \
+                && echo "$out" | grep -q '"leader": [0-9]'; then
+                echo "$out" | sed -n 's/.*"leader": \([0-9]*\).*/leader: node \1/p'
+                return 0
+            fi
+        done
+        sleep 0.5
+    done
+    echo "no leader within 60 s; see $DATA/node*.log" >&2
+    return 1
+}
+
+stop_pid_file() {
+    local f=$1 pid
+    running "$f" || { rm -f "$f"; return 0; }
+    pid=$(cat "$f")
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$f"
+}
+
+case "${1:-}" in
+start)
+    build
+    start_target
+    for n in 1 2 3; do start_node "$n"; done
+    wait_for_leader
+    cat <<EOT
+SMTP:       127.0.0.1:2525, 127.0.0.1:2526, 127.0.0.1:2527
+Raft gRPC:  127.0.0.1:7101..7103   admin gRPC: 127.0.0.1:7201..7203 (token dev-token)
+HTTP:       http://127.0.0.1:9101/readyz (9102, 9103)
+Target:     127.0.0.1:2600 -> messages appear in $DATA/target-mail/
+Send one:   swaks --server 127.0.0.1:2525 --from you@sender.test --to user@example.test
+Status:     $QR_BIN_DIR/relayctl --token dev-token status
+EOT
+    ;;
+stop)
+    for n in 1 2 3; do stop_pid_file "$DATA/node$n.pid"; done
+    stop_pid_file "$DATA/target.pid"
+    echo "stopped"
+    ;;
+status)
+    relayctl status
+    ;;
+kill)
+    n=${2:?usage: kill N}
+    running "$DATA/node$n.pid" || { echo "node $n is not running" >&2; exit 1; }
+    kill -KILL "$(cat "$DATA/node$n.pid")"
+    rm -f "$DATA/node$n.pid"
+    echo "node $n killed"
+    ;;
+start-node)
+    start_node "${2:?usage: start-node N}"
+    ;;
+*)
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    exit 2
+    ;;
+esac

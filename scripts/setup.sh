@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks for building and testing
+# quorum-relay. Idempotent: installs only missing packages.
+#   libclang-dev  RocksDB's bindgen step (librocksdb-sys)
+#   postfix       smtp-source / smtp-sink, real SMTP peers for tests and benches
+#   swaks         a real SMTP client for the README demo
+set -euo pipefail
+missing=()
+for pkg in libclang-dev postfix swaks; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    # Postfix only as a toolbox: no local mail system is configured or started.
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "setup: cargo (Rust toolchain) is required" >&2; exit 1; }
