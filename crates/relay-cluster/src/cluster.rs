@@ -132,6 +132,12 @@ impl Cluster {
             }
         });
 
+        tokio::spawn(crate::purge::run_log_purger(
+            cluster.raft.clone(),
+            cluster.config.purge_interval,
+            shutdown.clone(),
+        ));
+
         let initialised = cluster.bootstrap_if_needed().await?;
         Ok((cluster, initialised))
     }
@@ -449,11 +455,15 @@ fn local_status_from(
         }),
         snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
         purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+        stored_bodies: 0,
+        stored_body_bytes: 0,
     };
     if with_digest {
         let digest = store.digest()?;
         reply.digest_index = digest.applied_index;
         reply.state_checksum = digest.checksum;
+        reply.stored_bodies = digest.bodies;
+        reply.stored_body_bytes = digest.body_bytes;
     }
     Ok(reply)
 }

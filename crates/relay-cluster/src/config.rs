@@ -31,6 +31,9 @@ pub struct ClusterConfig {
     /// Log entries kept behind a snapshot (for slow followers); everything
     /// older is purged, bodies included.
     pub keep_logs: u64,
+    /// Snapshot and purge the log at least this often, so delivered bodies
+    /// do not linger in the Raft log (see [`crate::purge`]).
+    pub purge_interval: Duration,
     /// How long a proposal may wait for commit before the caller gets
     /// `ProposeError::Timeout` (SMTP 451).
     pub submit_timeout: Duration,

@@ -17,6 +17,7 @@
 //! - [`service`]: the `RaftService` gRPC server (Raft RPCs, Submit,
 //!   NodeStatus).
 //! - [`cluster`]: `Cluster`: start, bootstrap, propose, status, shutdown.
+//! - [`purge`]: periodic snapshot and log purge (bodies leave the log).
 //! - [`error`]: `ProposeError`, `ClusterError`.
 
 pub mod channels;
@@ -24,6 +25,7 @@ pub mod cluster;
 pub mod config;
 pub mod error;
 pub mod network;
+pub mod purge;
 pub mod service;
 
 pub use cluster::{Cluster, ClusterStatus, MemberStatus};

@@ -50,6 +50,7 @@ struct FileCluster {
     election_timeout_max: Option<String>,
     snapshot_every: Option<u64>,
     keep_logs: Option<u64>,
+    purge_interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +86,15 @@ struct FileDelivery {
     max_concurrent: Option<usize>,
     per_target_concurrency: Option<usize>,
     poll_interval: Option<String>,
+    connect_timeout: Option<String>,
+    command_timeout: Option<String>,
+    data_timeout: Option<String>,
+    /// Targets for recipient domains without a route of their own (like
+    /// Postfix's `relayhost`); none: such recipients are not deliverable.
+    default_route: Option<Vec<String>>,
+    default_route_tls: Option<String>,
+    /// Extra trust anchors (PEM) for `tls = "required"` targets.
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,6 +166,16 @@ pub struct DeliverySettings {
     pub per_target_concurrency: usize,
     /// Queue scan interval when nothing wakes the loop.
     pub poll_interval: Duration,
+    /// TCP connect timeout per target.
+    pub connect_timeout: Duration,
+    /// Wait for the greeting and each reply.
+    pub command_timeout: Duration,
+    /// Wait for the reply to the final dot.
+    pub data_timeout: Duration,
+    /// Route for domains without their own.
+    pub default_route: Option<Route>,
+    /// Extra trust anchors (PEM text of `delivery.ca_file`).
+    pub extra_root_certificates_pem: Vec<String>,
 }
 
 /// The whole validated configuration of one node.
@@ -193,6 +213,8 @@ pub struct NodeConfig {
     pub snapshot_every: u64,
     /// Log entries kept behind a snapshot.
     pub keep_logs: u64,
+    /// Snapshot and purge the Raft log this often (bodies leave the log).
+    pub purge_interval: Duration,
     /// SMTP settings.
     pub smtp: SmtpSettings,
     /// Delivery settings.
@@ -284,6 +306,8 @@ impl NodeConfig {
         let c = &file.cluster;
         let submit_timeout =
             v.duration("cluster.submit_timeout", c.submit_timeout.as_deref(), "5s");
+        let purge_interval =
+            v.duration("cluster.purge_interval", c.purge_interval.as_deref(), "5m");
         let takeover_after =
             v.duration("cluster.takeover_after", c.takeover_after.as_deref(), "10s");
         let heartbeat = v.duration("cluster.heartbeat", c.heartbeat.as_deref(), "100ms");
@@ -367,6 +391,45 @@ impl NodeConfig {
             max_concurrent: d.max_concurrent.unwrap_or(20),
             per_target_concurrency: d.per_target_concurrency.unwrap_or(10),
             poll_interval: v.duration("delivery.poll_interval", d.poll_interval.as_deref(), "1s"),
+            connect_timeout: v.duration(
+                "delivery.connect_timeout",
+                d.connect_timeout.as_deref(),
+                "30s",
+            ),
+            command_timeout: v.duration(
+                "delivery.command_timeout",
+                d.command_timeout.as_deref(),
+                "300s",
+            ),
+            data_timeout: v.duration("delivery.data_timeout", d.data_timeout.as_deref(), "600s"),
+            default_route: d.default_route.as_ref().map(|targets| {
+                v.route(
+                    "delivery.default_route",
+                    "delivery.default_route_tls",
+                    targets,
+                    d.default_route_tls.as_deref(),
+                )
+            }),
+            extra_root_certificates_pem: match &d.ca_file {
+                None => Vec::new(),
+                Some(f) => match std::fs::read_to_string(base.join(f)) {
+                    Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => vec![pem],
+                    Ok(_) => {
+                        v.problem(
+                            "delivery.ca_file",
+                            format!("{} holds no PEM certificate", base.join(f).display()),
+                        );
+                        Vec::new()
+                    }
+                    Err(e) => {
+                        v.problem(
+                            "delivery.ca_file",
+                            format!("cannot read {}: {e}", base.join(f).display()),
+                        );
+                        Vec::new()
+                    }
+                },
+            },
         };
 
         let mut initial_routes = Vec::new();
@@ -382,38 +445,13 @@ impl NodeConfig {
                     format!("duplicate route for {domain}"),
                 );
             }
-            if r.targets.is_empty() {
-                v.problem(
-                    &format!("{key}.targets"),
-                    "at least one host:port target is required".into(),
-                );
-            }
-            for (j, t) in r.targets.iter().enumerate() {
-                if t.rsplit_once(':')
-                    .and_then(|(_, p)| p.parse::<u16>().ok())
-                    .is_none()
-                {
-                    v.problem(
-                        &format!("{key}.targets[{j}]"),
-                        format!("{t:?} is not host:port"),
-                    );
-                }
-            }
-            let tls = match r.tls.as_deref().map(str::parse::<TlsPolicy>) {
-                None => TlsPolicy::default(),
-                Some(Ok(p)) => p,
-                Some(Err(e)) => {
-                    v.problem(&format!("{key}.tls"), e);
-                    TlsPolicy::default()
-                }
-            };
-            initial_routes.push((
-                domain,
-                Route {
-                    targets: r.targets.clone(),
-                    tls,
-                },
-            ));
+            let route = v.route(
+                &format!("{key}.targets"),
+                &format!("{key}.tls"),
+                &r.targets,
+                r.tls.as_deref(),
+            );
+            initial_routes.push((domain, route));
         }
 
         let admin_token = match (&file.admin.token, &file.admin.token_file) {
@@ -466,6 +504,7 @@ impl NodeConfig {
             election_timeout: (election_min, election_max),
             snapshot_every: c.snapshot_every.unwrap_or(10_000),
             keep_logs: c.keep_logs.unwrap_or(1_000),
+            purge_interval,
             smtp,
             delivery,
             initial_routes,
@@ -495,6 +534,45 @@ impl Validator {
                 );
                 None
             }
+        }
+    }
+
+    /// A route from `host:port` targets and a TLS policy name.
+    fn route(
+        &mut self,
+        targets_key: &str,
+        tls_key: &str,
+        targets: &[String],
+        tls: Option<&str>,
+    ) -> Route {
+        if targets.is_empty() {
+            self.problem(
+                targets_key,
+                "at least one host:port target is required".into(),
+            );
+        }
+        for (j, t) in targets.iter().enumerate() {
+            if t.rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
+            {
+                self.problem(
+                    &format!("{targets_key}[{j}]"),
+                    format!("{t:?} is not host:port"),
+                );
+            }
+        }
+        let tls = match tls.map(str::parse::<TlsPolicy>) {
+            None => TlsPolicy::default(),
+            Some(Ok(p)) => p,
+            Some(Err(e)) => {
+                self.problem(tls_key, e);
+                TlsPolicy::default()
+            }
+        };
+        Route {
+            targets: targets.to_vec(),
+            tls,
         }
     }
 

@@ -45,6 +45,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         election_timeout: config.election_timeout,
         snapshot_every: config.snapshot_every,
         keep_logs: config.keep_logs,
+        purge_interval: config.purge_interval,
         submit_timeout: config.submit_timeout,
     };
     let (cluster, initialised) = Cluster::start(
@@ -242,6 +243,11 @@ fn delivery_config(config: &NodeConfig) -> relay_delivery::DeliveryConfig {
         poll_interval: config.delivery.poll_interval,
         max_concurrent_deliveries: config.delivery.max_concurrent,
         per_target_concurrency: config.delivery.per_target_concurrency,
+        default_route: config.delivery.default_route.clone(),
+        connect_timeout: config.delivery.connect_timeout,
+        command_timeout: config.delivery.command_timeout,
+        data_timeout: config.delivery.data_timeout,
+        extra_root_certificates_pem: config.delivery.extra_root_certificates_pem.clone(),
         ..Default::default()
     }
 }

@@ -28,6 +28,11 @@ pub struct StateDigest {
     pub applied_index: u64,
     /// Hex SHA-256 over messages, bodies, routes and traces in key order.
     pub checksum: String,
+    /// Message bodies held in the state (0 once every message is gone:
+    /// how tests and operators check that delivered mail left no copy).
+    pub bodies: u64,
+    /// Their total size in octets.
+    pub body_bytes: u64,
 }
 
 impl StateMachine {
@@ -143,6 +148,7 @@ impl StateMachine {
         let reader = self.store.at(&snapshot);
         let applied: Option<openraft::LogId<u64>> = reader.get(CF_SM_META, KEY_LAST_APPLIED)?;
         let mut hasher = Sha256::new();
+        let (mut bodies, mut body_bytes) = (0u64, 0u64);
         for (cf, key_part) in [
             (CF_MESSAGES, None),
             (CF_BODIES, None),
@@ -157,6 +163,10 @@ impl StateMachine {
                         .get(..n)
                         .ok_or_else(|| StoreError::Inconsistent(format!("short key in {cf}")))?,
                 };
+                if cf == CF_BODIES {
+                    bodies += 1;
+                    body_bytes += value.len() as u64;
+                }
                 hasher.update(key);
                 hasher.update(&value);
             }
@@ -164,6 +174,8 @@ impl StateMachine {
         Ok(StateDigest {
             applied_index: applied.map(|l| l.index).unwrap_or(0),
             checksum: hex::encode(hasher.finalize()),
+            bodies,
+            body_bytes,
         })
     }
 }
