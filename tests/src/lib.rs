@@ -21,6 +21,8 @@ use relay_proto::raft::{NodeStatusReply, NodeStatusRequest, SubmitRequest};
 use relay_types::{CommandResult, NodeId};
 use tokio::time::Instant;
 
+pub mod smtp;
+
 /// Path of a workspace binary next to the running test executable.
 pub fn bin_path(name: &str) -> PathBuf {
     if let Ok(dir) = std::env::var("QR_BIN_DIR") {
@@ -73,8 +75,16 @@ pub struct ClusterOptions {
     pub keep_logs: u64,
     /// Routes: (domain, target host:port).
     pub routes: Vec<(String, String)>,
-    /// Extra TOML appended to `[delivery]`.
+    /// First retry delay (`[delivery] min_backoff`).
     pub min_backoff: String,
+    /// `[cluster] submit_timeout`.
+    pub submit_timeout: String,
+    /// Extra TOML lines for `[cluster]`.
+    pub cluster_extra: String,
+    /// Extra TOML lines for `[smtp]` (e.g. `authorized_networks = []`).
+    pub smtp_extra: String,
+    /// Extra TOML lines for `[delivery]`.
+    pub delivery_extra: String,
 }
 
 impl Default for ClusterOptions {
@@ -85,6 +95,10 @@ impl Default for ClusterOptions {
             keep_logs: 1_000,
             routes: Vec::new(),
             min_backoff: "300s".into(),
+            submit_timeout: "5s".into(),
+            cluster_extra: String::new(),
+            smtp_extra: String::new(),
+            delivery_extra: String::new(),
         }
     }
 }
@@ -160,20 +174,23 @@ http = "127.0.0.1:{http}"
 
 [cluster]
 bootstrap = {bootstrap}
-submit_timeout = "5s"
+submit_timeout = "{submit_timeout}"
 heartbeat = "100ms"
 election_timeout_min = "500ms"
 election_timeout_max = "1000ms"
 snapshot_every = {snapshot_every}
 keep_logs = {keep_logs}
+{cluster_extra}
 
 {members}
 [smtp]
 tls = "off"
+{smtp_extra}
 
 [delivery]
 min_backoff = "{min_backoff}"
 poll_interval = "200ms"
+{delivery_extra}
 
 {routes}
 [admin]
@@ -187,6 +204,10 @@ token = "{token}"
                 snapshot_every = options.snapshot_every,
                 keep_logs = options.keep_logs,
                 min_backoff = options.min_backoff,
+                submit_timeout = options.submit_timeout,
+                cluster_extra = options.cluster_extra,
+                smtp_extra = options.smtp_extra,
+                delivery_extra = options.delivery_extra,
             );
             std::fs::write(&config, text)?;
             nodes.push(NodeProcess {
@@ -352,6 +373,52 @@ token = "{token}"
             }
             if Instant::now() > deadline {
                 bail!("nodes did not converge within {within:?}: {last:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Node `id`'s SMTP address.
+    pub fn smtp_addr(&self, id: NodeId) -> std::net::SocketAddr {
+        std::net::SocketAddr::from(([127, 0, 0, 1], self.node(id).ports.smtp))
+    }
+
+    /// Whether this harness has node `id` running.
+    pub fn is_running(&self, id: NodeId) -> bool {
+        self.node(id).child.is_some()
+    }
+
+    /// Waits until every running node's replicated state holds no message
+    /// and no body (queue counts zero, no stored bodies) and all agree on
+    /// the state checksum: delivery finished everywhere, checked through the
+    /// state rather than by waiting. Returns the applied index.
+    pub async fn wait_drained(&self, within: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut seen = Vec::new();
+            let mut done = true;
+            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+                match self.status(node.id, true).await {
+                    Ok(s) => {
+                        let q = s.queue.unwrap_or_default();
+                        let empty = q.queued + q.deferred + q.held == 0 && s.stored_bodies == 0;
+                        done &= empty;
+                        seen.push((
+                            node.id,
+                            s.digest_index,
+                            s.state_checksum,
+                            q,
+                            s.stored_bodies,
+                        ));
+                    }
+                    Err(_) => done = false,
+                }
+            }
+            if done && seen.windows(2).all(|w| w[0].2 == w[1].2) {
+                return Ok(seen.iter().map(|s| s.1).max().unwrap_or(0));
+            }
+            if Instant::now() > deadline {
+                bail!("queue not drained on every node within {within:?}: {seen:?}");
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
