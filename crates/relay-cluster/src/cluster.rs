@@ -32,6 +32,19 @@ pub struct Cluster {
     store: StateMachine,
     channels: Channels,
     shutdown: CancellationToken,
+    /// Contact with the current leader, for the delivery lease.
+    leader_contact: std::sync::Mutex<LeaderContact>,
+}
+
+/// A follower's record of the leader's AppendEntries.
+#[derive(Debug, Default, Clone, Copy)]
+struct LeaderContact {
+    /// When one last reached this node.
+    at: Option<Instant>,
+    /// After a gap longer than the lease, the leader's commit index at the
+    /// first new contact: this node must apply up to it (it may hold a
+    /// `Reassign` of its own messages) before it delivers again.
+    catch_up_to: u64,
 }
 
 // Manual: `openraft::Raft` is not `Debug`.
@@ -107,6 +120,7 @@ impl Cluster {
             store: state_machine,
             channels,
             shutdown: shutdown.clone(),
+            leader_contact: std::sync::Mutex::new(LeaderContact::default()),
         });
 
         let listener = tokio::net::TcpListener::bind(cluster.config.listen)
@@ -211,6 +225,67 @@ impl Cluster {
     /// Watch Raft metrics.
     pub fn watch_metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
         self.raft.metrics()
+    }
+
+    /// Records that a current leader's AppendEntries, carrying the leader's
+    /// commit index `leader_commit`, reached this node.
+    pub(crate) fn note_leader_contact(&self, leader_commit: u64) {
+        let now = Instant::now();
+        let mut contact = self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let lapsed = contact
+            .at
+            .is_none_or(|at| now.duration_since(at) >= self.config.delivery_lease);
+        if lapsed {
+            contact.catch_up_to = leader_commit;
+        }
+        contact.at = Some(now);
+    }
+
+    /// How long ago this node last had proof that it is part of a working
+    /// cluster: on the leader, since a quorum last acknowledged it; on a
+    /// follower, since the leader's last AppendEntries (heartbeats
+    /// included). `None`: never, or no leader is known.
+    pub fn leader_contact_age(&self) -> Option<Duration> {
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            return m.millis_since_quorum_ack.map(Duration::from_millis);
+        }
+        m.current_leader?;
+        let contact = *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        contact.at.map(|t| t.elapsed())
+    }
+
+    /// The delivery lease (fencing): this node may open an outbound session
+    /// for a message it owns only while it has heard from a working cluster
+    /// within `delivery_lease`, and, after a gap, only once it has applied
+    /// what the leader had committed when contact resumed. The leader
+    /// reassigns an unreachable node's messages only after `takeover_after`
+    /// of silence, and the lease (`takeover_after / 2`) runs out well before
+    /// that, so a cut-off owner stops delivering before anyone else starts,
+    /// and on its return it sees the `Reassign` before it could act on its
+    /// stale view.
+    pub fn holds_lease(&self) -> bool {
+        let fresh = self
+            .leader_contact_age()
+            .is_some_and(|age| age < self.config.delivery_lease);
+        if !fresh {
+            return false;
+        }
+        let m = self.raft.metrics().borrow().clone();
+        if m.state == ServerState::Leader {
+            return true;
+        }
+        let contact = *self
+            .leader_contact
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        m.last_applied.map_or(0, |l| l.index) >= contact.catch_up_to
     }
 
     /// The leader this node currently knows of.

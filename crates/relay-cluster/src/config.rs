@@ -34,6 +34,9 @@ pub struct ClusterConfig {
     /// Snapshot and purge the log at least this often, so delivered bodies
     /// do not linger in the Raft log (see [`crate::purge`]).
     pub purge_interval: Duration,
+    /// How long this node may go without contact with a working cluster
+    /// before it stops delivering (see `Cluster::holds_lease`).
+    pub delivery_lease: Duration,
     /// How long a proposal may wait for commit before the caller gets
     /// `ProposeError::Timeout` (SMTP 451).
     pub submit_timeout: Duration,

@@ -35,9 +35,20 @@ impl RaftService for RaftGrpc {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc =
+        let rpc: openraft::raft::AppendEntriesRequest<relay_store::TypeConfig> =
             decode(&request.into_inner().data).map_err(|e| bad_payload("AppendEntries", e))?;
+        let leader_commit = rpc.leader_commit.map_or(0, |l| l.index);
         let result = self.cluster.raft().append_entries(rpc).await;
+        // Any answer but "your vote is stale" means a current leader reached
+        // us: that renews this node's delivery lease (see `Cluster::holds_lease`).
+        if matches!(
+            result,
+            Ok(openraft::raft::AppendEntriesResponse::Success
+                | openraft::raft::AppendEntriesResponse::PartialSuccess(_)
+                | openraft::raft::AppendEntriesResponse::Conflict)
+        ) {
+            self.cluster.note_leader_contact(leader_commit);
+        }
         Ok(Response::new(RaftPayload {
             data: encode(&result),
         }))

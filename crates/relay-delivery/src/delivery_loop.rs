@@ -35,6 +35,9 @@ use crate::classify::Classified;
 use crate::config::DeliveryConfig;
 use crate::error::ProposeError;
 use crate::metrics as m;
+
+/// How often a running attempt re-checks the delivery lease.
+const LEASE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 use crate::report::{self, Report, ReportContext};
 use crate::transport::{self, RecipientResult, Transaction, TransportSettings};
 use crate::{DeliveryStore, Proposer};
@@ -198,6 +201,10 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
         }
         if paused {
             debug!("no leader for the last reports: not starting deliveries");
+            return;
+        }
+        if !self.proposer.holds_lease() {
+            debug!("no recent contact with a working cluster: not starting deliveries");
             return;
         }
         if self.slots.available_permits() == 0 {
@@ -437,7 +444,17 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                             smtputf8: envelope.smtputf8,
                             eight_bit,
                         };
-                        results.extend(transport::send(route, &tx, &self.transport).await);
+                        if !self.proposer.holds_lease() {
+                            info!("delivery lease lost before the session: abandoning the attempt");
+                            return None;
+                        }
+                        tokio::select! {
+                            sent = transport::send(route, &tx, &self.transport) => results.extend(sent),
+                            _ = self.lease_lost() => {
+                                warn!("delivery lease lost during the session: abandoning the attempt");
+                                return None;
+                            }
+                        }
                     }
                 }
             }
@@ -449,6 +466,13 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             now: UnixMillis::now(),
         };
         Some(report::build(record, &body, &results, &ctx))
+    }
+
+    /// Resolves when this node no longer holds its delivery lease.
+    async fn lease_lost(&self) {
+        while self.proposer.holds_lease() {
+            tokio::time::sleep(LEASE_CHECK_INTERVAL).await;
+        }
     }
 
     async fn read_body(self: &Arc<Self>, id: MessageId) -> Result<Option<Bytes>, String> {

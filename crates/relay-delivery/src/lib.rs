@@ -91,4 +91,13 @@ pub trait Proposer: Send + Sync + 'static {
         &self,
         command: Command,
     ) -> impl Future<Output = Result<CommandResult, ProposeError>> + Send;
+
+    /// Fencing: whether this node may open an outbound session now, i.e. it
+    /// has recently had proof that it is part of a working cluster, so the
+    /// leader cannot have given its messages to another node. Checked before
+    /// every attempt and while it runs; an attempt whose lease runs out is
+    /// abandoned before the target's final reply can make it count.
+    fn holds_lease(&self) -> bool {
+        true
+    }
 }

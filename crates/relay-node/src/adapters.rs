@@ -113,7 +113,7 @@ pub struct ClusterProposer {
 }
 
 impl ClusterProposer {
-    /// Proposes through `cluster`.
+    /// Proposes through `cluster`; its delivery lease fences deliveries.
     pub fn new(cluster: Arc<Cluster>) -> Self {
         ClusterProposer { cluster }
     }
@@ -130,5 +130,9 @@ impl relay_delivery::Proposer for ClusterProposer {
             ProposeError::Timeout(_) => D::Timeout,
             other => D::Other(other.to_string()),
         })
+    }
+
+    fn holds_lease(&self) -> bool {
+        self.cluster.holds_lease()
     }
 }

@@ -15,11 +15,13 @@
 //!   cluster.
 //! - [`admin`]: the admin gRPC service and its token check.
 //! - [`http`]: `/healthz`, `/readyz`.
+//! - [`takeover`]: the leader reassigns an unreachable node's mail.
 
 pub mod adapters;
 pub mod admin;
 pub mod config;
 pub mod http;
 pub mod node;
+pub mod takeover;
 
 pub use config::{ConfigError, NodeConfig};

@@ -46,6 +46,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         snapshot_every: config.snapshot_every,
         keep_logs: config.keep_logs,
         purge_interval: config.purge_interval,
+        delivery_lease: crate::takeover::delivery_lease(config.takeover_after),
         submit_timeout: config.submit_timeout,
     };
     let (cluster, initialised) = Cluster::start(
@@ -92,6 +93,13 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             }
         });
     }
+
+    // Takeover of unreachable nodes' mail (acts only on the leader).
+    tasks.spawn(crate::takeover::run(
+        cluster.clone(),
+        config.takeover_after,
+        service_stop.clone(),
+    ));
 
     // HTTP health.
     tasks.spawn(crate::http::serve(
