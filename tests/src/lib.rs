@@ -126,6 +126,8 @@ pub struct ProcessCluster {
     pub nodes: Vec<NodeProcess>,
     /// Admin token.
     pub token: String,
+    /// Nodes stopped with SIGSTOP.
+    paused: std::collections::BTreeSet<NodeId>,
 }
 
 impl ProcessCluster {
@@ -218,7 +220,12 @@ token = "{token}"
                 child: None,
             });
         }
-        let mut cluster = ProcessCluster { dir, nodes, token };
+        let mut cluster = ProcessCluster {
+            dir,
+            nodes,
+            token,
+            paused: Default::default(),
+        };
         for id in 1..=options.nodes as NodeId {
             cluster.start_node(id)?;
         }
@@ -253,9 +260,39 @@ token = "{token}"
 
     /// SIGKILLs node `id` (the process this harness started) and reaps it.
     pub fn kill(&mut self, id: NodeId) {
+        self.paused.remove(&id);
         if let Some(mut child) = self.nodes[id as usize - 1].child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// SIGSTOPs node `id` (a hung or cut-off process: its sockets stay open
+    /// but it answers nothing). [`resume`](Self::resume) undoes it.
+    pub fn pause(&mut self, id: NodeId) {
+        self.signal(id, "STOP");
+        self.paused.insert(id);
+    }
+
+    /// SIGCONTs node `id` after [`pause`](Self::pause).
+    pub fn resume(&mut self, id: NodeId) {
+        self.signal(id, "CONT");
+        self.paused.remove(&id);
+    }
+
+    /// Whether node `id` is running and not paused.
+    pub fn is_serving(&self, id: NodeId) -> bool {
+        self.node(id).child.is_some() && !self.paused.contains(&id)
+    }
+
+    fn signal(&self, id: NodeId, signal: &str) {
+        if let Some(child) = &self.node(id).child {
+            let status = Command::new("kill")
+                .arg(format!("-{signal}"))
+                .arg(child.id().to_string())
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -{signal} node {id}");
         }
     }
 
@@ -306,7 +343,7 @@ token = "{token}"
     ) -> anyhow::Result<NodeId> {
         let deadline = Instant::now() + within;
         loop {
-            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            for node in self.nodes.iter().filter(|n| self.is_serving(n.id)) {
                 if let Some(leader) = self.confirmed_leader(node.id, not).await {
                     return Ok(leader);
                 }
@@ -322,7 +359,7 @@ token = "{token}"
     /// calls itself leader.
     async fn confirmed_leader(&self, asked: NodeId, not: Option<NodeId>) -> Option<NodeId> {
         let leader = self.status(asked, false).await.ok()?.leader?;
-        if Some(leader) == not || self.nodes[leader as usize - 1].child.is_none() {
+        if Some(leader) == not || !self.is_serving(leader) {
             return None;
         }
         let own = self.status(leader, false).await.ok()?;
@@ -397,7 +434,7 @@ token = "{token}"
         loop {
             let mut seen = Vec::new();
             let mut done = true;
-            for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            for node in self.nodes.iter().filter(|n| self.is_serving(n.id)) {
                 match self.status(node.id, true).await {
                     Ok(s) => {
                         let q = s.queue.unwrap_or_default();

@@ -1,0 +1,414 @@
+//! Takeover and failover with three real `relayd` processes on loopback:
+//! kill -9 and SIGSTOP (a hung or cut-off node) of owners and leaders, with
+//! the replicated log driving the takeover of the victim's queue. The same
+//! checks as the Docker fault suite, so they run where there is no engine.
+//!
+//! What is asserted, always at the target after the queue drained on every
+//! serving node: every message that got `250` arrived (acked-but-lost = 0),
+//! and duplicates only where the documented window allows them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use relay_testkit::{ReceivedMessage, TargetOptions, TestTarget};
+use relay_tests::smtp::{SmtpClient, transaction};
+use relay_tests::{ClusterOptions, ProcessCluster};
+use tokio_util::sync::CancellationToken;
+
+const LONG: Duration = Duration::from_secs(90);
+
+fn message(marker: &str) -> Vec<u8> {
+    format!(
+        "From: <s@sender.test>\r\nTo: <r@dest.test>\r\nSubject: {marker}\r\nMessage-ID: <{marker}@client.test>\r\n\r\nbody of {marker}\r\n"
+    )
+    .into_bytes()
+}
+
+/// Marker → copies at the target (the marker is the Subject).
+fn copies(messages: &[ReceivedMessage]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for m in messages {
+        let text = String::from_utf8_lossy(&m.data);
+        if let Some(line) = text.lines().find(|l| l.starts_with("Subject: ")) {
+            *out.entry(line["Subject: ".len()..].to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+fn options(target: SocketAddr) -> ClusterOptions {
+    ClusterOptions {
+        routes: vec![("dest.test".into(), target.to_string())],
+        min_backoff: "1s".into(),
+        submit_timeout: "3s".into(),
+        cluster_extra: "takeover_after = \"3s\"".into(),
+        delivery_extra: "max_backoff = \"2s\"\nconnect_timeout = \"2s\"".into(),
+        ..Default::default()
+    }
+}
+
+/// A port for the target that nothing listens on until the test starts it.
+async fn reserved_target_addr() -> SocketAddr {
+    TestTarget::start().await.expect("target").addr()
+}
+
+async fn start_target(listen: SocketAddr) -> TestTarget {
+    TestTarget::start_with(TargetOptions {
+        listen,
+        ..Default::default()
+    })
+    .await
+    .expect("target on its address")
+}
+
+/// Sends `n` messages to node `id`, all acknowledged; returns the markers.
+async fn queue_on(cluster: &ProcessCluster, id: u64, tag: &str, n: usize) -> Vec<String> {
+    let mut client = SmtpClient::connect_ehlo(cluster.smtp_addr(id))
+        .await
+        .expect("session");
+    let mut markers = Vec::new();
+    for i in 0..n {
+        let marker = format!("{tag}-{i}");
+        let reply = transaction(
+            &mut client,
+            "s@sender.test",
+            &["r@dest.test"],
+            &message(&marker),
+        )
+        .await
+        .expect("transaction");
+        assert_eq!(reply.code, 250, "{reply}");
+        markers.push(marker);
+    }
+    markers
+}
+
+/// Waits until the replicated queue (as node `id` sees it) has `n`
+/// deferred messages: each was attempted at least once and failed.
+async fn wait_all_deferred(cluster: &ProcessCluster, id: u64, n: u64) {
+    relay_testkit::wait_for(LONG, || async {
+        let s = cluster.status(id, false).await.ok()?;
+        (s.queue.unwrap_or_default().deferred >= n).then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{n} messages deferred: {e}"));
+}
+
+/// kill -9 of the node that owns a queue (accepted while the target was
+/// down): after `takeover_after` the leader reassigns it, and the
+/// survivors deliver every message exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_owners_queue_is_taken_over_and_delivered_once() {
+    let listen = reserved_target_addr().await;
+    let mut cluster = ProcessCluster::start(options(listen)).expect("cluster");
+    let leader = cluster.wait_for_leader(LONG, None).await.expect("leader");
+    let owner = (1..=3).find(|&id| id != leader).unwrap();
+    let markers = queue_on(&cluster, owner, "orphan", 20).await;
+    wait_all_deferred(&cluster, leader, 20).await;
+
+    cluster.kill(owner);
+    let killed_at = Instant::now();
+    let target = start_target(listen).await;
+    target
+        .wait_for_messages(20, LONG)
+        .await
+        .expect("taken over and delivered");
+    let drained_after = killed_at.elapsed();
+    cluster
+        .wait_drained(LONG)
+        .await
+        .expect("drained on the survivors");
+    println!("owner kill -> its queue drained: {drained_after:.2?} (takeover_after 3s)");
+
+    let got = copies(&target.messages());
+    for marker in &markers {
+        assert_eq!(got.get(marker), Some(&1), "{marker} once");
+    }
+    assert_eq!(got.len(), 20);
+
+    // The node comes back and agrees with the others.
+    cluster.start_node(owner).expect("restart");
+    cluster.wait_drained(LONG).await.expect("all three agree");
+}
+
+/// SIGSTOP of an owner (hung, or cut off from the others): its queue is
+/// taken over and delivered; when it wakes up with its stale view it must
+/// not deliver those messages again (the delivery lease fences it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_owner_is_fenced_after_takeover() {
+    let listen = reserved_target_addr().await;
+    let mut cluster = ProcessCluster::start(options(listen)).expect("cluster");
+    let leader = cluster.wait_for_leader(LONG, None).await.expect("leader");
+    let owner = (1..=3).find(|&id| id != leader).unwrap();
+    let markers = queue_on(&cluster, owner, "fenced", 20).await;
+    wait_all_deferred(&cluster, leader, 20).await;
+
+    cluster.pause(owner);
+    let target = start_target(listen).await;
+    target
+        .wait_for_messages(20, LONG)
+        .await
+        .expect("taken over and delivered");
+    cluster
+        .wait_drained(LONG)
+        .await
+        .expect("drained on the two others");
+
+    // Wake the owner: its replica still says it owns 20 due messages until
+    // it applies the Reassign entries.
+    cluster.resume(owner);
+    cluster
+        .wait_drained(LONG)
+        .await
+        .expect("the woken node converges");
+    // A sentinel owned by the woken node: once it is delivered, any stale
+    // attempt the node might have started before converging would have
+    // reached the target first.
+    let sentinel = queue_on(&cluster, owner, "sentinel", 1).await;
+    target
+        .wait_for_messages(21, LONG)
+        .await
+        .expect("sentinel delivered");
+    cluster.wait_drained(LONG).await.expect("drained");
+
+    let got = copies(&target.messages());
+    for marker in markers.iter().chain(&sentinel) {
+        assert_eq!(got.get(marker), Some(&1), "{marker} exactly once");
+    }
+    assert_eq!(target.messages().len(), 21, "no duplicates");
+}
+
+/// What the load driver saw for each message.
+#[derive(Default)]
+struct Ledger {
+    /// Got 250: must arrive.
+    acked: BTreeSet<String>,
+    /// Got 4xx/5xx or the session broke: may or may not arrive.
+    unacked: BTreeSet<String>,
+    /// (when, node) of every 250.
+    ack_times: Vec<(Instant, u64)>,
+}
+
+/// One sender: sequential transactions to node `id`, reconnecting after
+/// errors, until `stop`.
+async fn sender(
+    addr: SocketAddr,
+    id: u64,
+    lane: usize,
+    ledger: Arc<Mutex<Ledger>>,
+    stop: CancellationToken,
+) {
+    let mut n = 0u64;
+    let mut client: Option<SmtpClient> = None;
+    while !stop.is_cancelled() {
+        if client.is_none() {
+            client =
+                match tokio::time::timeout(Duration::from_secs(5), SmtpClient::connect_ehlo(addr))
+                    .await
+                {
+                    Ok(Ok(c)) => Some(c),
+                    _ => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+        }
+        let marker = format!("load-{id}-{lane}-{n}");
+        n += 1;
+        let session = client.as_mut().expect("connected");
+        let outcome = tokio::time::timeout(
+            Duration::from_secs(10),
+            transaction(
+                session,
+                "s@sender.test",
+                &["r@dest.test"],
+                &message(&marker),
+            ),
+        )
+        .await;
+        let mut ledger = ledger.lock().unwrap();
+        match outcome {
+            Ok(Ok(reply)) if reply.code == 250 => {
+                ledger.acked.insert(marker);
+                ledger.ack_times.push((Instant::now(), id));
+            }
+            Ok(Ok(_)) => {
+                ledger.unacked.insert(marker);
+            }
+            _ => {
+                ledger.unacked.insert(marker);
+                client = None;
+            }
+        }
+    }
+}
+
+/// The fault classes of one cycle.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    KillLeader,
+    KillFollower,
+    PauseLeader,
+    PauseFollower,
+    KillFollowerWithTargetDown,
+}
+
+/// Continuous load on all three nodes through cycles of kill -9 and
+/// SIGSTOP of leaders and followers (with the target down in some): nothing
+/// acknowledged is lost. Prints the figures the fault suite reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_load_through_fault_cycles_loses_nothing() {
+    let cycles: usize = std::env::var("QR_FAULT_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    let listen = reserved_target_addr().await;
+    let mut target = Some(start_target(listen).await);
+    // Messages received by earlier target instances (it is restarted).
+    let mut received: Vec<ReceivedMessage> = Vec::new();
+    let mut cluster = ProcessCluster::start(options(listen)).expect("cluster");
+    cluster.wait_for_leader(LONG, None).await.expect("leader");
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let stop = CancellationToken::new();
+    let mut senders = Vec::new();
+    for id in 1..=3u64 {
+        for lane in 0..2 {
+            senders.push(tokio::spawn(sender(
+                cluster.smtp_addr(id),
+                id,
+                lane,
+                ledger.clone(),
+                stop.clone(),
+            )));
+        }
+    }
+
+    let classes = [
+        Fault::KillLeader,
+        Fault::KillFollower,
+        Fault::PauseLeader,
+        Fault::PauseFollower,
+        Fault::KillFollowerWithTargetDown,
+    ];
+    let mut leader_recovery = Vec::new();
+    for cycle in 0..cycles {
+        let fault = classes[cycle % classes.len()];
+        let leader = cluster.wait_for_leader(LONG, None).await.expect("leader");
+        let follower = (1..=3).find(|&id| id != leader).unwrap();
+        // Let some load through between faults.
+        let before = ledger.lock().unwrap().acked.len();
+        relay_testkit::wait_until(LONG, || ledger.lock().unwrap().acked.len() >= before + 50)
+            .await
+            .expect("load flows between faults");
+        let victim = match fault {
+            Fault::KillLeader | Fault::PauseLeader => leader,
+            _ => follower,
+        };
+        if matches!(fault, Fault::KillFollowerWithTargetDown)
+            && let Some(t) = target.take()
+        {
+            // Keep what this target instance received.
+            received.extend(t.messages());
+            t.shutdown().await;
+        }
+        let injected = Instant::now();
+        match fault {
+            Fault::PauseLeader | Fault::PauseFollower => cluster.pause(victim),
+            _ => cluster.kill(victim),
+        }
+        if matches!(fault, Fault::KillLeader | Fault::PauseLeader) {
+            cluster
+                .wait_for_leader(LONG, Some(victim))
+                .await
+                .expect("a new leader among the survivors");
+            // First 250 from a survivor after the fault.
+            let first = relay_testkit::wait_for(LONG, || {
+                let found = ledger
+                    .lock()
+                    .unwrap()
+                    .ack_times
+                    .iter()
+                    .find(|(t, node)| *t > injected && *node != victim)
+                    .map(|(t, _)| *t);
+                std::future::ready(found)
+            })
+            .await
+            .expect("survivors accept mail after the leader fault");
+            leader_recovery.push(first.duration_since(injected));
+        } else {
+            // Hold the fault long enough for takeover_after to pass.
+            let until = injected + Duration::from_secs(4);
+            relay_testkit::wait_until(LONG, || Instant::now() >= until)
+                .await
+                .expect("fault held");
+        }
+        match fault {
+            Fault::PauseLeader | Fault::PauseFollower => cluster.resume(victim),
+            _ => cluster.start_node(victim).expect("restart"),
+        }
+        if target.is_none() {
+            target = Some(start_target(listen).await);
+        }
+        println!("cycle {cycle}: {fault:?} of node {victim} healed");
+    }
+
+    // Keep the load on until enough messages were acknowledged, then stop
+    // it and drain.
+    let wanted: usize = std::env::var("QR_FAULT_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    relay_testkit::wait_until(Duration::from_secs(600), || {
+        ledger.lock().unwrap().acked.len() >= wanted
+    })
+    .await
+    .expect("load reaches the wanted message count");
+    stop.cancel();
+    for s in senders {
+        s.await.expect("sender task");
+    }
+    cluster
+        .wait_drained(Duration::from_secs(180))
+        .await
+        .expect("queue drained on every node");
+
+    let target = target.expect("target up");
+    received.extend(target.messages());
+    let got = copies(&received);
+    let ledger = ledger.lock().unwrap();
+    let lost: Vec<&String> = ledger
+        .acked
+        .iter()
+        .filter(|m| !got.contains_key(*m))
+        .collect();
+    let duplicates: usize = got.values().filter(|&&c| c > 1).map(|c| c - 1).sum();
+    let unacked_delivered = ledger
+        .unacked
+        .iter()
+        .filter(|m| got.contains_key(*m))
+        .count();
+    let never_sent = got
+        .keys()
+        .filter(|m| !ledger.acked.contains(*m) && !ledger.unacked.contains(*m))
+        .count();
+    leader_recovery.sort();
+    let median = leader_recovery.get(leader_recovery.len() / 2).copied();
+    println!(
+        "fault suite: cycles {cycles}, acked {}, unacked {}, acked-but-lost {}, duplicates {}, \
+         unacked-but-delivered {}, leader fault -> first 250 on a survivor: median {:?}, max {:?}",
+        ledger.acked.len(),
+        ledger.unacked.len(),
+        lost.len(),
+        duplicates,
+        unacked_delivered,
+        median,
+        leader_recovery.last()
+    );
+    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
+    assert_eq!(never_sent, 0, "delivered messages nobody sent");
+    assert!(ledger.acked.len() >= wanted);
+}
