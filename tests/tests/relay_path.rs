@@ -323,7 +323,12 @@ async fn node_status(
 async fn deferred_mail_is_delivered_once_the_target_recovers() {
     // Reserve the target's port, then take the target down: connections
     // are refused until it is started again on the same address.
-    let listen = TestTarget::start().await.expect("target").addr();
+    let listen = {
+        let target = TestTarget::start().await.expect("target");
+        let addr = target.addr();
+        target.shutdown().await;
+        addr
+    };
     let (cluster, leader) = start_cluster(ClusterOptions {
         routes: vec![("dest.test".into(), listen.to_string())],
         min_backoff: "1s".into(),

@@ -338,10 +338,22 @@ impl Cluster {
                 }
                 (Some(_), Some(addr)) => {
                     let bytes = encoded.get_or_insert_with(|| encode(&command)).clone();
-                    match self.forward(&addr, bytes, deadline).await {
-                        Ok(result) => return Ok(result),
-                        Err(status) => {
-                            tracing::debug!(%addr, code = ?status.code(), "forwarded write not committed; retrying");
+                    // A hung leader (frozen process, cut-off link) never
+                    // answers: when another leader is elected meanwhile,
+                    // propose again there instead of waiting out the submit
+                    // timeout. A second copy of the entry is harmless: the
+                    // state machine rejects a repeated message id.
+                    let mut watch = self.raft.metrics();
+                    tokio::select! {
+                        result = self.forward(&addr, bytes, deadline) => match result {
+                            Ok(result) => return Ok(result),
+                            Err(status) => {
+                                tracing::debug!(%addr, code = ?status.code(), "forwarded write not committed; retrying");
+                            }
+                        },
+                        _ = watch.wait_for(|m| m.current_leader.is_some_and(|l| Some(l) != leader)) => {
+                            tracing::debug!(old = ?leader, "leader changed during a forwarded write; proposing again");
+                            continue;
                         }
                     }
                 }

@@ -449,11 +449,15 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                             return None;
                         }
                         tokio::select! {
-                            sent = transport::send(route, &tx, &self.transport) => results.extend(sent),
+                            // Lease first: a process that was frozen (SIGSTOP,
+                            // a VM pause) wakes with both ready, and must not
+                            // finish a session its lease no longer covers.
+                            biased;
                             _ = self.lease_lost() => {
                                 warn!("delivery lease lost during the session: abandoning the attempt");
                                 return None;
                             }
+                            sent = transport::send(route, &tx, &self.transport) => results.extend(sent),
                         }
                     }
                 }

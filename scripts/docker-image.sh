@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Builds the image quorum-relay:local without pulling anything (no registry
+# is reachable): FROM scratch with the release binaries (relayd, relayctl,
+# demo-target) and exactly the shared libraries ldd says they load.
+#
+#   scripts/docker-image.sh             build the binaries, then the image
+#   scripts/docker-image.sh --no-build  use the binaries already in $QR_BIN_DIR
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/build-env.sh"
+cd "$QR_ROOT"
+if [ "${1:-}" != "--no-build" ]; then
+    qr_ensure_rocksdb
+    cargo build --release --locked --bin relayd --bin relayctl --bin demo-target
+fi
+bins=("$QR_BIN_DIR/relayd" "$QR_BIN_DIR/relayctl" "$QR_BIN_DIR/demo-target")
+root="$(mktemp -d "${TMPDIR:-/tmp}/qr-image.XXXXXX")"
+trap 'rm -rf "$root"' EXIT
+mkdir -p "$root/usr/local/bin" "$root/etc" "$root/tmp" "$root/data" "$root/mail"
+chmod 1777 "$root/tmp"
+cp "${bins[@]}" "$root/usr/local/bin/"
+# The dynamic loader and every library the binaries need, at the same paths.
+ldd "${bins[@]}" | awk '/=> \// {print $3} /^[[:space:]]*\/[^ ]*ld-linux/ {print $1}' | sort -u |
+while read -r lib; do
+    mkdir -p "$root$(dirname "$lib")"
+    cp -L "$lib" "$root$lib"
+done
+echo "root:x:0:0:root:/:/usr/local/bin/relayd" >"$root/etc/passwd"
+echo "hosts: files dns" >"$root/etc/nsswitch.conf"
+echo "Dockerfile" >"$root/.dockerignore"
+cat >"$root/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY . /
+ENTRYPOINT ["/usr/local/bin/relayd"]
+DOCKERFILE
+docker build -q -t quorum-relay:local "$root" >/dev/null
+echo "built quorum-relay:local ($(docker image inspect -f '{{.Size}}' quorum-relay:local) bytes)"
