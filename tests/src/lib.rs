@@ -85,6 +85,9 @@ pub struct ClusterOptions {
     pub smtp_extra: String,
     /// Extra TOML lines for `[delivery]`.
     pub delivery_extra: String,
+    /// Run every node with the store's power-loss failpoint: a kill -9 then
+    /// loses everything not yet fsynced, like a power cut.
+    pub power_loss: bool,
 }
 
 impl Default for ClusterOptions {
@@ -99,6 +102,7 @@ impl Default for ClusterOptions {
             cluster_extra: String::new(),
             smtp_extra: String::new(),
             delivery_extra: String::new(),
+            power_loss: false,
         }
     }
 }
@@ -126,6 +130,8 @@ pub struct ProcessCluster {
     pub nodes: Vec<NodeProcess>,
     /// Admin token.
     pub token: String,
+    /// Nodes run with the power-loss failpoint.
+    power_loss: bool,
     /// Nodes stopped with SIGSTOP.
     paused: std::collections::BTreeSet<NodeId>,
 }
@@ -224,6 +230,7 @@ token = "{token}"
             dir,
             nodes,
             token,
+            power_loss: options.power_loss,
             paused: Default::default(),
         };
         for id in 1..=options.nodes as NodeId {
@@ -244,11 +251,13 @@ token = "{token}"
             .create(true)
             .append(true)
             .open(&log_path)?;
+        let power_loss = if self.power_loss { "1" } else { "0" };
         let node = &mut self.nodes[id as usize - 1];
         let child = Command::new(bin_path("relayd"))
             .arg("--config")
             .arg(&node.config)
             .env("RELAY_LOG", "info,openraft=warn")
+            .env("QR_FAILPOINT_POWER_LOSS", power_loss)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -258,11 +258,16 @@ enum Fault {
     PauseLeader,
     PauseFollower,
     KillFollowerWithTargetDown,
+    /// All three at once (with the power-loss failpoint: a power cut of the
+    /// whole cluster).
+    KillAll,
 }
 
-/// Continuous load on all three nodes through cycles of kill -9 and
-/// SIGSTOP of leaders and followers (with the target down in some): nothing
-/// acknowledged is lost. Prints the figures the fault suite reports.
+/// Continuous load on all three nodes through cycles of power cuts (kill -9
+/// with the power-loss failpoint: unsynced writes are lost) of the leader, of
+/// a follower and of all three at once, and SIGSTOP of leaders and followers
+/// (with the target down in some): nothing acknowledged is lost. Prints the
+/// figures the fault suite reports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn continuous_load_through_fault_cycles_loses_nothing() {
     let cycles: usize = std::env::var("QR_FAULT_CYCLES")
@@ -273,7 +278,12 @@ async fn continuous_load_through_fault_cycles_loses_nothing() {
     let mut target = Some(start_target(listen).await);
     // Messages received by earlier target instances (it is restarted).
     let mut received: Vec<ReceivedMessage> = Vec::new();
-    let mut cluster = ProcessCluster::start(options(listen)).expect("cluster");
+    // Every kill is a power cut of that node: unsynced writes are lost.
+    let mut cluster = ProcessCluster::start(ClusterOptions {
+        power_loss: true,
+        ..options(listen)
+    })
+    .expect("cluster");
     cluster.wait_for_leader(LONG, None).await.expect("leader");
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
@@ -297,6 +307,7 @@ async fn continuous_load_through_fault_cycles_loses_nothing() {
         Fault::PauseLeader,
         Fault::PauseFollower,
         Fault::KillFollowerWithTargetDown,
+        Fault::KillAll,
     ];
     let mut leader_recovery = Vec::new();
     for cycle in 0..cycles {
@@ -322,6 +333,11 @@ async fn continuous_load_through_fault_cycles_loses_nothing() {
         let injected = Instant::now();
         match fault {
             Fault::PauseLeader | Fault::PauseFollower => cluster.pause(victim),
+            Fault::KillAll => {
+                for id in 1..=3 {
+                    cluster.kill(id);
+                }
+            }
             _ => cluster.kill(victim),
         }
         if matches!(fault, Fault::KillLeader | Fault::PauseLeader) {
@@ -354,6 +370,11 @@ async fn continuous_load_through_fault_cycles_loses_nothing() {
         }
         match fault {
             Fault::PauseLeader | Fault::PauseFollower => cluster.resume(victim),
+            Fault::KillAll => {
+                for id in 1..=3 {
+                    cluster.start_node(id).expect("restart");
+                }
+            }
             _ => cluster.start_node(victim).expect("restart"),
         }
         if target.is_none() {

@@ -20,13 +20,23 @@ use crate::config::{NodeConfig, SmtpTls};
 /// are dropped (nothing acked depends on it: acked mail is committed).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Environment variable that turns on the store's power-loss failpoint
+/// (`relay_store::StoreOptions`): set to `1` by the fault suite, never in
+/// production.
+pub const POWER_LOSS_FAILPOINT: &str = "QR_FAILPOINT_POWER_LOSS";
+
 /// Runs the node until `shutdown` is cancelled, then stops in order:
 /// SMTP → delivery → admin/HTTP → Raft → store.
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
     let db_path = config.data_dir.join("db");
-    let (log_store, state_machine) = relay_store::open(&db_path)
+    // Fault-injection runs only (tests/failover.rs): make kill -9 a power cut.
+    let store_options = relay_store::StoreOptions {
+        unsynced_writes_die_with_process: std::env::var_os(POWER_LOSS_FAILPOINT)
+            .is_some_and(|v| v == "1"),
+    };
+    let (log_store, state_machine) = relay_store::open_with(&db_path, store_options)
         .with_context(|| format!("cannot open the store at {}", db_path.display()))?;
 
     // Bind every listener before joining the cluster, so a port clash fails

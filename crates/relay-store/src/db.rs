@@ -167,7 +167,7 @@ pub(crate) struct Store {
 
 impl Store {
     /// Opens or creates the RocksDB at `dir`.
-    pub(crate) fn open(dir: &Path) -> Result<Store, StoreError> {
+    pub(crate) fn open(dir: &Path, options: crate::StoreOptions) -> Result<Store, StoreError> {
         refuse_foreign_directory(dir)?;
 
         let mut opts = Options::default();
@@ -180,6 +180,9 @@ impl Store {
         // further: a consistent prefix of what was written.
         opts.set_wal_recovery_mode(DBRecoveryMode::PointInTime);
         opts.set_compression_type(DBCompressionType::Lz4);
+        // Failpoint (see `StoreOptions`): WAL writes stay in RocksDB's buffer
+        // until `flush_wal`, which every durability point calls with sync.
+        opts.set_manual_wal_flush(options.unsynced_writes_die_with_process);
 
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf_opts = Options::default();
@@ -388,5 +391,98 @@ impl Iterator for Scan<'_> {
         self.iter
             .next()
             .map(|r| r.map_err(StoreError::rocks("iterate")))
+    }
+}
+
+#[cfg(test)]
+mod power_loss_failpoint_tests {
+    //! The failpoint must model a power cut: after kill -9, what was synced
+    //! is there and what was not is gone. Without it, the page cache keeps
+    //! the unsynced write (which is why kill -9 alone proves little).
+    //!
+    //! The child half runs in a separate process (this test binary started
+    //! again with `QR_CHILD_DIR`), so it can be killed for real.
+
+    use std::process::{Command, Stdio};
+
+    use rocksdb::WriteBatch;
+
+    use super::{CF_SM_META, Store};
+    use crate::StoreOptions;
+
+    const CHILD_DIR: &str = "QR_POWER_LOSS_CHILD_DIR";
+    const CHILD_FAILPOINT: &str = "QR_POWER_LOSS_CHILD_FAILPOINT";
+
+    fn put(store: &Store, key: &[u8]) {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(store.cf(CF_SM_META).unwrap(), key, b"v");
+        store.write(batch).unwrap();
+    }
+
+    /// The child: writes `synced` and syncs, writes `unsynced`, says so,
+    /// and waits to be killed.
+    #[test]
+    fn child_writes_then_waits_to_be_killed() {
+        let Some(dir) = std::env::var_os(CHILD_DIR) else {
+            return; // Not started as the child.
+        };
+        let options = StoreOptions {
+            unsynced_writes_die_with_process: std::env::var_os(CHILD_FAILPOINT).is_some(),
+        };
+        let store = Store::open(std::path::Path::new(&dir), options).unwrap();
+        put(&store, b"synced");
+        store.sync_wal().unwrap();
+        put(&store, b"unsynced");
+        println!("READY");
+        loop {
+            std::thread::park();
+        }
+    }
+
+    /// Runs the child, kills it once it is ready, reopens the store and
+    /// tells which keys survived.
+    fn survivors_after_kill(failpoint: bool) -> (bool, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "--exact",
+                "db::power_loss_failpoint_tests::child_writes_then_waits_to_be_killed",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .stdout(Stdio::piped());
+        if failpoint {
+            command.env(CHILD_FAILPOINT, "1");
+        }
+        let mut child = command.spawn().unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        loop {
+            line.clear();
+            let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+            assert!(n > 0, "child exited before it was ready");
+            if line.contains("READY") {
+                break;
+            }
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let reader = store.live();
+        let has = |key: &[u8]| reader.get_raw(CF_SM_META, key).unwrap().is_some();
+        (has(b"synced"), has(b"unsynced"))
+    }
+
+    #[test]
+    fn with_the_failpoint_kill_9_loses_exactly_the_unsynced_write() {
+        assert_eq!(survivors_after_kill(true), (true, false));
+    }
+
+    #[test]
+    fn without_it_the_page_cache_keeps_the_unsynced_write() {
+        assert_eq!(survivors_after_kill(false), (true, true));
     }
 }

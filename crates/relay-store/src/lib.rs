@@ -66,7 +66,33 @@ openraft::declare_raft_types!(
 /// lock held by another process, permissions); never returns an empty store
 /// in place of an unreadable one.
 pub fn open(dir: &Path) -> Result<(LogStore, StateMachine), StoreError> {
-    let store = Arc::new(db::Store::open(dir)?);
+    open_with(dir, StoreOptions::default())
+}
+
+/// How to open the store; the default is what production runs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreOptions {
+    /// Power-loss failpoint for fault-injection runs: RocksDB keeps every
+    /// WAL write in process memory until the next sync (`manual_wal_flush`),
+    /// so a kill -9 loses exactly what a power cut would lose from the page
+    /// cache: everything written since the last fsync. A plain kill -9
+    /// cannot test that, because the kernel still writes the page cache out.
+    /// Synced data is unaffected, so the node is as durable as ever where it
+    /// claims to be.
+    pub unsynced_writes_die_with_process: bool,
+}
+
+/// [`open`] with options.
+pub fn open_with(
+    dir: &Path,
+    options: StoreOptions,
+) -> Result<(LogStore, StateMachine), StoreError> {
+    if options.unsynced_writes_die_with_process {
+        tracing::warn!(
+            "power-loss failpoint on: unsynced writes live in memory until the next sync"
+        );
+    }
+    let store = Arc::new(db::Store::open(dir, options)?);
     let state_machine = StateMachine::new(store.clone())?;
     tracing::info!(path = %dir.display(), last_applied = ?state_machine.last_applied(), "store opened");
     Ok((LogStore::new(store), state_machine))
