@@ -21,6 +21,8 @@ use relay_proto::raft::{NodeStatusReply, NodeStatusRequest, SubmitRequest};
 use relay_types::{CommandResult, NodeId};
 use tokio::time::Instant;
 
+pub mod compose;
+pub mod load;
 pub mod smtp;
 
 /// Path of a workspace binary next to the running test executable.

@@ -7,33 +7,25 @@
 //! serving node: every message that got `250` arrived (acked-but-lost = 0),
 //! and duplicates only where the documented window allows them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_testkit::{ReceivedMessage, TargetOptions, TestTarget};
+use relay_tests::load::{FaultVerdict, Ledger, median_max, message, sender, subject};
 use relay_tests::smtp::{SmtpClient, transaction};
 use relay_tests::{ClusterOptions, ProcessCluster};
 use tokio_util::sync::CancellationToken;
 
 const LONG: Duration = Duration::from_secs(90);
 
-fn message(marker: &str) -> Vec<u8> {
-    format!(
-        "From: <s@sender.test>\r\nTo: <r@dest.test>\r\nSubject: {marker}\r\nMessage-ID: <{marker}@client.test>\r\n\r\nbody of {marker}\r\n"
-    )
-    .into_bytes()
-}
-
-/// Marker → copies at the target (the marker is the Subject).
+/// Marker → copies at the target.
 fn copies(messages: &[ReceivedMessage]) -> BTreeMap<String, usize> {
     let mut out = BTreeMap::new();
     for m in messages {
-        let text = String::from_utf8_lossy(&m.data);
-        if let Some(line) = text.lines().find(|l| l.starts_with("Subject: ")) {
-            *out.entry(line["Subject: ".len()..].to_string())
-                .or_insert(0) += 1;
+        if let Some(subject) = subject(&m.data) {
+            *out.entry(subject).or_insert(0) += 1;
         }
     }
     out
@@ -184,72 +176,6 @@ async fn paused_owner_is_fenced_after_takeover() {
     assert_eq!(target.messages().len(), 21, "no duplicates");
 }
 
-/// What the load driver saw for each message.
-#[derive(Default)]
-struct Ledger {
-    /// Got 250: must arrive.
-    acked: BTreeSet<String>,
-    /// Got 4xx/5xx or the session broke: may or may not arrive.
-    unacked: BTreeSet<String>,
-    /// (transaction start, 250 received, node) of every acknowledged message.
-    ack_times: Vec<(Instant, Instant, u64)>,
-}
-
-/// One sender: sequential transactions to node `id`, reconnecting after
-/// errors, until `stop`.
-async fn sender(
-    addr: SocketAddr,
-    id: u64,
-    lane: usize,
-    ledger: Arc<Mutex<Ledger>>,
-    stop: CancellationToken,
-) {
-    let mut n = 0u64;
-    let mut client: Option<SmtpClient> = None;
-    while !stop.is_cancelled() {
-        if client.is_none() {
-            client =
-                match tokio::time::timeout(Duration::from_secs(5), SmtpClient::connect_ehlo(addr))
-                    .await
-                {
-                    Ok(Ok(c)) => Some(c),
-                    _ => {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-        }
-        let marker = format!("load-{id}-{lane}-{n}");
-        n += 1;
-        let session = client.as_mut().expect("connected");
-        let started = Instant::now();
-        let outcome = tokio::time::timeout(
-            Duration::from_secs(10),
-            transaction(
-                session,
-                "s@sender.test",
-                &["r@dest.test"],
-                &message(&marker),
-            ),
-        )
-        .await;
-        let mut ledger = ledger.lock().unwrap();
-        match outcome {
-            Ok(Ok(reply)) if reply.code == 250 => {
-                ledger.acked.insert(marker);
-                ledger.ack_times.push((started, Instant::now(), id));
-            }
-            Ok(Ok(_)) => {
-                ledger.unacked.insert(marker);
-            }
-            _ => {
-                ledger.unacked.insert(marker);
-                client = None;
-            }
-        }
-    }
-}
-
 /// The fault classes of one cycle.
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -348,15 +274,7 @@ async fn continuous_load_through_fault_cycles_loses_nothing() {
             // The first 250 on a survivor for a transaction begun after
             // the fault (earlier ones may have committed before it).
             let acked = relay_testkit::wait_for(LONG, || {
-                let found = ledger
-                    .lock()
-                    .unwrap()
-                    .ack_times
-                    .iter()
-                    .filter(|(started, _, node)| *started > injected && *node != victim)
-                    .map(|(_, acked, _)| *acked)
-                    .min();
-                std::future::ready(found)
+                std::future::ready(ledger.lock().unwrap().first_ack_after(injected, victim))
             })
             .await
             .expect("survivors accept mail after the leader fault");
@@ -405,61 +323,21 @@ async fn continuous_load_through_fault_cycles_loses_nothing() {
 
     let target = target.expect("target up");
     received.extend(target.messages());
-    let got = copies(&received);
-    let ledger = ledger.lock().unwrap();
-    let lost: Vec<&String> = ledger
-        .acked
+    let received: Vec<(String, String)> = received
         .iter()
-        .filter(|m| !got.contains_key(*m))
+        .filter_map(|m| Some((subject(&m.data)?, m.helo.clone())))
         .collect();
-    let duplicates: usize = got.values().filter(|&&c| c > 1).map(|c| c - 1).sum();
-    // Who delivered each copy of a duplicated message (the relay's EHLO name
-    // is its hostname): copies from two nodes are the takeover window (the
-    // first owner was stopped after the target's 250, before its Delivered
-    // committed); copies from one node are a retry after a lost reply.
-    let mut helos: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for m in &received {
-        let text = String::from_utf8_lossy(&m.data);
-        if let Some(line) = text.lines().find(|l| l.starts_with("Subject: ")) {
-            helos
-                .entry(line["Subject: ".len()..].to_string())
-                .or_default()
-                .push(m.helo.clone());
-        }
-    }
-    let (mut across_nodes, mut same_node) = (0, 0);
-    for delivered_by in helos.values().filter(|h| h.len() > 1) {
-        let distinct: BTreeSet<&String> = delivered_by.iter().collect();
-        if distinct.len() > 1 {
-            across_nodes += 1;
-        } else {
-            same_node += 1;
-        }
-    }
-    let unacked_delivered = ledger
-        .unacked
-        .iter()
-        .filter(|m| got.contains_key(*m))
-        .count();
-    let never_sent = got
-        .keys()
-        .filter(|m| !ledger.acked.contains(*m) && !ledger.unacked.contains(*m))
-        .count();
-    leader_recovery.sort();
-    let median = leader_recovery.get(leader_recovery.len() / 2).copied();
+    let verdict = FaultVerdict::new(&ledger.lock().unwrap(), &received);
+    let (median, max) = median_max(&mut leader_recovery);
     println!(
-        "fault suite: cycles {cycles}, acked {}, unacked {}, acked-but-lost {}, duplicates {} \
-         (messages delivered by two nodes {across_nodes}, twice by one node {same_node}), \
-         unacked-but-delivered {}, leader fault -> first 250 on a survivor: median {:?}, max {:?}",
-        ledger.acked.len(),
-        ledger.unacked.len(),
-        lost.len(),
-        duplicates,
-        unacked_delivered,
-        median,
-        leader_recovery.last()
+        "fault suite (processes): cycles {cycles}, {verdict}, leader fault -> first 250 on a \
+         survivor: median {median:?}, max {max:?}"
     );
-    assert!(lost.is_empty(), "acknowledged but lost: {lost:?}");
-    assert_eq!(never_sent, 0, "delivered messages nobody sent");
-    assert!(ledger.acked.len() >= wanted);
+    assert!(
+        verdict.lost.is_empty(),
+        "acknowledged but lost: {:?}",
+        verdict.lost
+    );
+    assert_eq!(verdict.never_sent, 0, "delivered messages nobody sent");
+    assert!(verdict.acked >= wanted);
 }
