@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::Raft;
 use crate::channels::{Channels, MAX_GRPC_MESSAGE};
 use crate::config::ClusterConfig;
+use crate::contact::LeaderContact;
 use crate::error::{ClusterError, ProposeError};
 use crate::network::GrpcNetworkFactory;
 use crate::service::RaftGrpc;
@@ -32,6 +33,7 @@ pub struct Cluster {
     store: StateMachine,
     channels: Channels,
     shutdown: CancellationToken,
+    contact: LeaderContact,
 }
 
 // Manual: `openraft::Raft` is not `Debug`.
@@ -107,6 +109,7 @@ impl Cluster {
             store: state_machine,
             channels,
             shutdown: shutdown.clone(),
+            contact: LeaderContact::default(),
         });
 
         let listener = tokio::net::TcpListener::bind(cluster.config.listen)
@@ -205,6 +208,18 @@ impl Cluster {
     /// Watch Raft metrics.
     pub fn watch_metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
         self.raft.metrics()
+    }
+
+    /// When this node last accepted an AppendEntries (heartbeat or
+    /// entries) from a leader: a follower's "heard from the leader".
+    pub fn contact(&self) -> &LeaderContact {
+        &self.contact
+    }
+
+    /// The configured election timeout range (readiness derives its
+    /// "recently" from it).
+    pub fn election_timeout(&self) -> (Duration, Duration) {
+        self.config.election_timeout
     }
 
     /// The leader this node currently knows of.

@@ -17,17 +17,21 @@
 //! - [`service`]: the `RaftService` gRPC server (Raft RPCs, Submit,
 //!   NodeStatus).
 //! - [`cluster`]: `Cluster`: start, bootstrap, propose, status, shutdown.
+//! - [`contact`]: when this node last heard from its leader (followers'
+//!   readiness; openraft's metrics only cover leaders).
 //! - [`error`]: `ProposeError`, `ClusterError`.
 
 pub mod channels;
 pub mod cluster;
 pub mod config;
+pub mod contact;
 pub mod error;
 pub mod network;
 pub mod service;
 
 pub use cluster::{Cluster, ClusterStatus, MemberStatus};
 pub use config::ClusterConfig;
+pub use contact::{Contact, LeaderContact};
 pub use error::{ClusterError, ProposeError};
 pub use relay_proto::raft::NodeStatusReply;
 pub use relay_store::TypeConfig;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use relay_proto::raft::raft_service_server::RaftService;
 use relay_proto::raft::{
     NodeStatusReply, NodeStatusRequest, RaftPayload, SubmitReply, SubmitRequest,
@@ -10,6 +11,7 @@ use relay_proto::raft::{
 use relay_types::{Command, decode, encode};
 use tonic::{Request, Response, Status};
 
+use crate::TypeConfig;
 use crate::cluster::Cluster;
 
 /// Serves `RaftService` for one node.
@@ -35,9 +37,18 @@ impl RaftService for RaftGrpc {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc =
+        let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&request.into_inner().data).map_err(|e| bad_payload("AppendEntries", e))?;
+        let sender = rpc.vote.leader_id().voted_for();
+        let leader_commit = rpc.leader_commit.map(|l| l.index).unwrap_or(0);
         let result = self.cluster.raft().append_entries(rpc).await;
+        // Any answer but HigherVote means this node accepts the sender as
+        // its leader: that is "heard from the leader" for readiness.
+        if let (Some(leader), Ok(response)) = (sender, &result)
+            && !matches!(response, AppendEntriesResponse::HigherVote(_))
+        {
+            self.cluster.contact().record(leader, leader_commit);
+        }
         Ok(Response::new(RaftPayload {
             data: encode(&result),
         }))
