@@ -166,6 +166,7 @@ async fn status_view(state: &HttpState) -> StatusView {
         queue: status.queue,
         oldest_age_seconds,
         generated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        now,
     }
 }
 

@@ -17,7 +17,7 @@
 use std::fmt::Write as _;
 
 use relay_cluster::ClusterStatus;
-use relay_types::{NodeId, QueueCounts, Route};
+use relay_types::{NodeId, QueueCounts, Route, UnixMillis};
 
 use crate::health::Readiness;
 use crate::recent::TargetResult;
@@ -103,6 +103,8 @@ pub struct StatusView {
     pub oldest_age_seconds: Option<u64>,
     /// When rendered (RFC 3339-ish UTC text).
     pub generated_at: String,
+    /// When rendered, for ages.
+    pub now: UnixMillis,
 }
 
 /// The rows for a cluster status.
@@ -169,11 +171,16 @@ pub fn verdict(view: &StatusView) -> (Light, String) {
         );
     }
     let spare = green.saturating_sub(quorum);
+    let survives = match spare {
+        0 => "one more failure stops mail acceptance".to_string(),
+        1 => "survives the loss of any one node".to_string(),
+        n => format!("survives the loss of any {n} nodes"),
+    };
     if green == voters.len() {
         (
             Light::Green,
             format!(
-                "ALL GREEN: {green} of {} voters in sync; survives the loss of {spare} node(s)",
+                "ALL GREEN: {green} of {} voters in sync; {survives}",
                 voters.len()
             ),
         )
@@ -182,10 +189,19 @@ pub fn verdict(view: &StatusView) -> (Light, String) {
             Light::Amber,
             format!(
                 "DEGRADED: {green} of {} voters in sync, {answering} answering; mail is accepted, \
-                 but the tier survives the loss of only {spare} more node(s)",
+                 but {survives}",
                 voters.len()
             ),
         )
+    }
+}
+
+/// A number a node reported, or `?` for a node that did not answer.
+fn known(n: &NodeRow, value: u64) -> String {
+    if n.light == Light::Red {
+        "?".to_string()
+    } else {
+        value.to_string()
     }
 }
 
@@ -272,8 +288,8 @@ pub fn render(view: &StatusView) -> String {
             role = esc(&n.role),
             voter = if n.voter { "" } else { " (learner)" },
             addr = esc(&n.addr),
-            applied = n.applied,
-            lag = n.lag,
+            applied = known(n, n.applied),
+            lag = known(n, n.lag),
             queue = n
                 .queue_total
                 .map_or_else(|| "?".to_string(), |q| q.to_string()),
@@ -306,7 +322,12 @@ pub fn render(view: &StatusView) -> String {
     for r in &view.routes {
         for (i, target) in r.route.targets.iter().enumerate() {
             let last = match r.last.get(i).and_then(|l| l.as_ref()) {
-                Some(t) => format!("{} {}", t.result, esc(&t.reply)),
+                Some(t) => format!(
+                    "{} {} s ago: {}",
+                    t.result,
+                    view.now.0.saturating_sub(t.at.0) / 1000,
+                    esc(&t.reply)
+                ),
                 None => "<span class=\"muted\">none yet</span>".to_string(),
             };
             let _ = writeln!(
@@ -374,6 +395,7 @@ mod tests {
             queue: QueueCounts::default(),
             oldest_age_seconds: None,
             generated_at: "now".into(),
+            now: UnixMillis(0),
         }
     }
 
