@@ -294,6 +294,23 @@ async fn metrics_count_each_message_once_across_the_tier() -> anyhow::Result<()>
         "relay_delivery_attempts_total{result=\"delivered\"}",
     );
     ensure!(attempts == f64::from(n), "delivered attempts {attempts}");
+    let per_target = sum_delta(
+        &before,
+        &after,
+        &format!(
+            "relay_delivery_target_attempts_total{{target=\"{}\",result=\"delivered\"}}",
+            target.target()
+        ),
+    );
+    ensure!(
+        per_target == f64::from(n),
+        "attempts at the target {per_target}"
+    );
+    let end_to_end = sum_delta(&before, &after, "relay_message_delivery_seconds_count");
+    ensure!(
+        end_to_end == f64::from(n),
+        "accept-to-delivered samples {end_to_end}"
+    );
     let rejected: f64 = after
         .iter()
         .flat_map(|m| m.iter())

@@ -91,6 +91,11 @@ const SUBMIT_BUCKETS: [f64; 14] = [
 const DELIVERY_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 ];
+/// Buckets for accept-to-delivered: sub-second when the target is up,
+/// minutes to days when mail waited in the queue (queue lifetime).
+const END_TO_END_BUCKETS: [f64; 14] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0,
+];
 
 /// Errors installing the recorder.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +125,12 @@ pub fn install(node: NodeId) -> Result<PrometheusHandle, MetricsError> {
             b.set_buckets_for_metric(
                 Matcher::Full(relay_delivery::metrics::ATTEMPT_SECONDS.into()),
                 &DELIVERY_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(relay_delivery::metrics::MESSAGE_DELIVERY_SECONDS.into()),
+                &END_TO_END_BUCKETS,
             )
         })
         .map_err(|e| MetricsError::Build(e.to_string()))?
