@@ -74,9 +74,10 @@ pub const RAFT_PURGES_TOTAL: &str = "relay_raft_purges_total";
 pub const RAFT_SNAPSHOT_INDEX: &str = "relay_raft_snapshot_index";
 /// Gauge: log entries up to this index are purged (0: none).
 pub const RAFT_PURGED_INDEX: &str = "relay_raft_purged_index";
-/// Counter: `Reassign` takeovers this node proposed as leader. Declared here
-/// so dashboards and alerts can rely on the name; the takeover task
-/// increments it (it stays 0 while no takeover task runs).
+/// Counter: takeovers this node ran as leader (one per unreachable owner
+/// whose messages it reassigned, however many messages). Declared and
+/// described here so dashboards and alerts can rely on the name from the
+/// first scrape; the takeover task increments it.
 pub const TAKEOVERS_TOTAL: &str = "relay_takeovers_total";
 /// Gauge, labels `version`, `node`: always 1.
 pub const BUILD_INFO: &str = "relay_build_info";
@@ -217,7 +218,7 @@ fn describe() {
     );
     describe_counter!(
         TAKEOVERS_TOTAL,
-        "Messages of an unreachable owner reassigned by this leader."
+        "Takeovers this node ran as leader: unreachable owners whose messages it reassigned."
     );
     describe_gauge!(BUILD_INFO, "Build version of this relayd; always 1.");
 }
