@@ -78,7 +78,7 @@ start)
     cat <<EOT
 SMTP:       127.0.0.1:2525, 127.0.0.1:2526, 127.0.0.1:2527
 Raft gRPC:  127.0.0.1:7101..7103   admin gRPC: 127.0.0.1:7201..7203 (token dev-token)
-HTTP:       http://127.0.0.1:9101/readyz (9102, 9103)
+HTTP:       http://127.0.0.1:9101/ status page (9102, 9103; also /readyz, /metrics)
 Target:     127.0.0.1:2600 -> messages appear in $DATA/target-mail/
 Send one:   swaks --server 127.0.0.1:2525 --from you@sender.test --to user@example.test
 Status:     $QR_BIN_DIR/relayctl --token dev-token status

@@ -269,6 +269,29 @@ token = "{token}"
         Ok(())
     }
 
+    /// Starts node `id` on its existing data dir with extra `relayd`
+    /// arguments (e.g. `--log-format json`); output goes to the same log.
+    pub fn start_node_with_args(&mut self, id: NodeId, args: &[&str]) -> anyhow::Result<()> {
+        let log_path = self.dir.path().join(format!("node{id}.log"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
+        let node = &mut self.nodes[id as usize - 1];
+        let child = Command::new(bin_path("relayd"))
+            .arg("--config")
+            .arg(&node.config)
+            .args(args)
+            .env("RELAY_LOG", "info,openraft=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn relayd")?;
+        node.child = Some(child);
+        Ok(())
+    }
+
     /// SIGKILLs node `id` (the process this harness started) and reaps it.
     pub fn kill(&mut self, id: NodeId) {
         self.paused.remove(&id);

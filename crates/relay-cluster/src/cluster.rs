@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::Raft;
 use crate::channels::{Channels, MAX_GRPC_MESSAGE};
 use crate::config::ClusterConfig;
+use crate::contact::LeaderContact;
 use crate::error::{ClusterError, ProposeError};
 use crate::network::GrpcNetworkFactory;
 use crate::service::RaftGrpc;
@@ -32,19 +33,7 @@ pub struct Cluster {
     store: StateMachine,
     channels: Channels,
     shutdown: CancellationToken,
-    /// Contact with the current leader, for the delivery lease.
-    leader_contact: std::sync::Mutex<LeaderContact>,
-}
-
-/// A follower's record of the leader's AppendEntries.
-#[derive(Debug, Default, Clone, Copy)]
-struct LeaderContact {
-    /// When one last reached this node.
-    at: Option<Instant>,
-    /// After a gap longer than the lease, the leader's commit index at the
-    /// first new contact: this node must apply up to it (it may hold a
-    /// `Reassign` of its own messages) before it delivers again.
-    catch_up_to: u64,
+    contact: LeaderContact,
 }
 
 // Manual: `openraft::Raft` is not `Debug`.
@@ -120,7 +109,7 @@ impl Cluster {
             store: state_machine,
             channels,
             shutdown: shutdown.clone(),
-            leader_contact: std::sync::Mutex::new(LeaderContact::default()),
+            contact: LeaderContact::default(),
         });
 
         let listener = tokio::net::TcpListener::bind(cluster.config.listen)
@@ -227,23 +216,6 @@ impl Cluster {
         self.raft.metrics()
     }
 
-    /// Records that a current leader's AppendEntries, carrying the leader's
-    /// commit index `leader_commit`, reached this node.
-    pub(crate) fn note_leader_contact(&self, leader_commit: u64) {
-        let now = Instant::now();
-        let mut contact = self
-            .leader_contact
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let lapsed = contact
-            .at
-            .is_none_or(|at| now.duration_since(at) >= self.config.delivery_lease);
-        if lapsed {
-            contact.catch_up_to = leader_commit;
-        }
-        contact.at = Some(now);
-    }
-
     /// How long ago this node last had proof that it is part of a working
     /// cluster: on the leader, since a quorum last acknowledged it; on a
     /// follower, since the leader's last AppendEntries (heartbeats
@@ -254,11 +226,7 @@ impl Cluster {
             return m.millis_since_quorum_ack.map(Duration::from_millis);
         }
         m.current_leader?;
-        let contact = *self
-            .leader_contact
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        contact.at.map(|t| t.elapsed())
+        self.contact.last().map(|c| c.at.elapsed())
     }
 
     /// The delivery lease (fencing): this node may open an outbound session
@@ -281,11 +249,24 @@ impl Cluster {
         if m.state == ServerState::Leader {
             return true;
         }
-        let contact = *self
-            .leader_contact
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        m.last_applied.map_or(0, |l| l.index) >= contact.catch_up_to
+        m.last_applied.map_or(0, |l| l.index) >= self.contact.catch_up_to()
+    }
+
+    /// The delivery lease length (`takeover_after / 2`).
+    pub fn delivery_lease(&self) -> Duration {
+        self.config.delivery_lease
+    }
+
+    /// When this node last accepted an AppendEntries (heartbeat or
+    /// entries) from a leader: a follower's "heard from the leader".
+    pub fn contact(&self) -> &LeaderContact {
+        &self.contact
+    }
+
+    /// The configured election timeout range (readiness derives its
+    /// "recently" from it).
+    pub fn election_timeout(&self) -> (Duration, Duration) {
+        self.config.election_timeout
     }
 
     /// The leader this node currently knows of.

@@ -18,11 +18,14 @@
 //!   NodeStatus).
 //! - [`cluster`]: `Cluster`: start, bootstrap, propose, status, shutdown.
 //! - [`purge`]: periodic snapshot and log purge (bodies leave the log).
+//! - [`contact`]: when this node last heard from its leader (followers'
+//!   readiness; openraft's metrics only cover leaders).
 //! - [`error`]: `ProposeError`, `ClusterError`.
 
 pub mod channels;
 pub mod cluster;
 pub mod config;
+pub mod contact;
 pub mod error;
 pub mod network;
 pub mod purge;
@@ -30,6 +33,7 @@ pub mod service;
 
 pub use cluster::{Cluster, ClusterStatus, MemberStatus};
 pub use config::ClusterConfig;
+pub use contact::{Contact, LeaderContact};
 pub use error::{ClusterError, ProposeError};
 pub use relay_proto::raft::NodeStatusReply;
 pub use relay_store::TypeConfig;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use relay_proto::raft::raft_service_server::RaftService;
 use relay_proto::raft::{
     NodeStatusReply, NodeStatusRequest, RaftPayload, SubmitReply, SubmitRequest,
@@ -10,6 +11,7 @@ use relay_proto::raft::{
 use relay_types::{Command, decode, encode};
 use tonic::{Request, Response, Status};
 
+use crate::TypeConfig;
 use crate::cluster::Cluster;
 
 /// Serves `RaftService` for one node.
@@ -35,19 +37,19 @@ impl RaftService for RaftGrpc {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc: openraft::raft::AppendEntriesRequest<relay_store::TypeConfig> =
+        let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&request.into_inner().data).map_err(|e| bad_payload("AppendEntries", e))?;
-        let leader_commit = rpc.leader_commit.map_or(0, |l| l.index);
+        let sender = rpc.vote.leader_id().voted_for();
+        let leader_commit = rpc.leader_commit.map(|l| l.index).unwrap_or(0);
         let result = self.cluster.raft().append_entries(rpc).await;
-        // Any answer but "your vote is stale" means a current leader reached
-        // us: that renews this node's delivery lease (see `Cluster::holds_lease`).
-        if matches!(
-            result,
-            Ok(openraft::raft::AppendEntriesResponse::Success
-                | openraft::raft::AppendEntriesResponse::PartialSuccess(_)
-                | openraft::raft::AppendEntriesResponse::Conflict)
-        ) {
-            self.cluster.note_leader_contact(leader_commit);
+        // Any answer but HigherVote means this node accepts the sender as
+        // its leader: that is "heard from the leader" for readiness.
+        if let (Some(leader), Ok(response)) = (sender, &result)
+            && !matches!(response, AppendEntriesResponse::HigherVote(_))
+        {
+            self.cluster
+                .contact()
+                .record(leader, leader_commit, self.cluster.delivery_lease());
         }
         Ok(Response::new(RaftPayload {
             data: encode(&result),

@@ -90,6 +90,8 @@ struct Unreported {
     attempts_after: u32,
     /// The last proposal found no leader or timed out.
     cluster_unavailable: bool,
+    /// When the message was accepted (for the accept-to-delivered latency).
+    received_at: UnixMillis,
 }
 
 struct Settled {
@@ -382,6 +384,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             report,
             attempts_after,
             cluster_unavailable: false,
+            received_at: plan.record.received_at,
         };
         self.propose_report(id, unreported).await;
     }
@@ -536,7 +539,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                         since: Instant::now(),
                     },
                 );
-                record_committed(&unreported.report);
+                record_committed(&unreported.report, unreported.received_at);
                 debug!(
                     result = unreported.report.result_label(),
                     "report committed"
@@ -559,8 +562,22 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
     }
 }
 
-fn record_committed(report: &Report) {
+fn record_committed(report: &Report, received_at: UnixMillis) {
     metrics::counter!(m::DELIVERY_ATTEMPTS_TOTAL, "result" => report.result_label()).increment(1);
+    if let Command::Attempt { target, .. } | Command::Delivered { target, .. } = &report.command {
+        metrics::counter!(
+            m::TARGET_ATTEMPTS_TOTAL,
+            "target" => target.clone(),
+            "result" => report.result_label()
+        )
+        .increment(1);
+    }
+    if let Command::Delivered { at, .. } = &report.command {
+        // Both times travel in entries (accepting node's and owner's
+        // clocks), so a skewed clock can make this negative: clamp to 0.
+        let ms = at.0.saturating_sub(received_at.0);
+        metrics::histogram!(m::MESSAGE_DELIVERY_SECONDS).record(ms as f64 / 1000.0);
+    }
     let c = report.counts;
     for (outcome, n) in [
         ("delivered", c.delivered),

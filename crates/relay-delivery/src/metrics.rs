@@ -27,6 +27,15 @@ pub const IN_FLIGHT: &str = "relay_delivery_in_flight";
 /// ready (SMTP work only, without the proposal).
 pub const ATTEMPT_SECONDS: &str = "relay_delivery_attempt_seconds";
 
+/// Counter, labels `target` (the entry's `host:port`, or several joined by
+/// `, ` when recipients went to different targets) and `result` as in
+/// [`DELIVERY_ATTEMPTS_TOTAL`]: committed attempts per target. Targets come
+/// from routes, so the label set stays small.
+pub const TARGET_ATTEMPTS_TOTAL: &str = "relay_delivery_target_attempts_total";
+/// Histogram, seconds: from acceptance (`received_at`) to the committed
+/// `Delivered` entry's time, for messages this node delivered.
+pub const MESSAGE_DELIVERY_SECONDS: &str = "relay_message_delivery_seconds";
+
 /// Registers descriptions of every instrument with the installed recorder.
 pub fn describe() {
     describe_counter!(
@@ -53,6 +62,15 @@ pub fn describe() {
     describe_gauge!(
         IN_FLIGHT,
         "Messages being delivered or waiting for their report to commit."
+    );
+    describe_counter!(
+        TARGET_ATTEMPTS_TOTAL,
+        "Delivery attempts whose report committed, by target and result."
+    );
+    describe_histogram!(
+        MESSAGE_DELIVERY_SECONDS,
+        Unit::Seconds,
+        "Time from acceptance to delivery, for messages this node delivered."
     );
     describe_histogram!(
         ATTEMPT_SECONDS,

@@ -1,8 +1,9 @@
 //! Adapters from the library crates' traits to the cluster and store.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::recent::RecentResults;
 use bytes::Bytes;
 use relay_cluster::{Cluster, ProposeError};
 use relay_queue::body_checksum;
@@ -53,7 +54,8 @@ impl relay_smtp::SessionBackend for SmtpBackend {
                 .plus_millis(self.queue_lifetime.as_millis() as u64),
             body: submission.body,
         };
-        match self
+        let started = Instant::now();
+        let result = match self
             .cluster
             .propose(Command::Enqueue(Box::new(enqueue)))
             .await
@@ -68,7 +70,15 @@ impl relay_smtp::SessionBackend for SmtpBackend {
             Err(ProposeError::Timeout(_)) => Err(SubmitError::Timeout),
             Err(ProposeError::ShuttingDown) => Err(SubmitError::ShuttingDown),
             Err(ProposeError::Fatal(e)) => Err(SubmitError::Internal(e)),
+        };
+        match &result {
+            Ok(()) => crate::metrics::submit_committed(started.elapsed()),
+            Err(SubmitError::NoQuorum(_)) => crate::metrics::submit_failed("no_quorum"),
+            Err(SubmitError::Timeout) => crate::metrics::submit_failed("timeout"),
+            Err(SubmitError::ShuttingDown) => crate::metrics::submit_failed("shutting_down"),
+            Err(SubmitError::Internal(_)) => crate::metrics::submit_failed("internal"),
         }
+        result
     }
 }
 
@@ -106,16 +116,19 @@ impl relay_delivery::DeliveryStore for DeliveryStoreAdapter {
     }
 }
 
-/// The delivery loop proposes `Attempt`/`Delivered` through the cluster.
+/// The delivery loop proposes `Attempt`/`Delivered` through the cluster,
+/// and what committed becomes the status page's last result per target.
 #[derive(Debug, Clone)]
 pub struct ClusterProposer {
     cluster: Arc<Cluster>,
+    recent: Arc<RecentResults>,
 }
 
 impl ClusterProposer {
-    /// Proposes through `cluster`; its delivery lease fences deliveries.
-    pub fn new(cluster: Arc<Cluster>) -> Self {
-        ClusterProposer { cluster }
+    /// Proposes through `cluster`, recording committed results in `recent`;
+    /// the cluster's delivery lease fences deliveries.
+    pub fn new(cluster: Arc<Cluster>, recent: Arc<RecentResults>) -> Self {
+        ClusterProposer { cluster, recent }
     }
 }
 
@@ -125,7 +138,11 @@ impl relay_delivery::Proposer for ClusterProposer {
         command: Command,
     ) -> Result<CommandResult, relay_delivery::ProposeError> {
         use relay_delivery::ProposeError as D;
-        self.cluster.propose(command).await.map_err(|e| match e {
+        let result = self.cluster.propose(command.clone()).await;
+        if let Ok(CommandResult::Applied { .. }) = &result {
+            self.recent.record(&command);
+        }
+        result.map_err(|e| match e {
             ProposeError::NoLeader => D::NoLeader,
             ProposeError::Timeout(_) => D::Timeout,
             other => D::Other(other.to_string()),

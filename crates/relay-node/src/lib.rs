@@ -14,14 +14,23 @@
 //! - [`adapters`]: the SMTP backend and delivery store/proposer over the
 //!   cluster.
 //! - [`admin`]: the admin gRPC service and its token check.
-//! - [`http`]: `/healthz`, `/readyz`.
+//! - [`http`]: the HTTP listener: `/healthz`, `/readyz`, `/metrics`, `/`.
+//! - [`health`]: readiness (a leader known and heard from a quorum lately).
+//! - [`metrics`]: the Prometheus recorder, node-level instruments, and the
+//!   tasks that keep Raft, queue and store gauges current.
+//! - [`status_page`]: the server-rendered status page with node lights.
+//! - [`recent`]: last committed delivery result per target (status page).
 //! - [`takeover`]: the leader reassigns an unreachable node's mail.
 
 pub mod adapters;
 pub mod admin;
 pub mod config;
+pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod node;
+pub mod recent;
+pub mod status_page;
 pub mod takeover;
 
 pub use config::{ConfigError, NodeConfig};

@@ -15,6 +15,8 @@ use tracing::{info, warn};
 use crate::adapters::{ClusterProposer, DeliveryStoreAdapter, SmtpBackend};
 use crate::admin::{AdminService, TokenCheck};
 use crate::config::{NodeConfig, SmtpTls};
+use crate::http::HttpState;
+use crate::recent::RecentResults;
 
 /// How long sessions and deliveries get to finish at shutdown before they
 /// are dropped (nothing acked depends on it: acked mail is committed).
@@ -38,6 +40,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     };
     let (log_store, state_machine) = relay_store::open_with(&db_path, store_options)
         .with_context(|| format!("cannot open the store at {}", db_path.display()))?;
+
+    let prometheus =
+        crate::metrics::install(config.node_id).context("cannot set up Prometheus metrics")?;
 
     // Bind every listener before joining the cluster, so a port clash fails
     // fast with the key to fix.
@@ -111,12 +116,23 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         service_stop.clone(),
     ));
 
-    // HTTP health.
+    // HTTP: health, readiness, metrics, status page; and the tasks that
+    // keep the metrics current.
+    let recent = Arc::new(RecentResults::default());
     tasks.spawn(crate::http::serve(
         http_listener,
+        HttpState {
+            cluster: cluster.clone(),
+            prometheus: prometheus.clone(),
+            recent: recent.clone(),
+        },
+        service_stop.clone(),
+    ));
+    tasks.spawn(crate::metrics::watch_raft(
         cluster.clone(),
         service_stop.clone(),
     ));
+    tasks.spawn(crate::metrics::upkeep(prometheus, service_stop.clone()));
 
     // SMTP.
     let smtp_config = Arc::new(smtp_config(&config)?);
@@ -140,7 +156,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         let delivery = relay_delivery::DeliveryLoop::new(
             delivery_config(&config),
             Arc::new(DeliveryStoreAdapter::new(state_machine.clone())),
-            Arc::new(ClusterProposer::new(cluster.clone())),
+            Arc::new(ClusterProposer::new(cluster.clone(), recent.clone())),
         );
         let wake = state_machine.subscribe_applied();
         let stop = delivery_stop.clone();

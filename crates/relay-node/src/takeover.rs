@@ -124,7 +124,7 @@ async fn take_over(cluster: &Arc<Cluster>, dead: NodeId, live: &[NodeId]) -> Res
         to = ?live,
         "node unreachable past takeover_after: reassigning its messages"
     );
-    metrics::counter!("relay_takeovers_total").increment(1);
+    metrics::counter!(crate::metrics::TAKEOVERS_TOTAL).increment(1);
     // Spread the queue evenly over the live nodes.
     let mut shares: Vec<Vec<MessageId>> = vec![Vec::new(); live.len()];
     for (n, id) in owned.into_iter().enumerate() {

@@ -11,7 +11,8 @@
 //!
 //! Must never: depend on openraft, tonic or RocksDB (it submits through the
 //! [`SessionBackend`] trait); answer `250` to DATA/BDAT LAST before
-//! [`SessionBackend::submit`] returned `Ok`; log message bodies; let one
+//! [`SessionBackend::submit`] returned `Ok`; log message bodies or put
+//! addresses in metric labels; let one
 //! session's failure (error, panic, slow client) affect another session.
 //!
 //! # Layout
@@ -29,6 +30,7 @@
 //!   RCPT, DATA, BDAT, STARTTLS, submit) over any async byte stream.
 //! - [`server`]: [`serve`], the accept loop with connection caps and shutdown.
 //! - [`tls`]: loading certificates or creating a self-signed development one.
+//! - [`metrics`]: the crate's Prometheus instrument names and descriptions.
 //!
 //! # Reply decisions worth knowing
 //! - A message containing a bare CR or bare LF anywhere (DATA or BDAT) is
@@ -48,6 +50,7 @@ pub mod address;
 pub mod config;
 pub mod data;
 pub mod message;
+pub mod metrics;
 pub mod policy;
 pub mod received;
 pub mod reply;

@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::canonical;
+use crate::metrics as m;
 use crate::reply::{self, Reply};
 use crate::{SessionBackend, SmtpConfig, run_session};
 
@@ -62,6 +63,7 @@ pub async fn serve<B: SessionBackend>(
                 let ip = canonical(peer.ip());
                 match limits.admit(ip, config.is_authorized(ip)) {
                     Ok(permit) => {
+                        metrics::counter!(m::CONNECTIONS_TOTAL, "result" => "accepted").increment(1);
                         let config = config.clone();
                         let backend = backend.clone();
                         let shutdown = shutdown.clone();
@@ -72,10 +74,11 @@ pub async fn serve<B: SessionBackend>(
                     }
                     Err(refusal) => {
                         tracing::debug!(%peer, ?refusal, "connection refused");
-                        let reply = match refusal {
-                            Refusal::Global => reply::too_many_connections(&config.hostname),
-                            Refusal::PerIp => reply::too_many_connections_from_ip(&config.hostname),
+                        let (reply, label) = match refusal {
+                            Refusal::Global => (reply::too_many_connections(&config.hostname), "refused_global"),
+                            Refusal::PerIp => (reply::too_many_connections_from_ip(&config.hostname), "refused_per_ip"),
                         };
+                        metrics::counter!(m::CONNECTIONS_TOTAL, "result" => label).increment(1);
                         refuse(stream, &reply);
                     }
                 }
@@ -178,6 +181,7 @@ impl Limits {
             *n += 1;
         }
         c.total += 1;
+        metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
         Ok(Permit {
             limits: self.clone(),
             ip: (!exempt).then_some(ip),
@@ -197,6 +201,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut c = self.limits.lock();
         c.total -= 1;
+        metrics::gauge!(m::SESSIONS_ACTIVE).decrement(1.0);
         if let Some(ip) = self.ip
             && let Some(n) = c.per_ip.get_mut(&ip)
         {

@@ -253,6 +253,36 @@ impl Store {
         self.sync_wal().map_err(StoreError::Sync)
     }
 
+    /// Bytes this store holds on disk and in memtables, over every column
+    /// family (RocksDB's own accounting: SST files plus memtables; the WAL
+    /// is not counted). For the `relay_store_bytes` gauge.
+    pub(crate) fn stored_bytes(&self) -> Result<u64, StoreError> {
+        let mut total = 0u64;
+        for name in ALL_CFS {
+            let cf = self.cf(name)?;
+            for property in [
+                "rocksdb.total-sst-files-size",
+                "rocksdb.cur-size-all-mem-tables",
+            ] {
+                total += self
+                    .db
+                    .property_int_value_cf(cf, property)
+                    .map_err(StoreError::rocks("read property"))?
+                    .unwrap_or(0);
+            }
+        }
+        Ok(total)
+    }
+
+    /// The first key/value of `cf` in the live database (one seek).
+    pub(crate) fn first_raw(&self, cf: &'static str) -> Result<Option<Row>, StoreError> {
+        self.db
+            .iterator_cf(self.cf(cf)?, IteratorMode::Start)
+            .next()
+            .transpose()
+            .map_err(StoreError::rocks("iterate"))
+    }
+
     /// The last key/value of `cf` in the live database (one reverse seek).
     pub(crate) fn last_raw(&self, cf: &'static str) -> Result<Option<Row>, StoreError> {
         self.db

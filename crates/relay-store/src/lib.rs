@@ -25,7 +25,8 @@
 //!   them heads the file), readers over the live DB or one snapshot.
 //! - `log_store.rs`: [`LogStore`] (Raft log, vote, committed, truncate, purge).
 //! - `state_machine.rs`: [`StateMachine`]: apply = `relay_queue::apply` + one batch.
-//! - `queries.rs`: `message`, `body`, `due`, `list`, `counts`, `routes`,
+//! - `queries.rs`: `message`, `body`, `due`, `list`, `counts`, `oldest`,
+//!   `stored_bytes`, `routes`,
 //!   `route`, `trace`, `digest` ([`StateDigest`]).
 //! - `snapshot.rs`: [`SnapshotBuilder`], install, the current snapshot.
 //! - `failpoint.rs`: the WAL sync step, its failpoint and poison flag.

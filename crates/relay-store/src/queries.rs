@@ -103,6 +103,24 @@ impl StateMachine {
             .unwrap_or_default())
     }
 
+    /// The oldest queued message (ids are UUIDv7, so the first key of the
+    /// message table is the earliest accepted): one seek, for the
+    /// `relay_queue_oldest_message_age_seconds` gauge.
+    pub fn oldest(&self) -> Result<Option<MessageRecord>, StoreError> {
+        match self.store.first_raw(CF_MESSAGES)? {
+            Some((_, value)) => Ok(Some(
+                relay_types::decode(&value).map_err(StoreError::corrupt(CF_MESSAGES))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Bytes the node's RocksDB holds (SST files plus memtables, every
+    /// column family, Raft log included).
+    pub fn stored_bytes(&self) -> Result<u64, StoreError> {
+        self.store.stored_bytes()
+    }
+
     /// Every route, by domain.
     pub fn routes(&self) -> Result<Vec<(String, Route)>, StoreError> {
         let snapshot = self.store.snapshot();

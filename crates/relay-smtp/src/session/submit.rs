@@ -10,6 +10,7 @@ use super::bdat::verdict_reply;
 use super::{Flow, Session};
 use crate::data::{BodyBuffer, BodyVerdict};
 use crate::message::{HeaderProblem, check_header_section, message_info};
+use crate::metrics as m;
 use crate::received::{Trace, received_header};
 use crate::reply;
 use crate::{SessionBackend, Submission};
@@ -25,13 +26,15 @@ where
         };
         if verdict != BodyVerdict::Ok {
             tracing::info!(?verdict, "message refused");
-            return self.respond(verdict_reply(verdict));
+            return self.refuse_message(verdict_reply(verdict));
         }
         let body = sink.into_vec();
         let header_len = match check_header_section(&body, self.config.max_header_size) {
             Ok(len) => len,
-            Err(HeaderProblem::Missing) => return self.respond(reply::no_header_section()),
-            Err(HeaderProblem::TooLarge) => return self.respond(reply::header_section_too_big()),
+            Err(HeaderProblem::Missing) => return self.refuse_message(reply::no_header_section()),
+            Err(HeaderProblem::TooLarge) => {
+                return self.refuse_message(reply::header_section_too_big());
+            }
         };
 
         let id = MessageId::generate();
@@ -74,15 +77,23 @@ where
             match self.backend.submit(submission).await {
                 Ok(()) => {
                     tracing::info!(size, recipients, "message accepted");
+                    metrics::counter!(m::MESSAGES_ACCEPTED_TOTAL).increment(1);
+                    metrics::counter!(m::ACCEPTED_BYTES_TOTAL).increment(size as u64);
                     self.respond(reply::queued(id))
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "submit failed, message not accepted");
-                    self.respond(reply::submit_error_reply(&e, &self.config.hostname))
+                    self.refuse_message(reply::submit_error_reply(&e, &self.config.hostname))
                 }
             }
         }
         .instrument(span)
         .await
+    }
+
+    /// Answers a refusal at end of data and counts it by reply code.
+    fn refuse_message(&mut self, reply: reply::Reply) -> Flow {
+        m::message_rejected(reply.code);
+        self.respond(reply)
     }
 }

@@ -1,0 +1,46 @@
+//! This crate's Prometheus instruments (through the `metrics` facade; the
+//! node installs the recorder and calls [`describe`]). Without a recorder
+//! every update is a no-op, so the session tests need none.
+
+use metrics::{Unit, describe_counter, describe_gauge};
+
+/// Counter, label `result` = `accepted` | `refused_global` |
+/// `refused_per_ip`: TCP connections taken from the SMTP listener.
+pub const CONNECTIONS_TOTAL: &str = "relay_smtp_connections_total";
+/// Gauge: SMTP sessions running now.
+pub const SESSIONS_ACTIVE: &str = "relay_smtp_sessions_active";
+/// Counter: messages answered `250 … queued as` (committed on a quorum).
+pub const MESSAGES_ACCEPTED_TOTAL: &str = "relay_messages_accepted_total";
+/// Counter: bytes of the messages counted in [`MESSAGES_ACCEPTED_TOTAL`]
+/// (as stored, with our `Received:` header).
+pub const ACCEPTED_BYTES_TOTAL: &str = "relay_messages_accepted_bytes_total";
+/// Counter, label `code` = the SMTP reply code (`451`, `550`, `552`, ...):
+/// messages whose end of data was answered with a refusal.
+pub const MESSAGES_REJECTED_TOTAL: &str = "relay_messages_rejected_total";
+
+/// Registers descriptions of every instrument with the installed recorder.
+pub fn describe() {
+    describe_counter!(
+        CONNECTIONS_TOTAL,
+        "SMTP connections taken from the listener, by admission result."
+    );
+    describe_gauge!(SESSIONS_ACTIVE, "SMTP sessions running now.");
+    describe_counter!(
+        MESSAGES_ACCEPTED_TOTAL,
+        "Messages acknowledged with 250 after their quorum commit."
+    );
+    describe_counter!(
+        ACCEPTED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes of accepted messages, as stored."
+    );
+    describe_counter!(
+        MESSAGES_REJECTED_TOTAL,
+        "Messages refused at end of data, by SMTP reply code."
+    );
+}
+
+/// Counts a message refused at end of data with `code`.
+pub(crate) fn message_rejected(code: u16) {
+    metrics::counter!(MESSAGES_REJECTED_TOTAL, "code" => code.to_string()).increment(1);
+}
