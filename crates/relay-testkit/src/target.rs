@@ -339,13 +339,17 @@ impl TestTarget {
     }
 
     /// Stops listening, ends open sessions and waits for them.
-    pub async fn shutdown(mut self) {
+    ///
+    /// Returns every message kept, read after the last session ended: a
+    /// message accepted while the target was shutting down is in it.
+    pub async fn shutdown(mut self) -> Vec<ReceivedMessage> {
         self.shared.shutdown.cancel();
         if let Some(task) = self.accept_task.take() {
             let _ = task.await;
         }
         self.sessions.close();
         self.sessions.wait().await;
+        self.messages()
     }
 }
 
