@@ -228,6 +228,46 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// Hex SHA-256 of the settings that must be the same on every node
+    /// (limits, retry policy, timings, members, seeded routes, relay
+    /// policy), and nothing node-specific (id, addresses, paths, token).
+    /// `relayctl drill` compares it across nodes.
+    pub fn shared_settings_digest(&self) -> String {
+        use sha2::Digest;
+        let tls = match &self.smtp.tls {
+            SmtpTls::Off => "off",
+            SmtpTls::SelfSigned => "self-signed",
+            SmtpTls::Files { .. } => "files",
+        };
+        let shared = format!(
+            "members={:?}\nsubmit_timeout={:?}\ntakeover_after={:?}\nheartbeat={:?}\n\
+             election_timeout={:?}\nsnapshot_every={}\nkeep_logs={}\n\
+             smtp.max_message_size={}\nsmtp.max_recipients={}\nsmtp.max_connections={}\n\
+             smtp.max_connections_per_ip={}\nsmtp.command_timeout={:?}\n\
+             smtp.data_timeout={:?}\nsmtp.authorized_networks={:?}\nsmtp.tls={tls}\n\
+             delivery={:?}\nroutes={:?}\n",
+            self.members,
+            self.submit_timeout,
+            self.takeover_after,
+            self.heartbeat,
+            self.election_timeout,
+            self.snapshot_every,
+            self.keep_logs,
+            self.smtp.max_message_size,
+            self.smtp.max_recipients,
+            self.smtp.max_connections,
+            self.smtp.max_connections_per_ip,
+            self.smtp.command_timeout,
+            self.smtp.data_timeout,
+            self.smtp.authorized_networks,
+            self.delivery,
+            self.initial_routes,
+        );
+        hex::encode(sha2::Sha256::digest(shared.as_bytes()))
+    }
+}
+
+impl NodeConfig {
     /// Reads and validates `path`. Relative paths inside the file are taken
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
