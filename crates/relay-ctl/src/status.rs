@@ -4,6 +4,7 @@ use relay_proto::admin::StatusRequest;
 use serde_json::json;
 
 use crate::client::{Admin, CliError};
+use crate::output;
 
 /// Prints cluster status.
 pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
@@ -65,7 +66,7 @@ pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
             ]
         })
         .collect();
-    print_table(
+    output::table(
         &["ID", "ROLE", "ADDRESS", "REACHABLE", "APPLIED", "LAG"],
         &rows,
     );
@@ -74,26 +75,4 @@ pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
         queue.queued, queue.deferred, queue.held
     );
     Ok(())
-}
-
-/// Prints left-aligned columns.
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
 }
