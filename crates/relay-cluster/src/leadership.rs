@@ -152,6 +152,11 @@ impl Cluster {
     ) -> Result<Transfer, AdminError> {
         let started = Instant::now();
         let deadline = started + within;
+        // Right after start or an election this node may not know the
+        // leader yet: give it one election's time to hear from one.
+        let mut metrics = self.watch_metrics();
+        let wait = self.config.election_timeout.1 * 2;
+        let _ = tokio::time::timeout(wait, metrics.wait_for(|m| m.current_leader.is_some())).await;
         let status = self.status(false).await;
         let previous = status.leader;
         let Some(leader) = previous else {
