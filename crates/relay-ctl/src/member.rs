@@ -15,8 +15,10 @@ pub enum MemberCommand {
     Add {
         /// New node id.
         id: u64,
-        /// Its Raft gRPC address (host:port).
-        addr: String,
+        /// Its Raft gRPC address (host:port). (Not named `addr`: that id
+        /// belongs to the global `--addr`, and clap would merge them.)
+        #[arg(value_name = "RAFT_ADDR")]
+        raft_addr: String,
     },
     /// Make a learner a voter.
     Promote {
@@ -40,7 +42,7 @@ pub struct FailoverArgs {
 pub async fn run(admin: &mut Admin, command: MemberCommand, as_json: bool) -> Result<(), CliError> {
     let (action, id, addr) = match command {
         MemberCommand::List => return list(admin, as_json).await,
-        MemberCommand::Add { id, addr } => ("add", id, addr),
+        MemberCommand::Add { id, raft_addr } => ("add", id, raft_addr),
         MemberCommand::Promote { id } => ("promote", id, String::new()),
         MemberCommand::Remove { id } => ("remove", id, String::new()),
     };
