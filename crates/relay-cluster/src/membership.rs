@@ -150,8 +150,10 @@ impl Cluster {
                         "node {id} is already a member"
                     )));
                 }
+                // Not blocking on catch-up: an unreachable or slow new node
+                // must not hang the operator's command; `status` shows lag.
                 self.raft()
-                    .add_learner(*id, BasicNode::new(addr.clone()), true)
+                    .add_learner(*id, BasicNode::new(addr.clone()), false)
                     .await
             }
             MemberChange::Promote(id) => {
