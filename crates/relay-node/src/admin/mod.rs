@@ -31,6 +31,8 @@ use tonic::{Request, Response, Status};
 /// Default and largest `queue list` page.
 const DEFAULT_LIST_LIMIT: usize = 1_000;
 const MAX_LIST_LIMIT: usize = 100_000;
+/// How long a snapshot may take before the request says it is still running.
+const SNAPSHOT_WITHIN: Duration = Duration::from_secs(10);
 /// How long a failover may take before it is reported failed.
 const FAILOVER_WITHIN: Duration = Duration::from_secs(15);
 
@@ -458,6 +460,52 @@ impl Admin for AdminService {
             ok: checks.iter().all(|c| c.ok),
             checks,
             answered_by: self.cluster.node_id(),
+        }))
+    }
+
+    async fn snapshot(
+        &self,
+        _request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotReply>, Status> {
+        let mut metrics = self.cluster.watch_metrics();
+        let previous = metrics.borrow().snapshot.map(|l| l.index).unwrap_or(0);
+        self.cluster
+            .raft()
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
+        // openraft builds in the background; answer once the snapshot moved.
+        let built = tokio::time::timeout(
+            SNAPSHOT_WITHIN,
+            metrics.wait_for(|m| m.snapshot.map(|l| l.index).unwrap_or(0) > previous),
+        )
+        .await;
+        let index = match built {
+            Ok(Ok(m)) => m.snapshot.map(|l| l.index).unwrap_or(0),
+            Ok(Err(_)) => return Err(Status::unavailable("raft stopped")),
+            // Nothing new to snapshot (no entry applied since the last one)
+            // or still building: report what there is.
+            Err(_) => {
+                let current = self
+                    .cluster
+                    .metrics()
+                    .snapshot
+                    .map(|l| l.index)
+                    .unwrap_or(0);
+                if current == previous {
+                    return Err(Status::failed_precondition(format!(
+                        "no new snapshot within {SNAPSHOT_WITHIN:?} (last at index {previous}; \
+                         nothing applied since, or still building)"
+                    )));
+                }
+                current
+            }
+        };
+        Ok(Response::new(pb::SnapshotReply {
+            index,
+            previous_index: previous,
+            node: self.cluster.node_id(),
         }))
     }
 }
