@@ -538,6 +538,27 @@ async fn drill_is_green_when_healthy_and_names_what_is_red() {
         assert_eq!(nodes, vec![1, 2, 3], "{check} on every node: {drill}");
     }
 
+    // --transfer moves leadership to each other voter and back.
+    let leader = cluster.wait_for_leader(WITHIN, None).await.unwrap();
+    let drill = ctl_ok(&cluster, 2, &["drill", "--transfer"]);
+    let transfers: Vec<u64> = drill["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["check"] == "transfer" && c["ok"] == true)
+        .map(|c| c["node"].as_u64().unwrap())
+        .collect();
+    assert_eq!(transfers.len(), 3, "{drill}");
+    assert_eq!(transfers.last(), Some(&leader), "leadership comes back");
+    assert_eq!(cluster.wait_for_leader(WITHIN, None).await.unwrap(), leader);
+
+    // A snapshot on demand (entries were applied since start).
+    let snap = ctl_ok(&cluster, 1, &["snapshot"]);
+    assert!(
+        snap["index"].as_u64().unwrap() > snap["previous_index"].as_u64().unwrap(),
+        "{snap}"
+    );
+
     // The route target goes away: every node's SMTP check is red.
     target.shutdown().await;
     let (code, drill, stderr) = ctl(&cluster, 1, &["drill"]);

@@ -13,7 +13,8 @@
 //! - `status`: `relayctl status`.
 //! - `queue`: `relayctl queue list|show|hold|release|delete|flush`.
 //! - `route`: `relayctl route list|set|remove`.
-//! - `member`: `relayctl member list|add|promote|remove` and `failover`.
+//! - `member`: `relayctl member list|add|promote|remove`, `failover` and
+//!   `snapshot`.
 //! - `trace`: `relayctl trace ID`.
 //! - `drill`: `relayctl drill`.
 
@@ -71,7 +72,9 @@ enum Command {
     /// A message's replicated history.
     Trace(trace::TraceArgs),
     /// Check replicas, settings and route targets; exit 0 only if all pass.
-    Drill,
+    Drill(drill::DrillArgs),
+    /// Build a snapshot on the node asked (--addr) now.
+    Snapshot,
 }
 
 fn main() -> ExitCode {
@@ -96,7 +99,8 @@ fn main() -> ExitCode {
             Command::Member(c) => member::run(admin, c, cli.json).await,
             Command::Failover(a) => member::failover(admin, a, cli.json).await,
             Command::Trace(a) => trace::run(admin, a, cli.json).await,
-            Command::Drill => drill::run(admin, cli.json).await,
+            Command::Drill(a) => drill::run(admin, a, cli.json).await,
+            Command::Snapshot => member::snapshot(admin, cli.json).await,
         }
     });
     match result {

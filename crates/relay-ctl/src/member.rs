@@ -1,7 +1,8 @@
-//! `relayctl member list|add|promote|remove` and `relayctl failover`.
+//! `relayctl member list|add|promote|remove`, `relayctl failover` and
+//! `relayctl snapshot`.
 
 use clap::{Args, Subcommand};
-use relay_proto::admin::{FailoverRequest, MembershipRequest, StatusRequest};
+use relay_proto::admin::{FailoverRequest, MembershipRequest, SnapshotRequest, StatusRequest};
 use serde_json::json;
 
 use crate::client::{Admin, CliError};
@@ -136,6 +137,28 @@ pub async fn failover(
             ),
             None => println!("node {} leads (term {})", reply.leader, reply.term),
         }
+    }
+    Ok(())
+}
+
+pub async fn snapshot(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
+    let reply = admin
+        .client
+        .snapshot(SnapshotRequest {})
+        .await
+        .map_err(|s| CliError::from_status(&admin.addr, s))?
+        .into_inner();
+    if as_json {
+        output::json(&json!({
+            "node": reply.node,
+            "index": reply.index,
+            "previous_index": reply.previous_index,
+        }));
+    } else {
+        println!(
+            "node {}: snapshot at index {} (was {})",
+            reply.node, reply.index, reply.previous_index
+        );
     }
     Ok(())
 }
