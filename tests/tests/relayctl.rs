@@ -576,7 +576,7 @@ async fn drill_is_green_when_healthy_and_names_what_is_red() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn drill_names_a_node_that_is_down() {
+async fn drill_names_a_down_node_and_a_node_with_other_settings() {
     let mut cluster = cluster_with(Vec::new(), "300s").await;
     poll(WITHIN, "a green drill", || {
         (ctl(&cluster, 1, &["drill"]).0 == 0).then_some(())
@@ -595,6 +595,24 @@ async fn drill_names_a_node_that_is_down() {
         stderr.contains(&format!("reachable on node {victim}")),
         "{stderr}"
     );
+
+    // The node comes back with a different retry setting: reachable and in
+    // sync again, but its settings digest differs from the leader's.
+    let config = cluster.node(victim).config.clone();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("min_backoff = \"300s\"", "min_backoff = \"301s\""),
+    )
+    .unwrap();
+    cluster.start_node(victim).unwrap();
+    let drill = poll(WITHIN, "only the settings digest red", || {
+        let (code, json, _) = ctl(&cluster, asked, &["drill"]);
+        (code == 1 && red_checks(&json) == vec![("config_digest".to_string(), victim)])
+            .then_some(json)
+    })
+    .await;
+    assert_eq!(drill["ok"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
