@@ -368,7 +368,15 @@ impl Admin for AdminService {
                 at: UnixMillis::now(),
             })
             .await
-            .and_then(affected)?;
+            .and_then(affected)
+            .map_err(|e| {
+                // The route itself is committed: say so, and how to finish.
+                Status::unavailable(format!(
+                    "route for {domain} set, but retrying its backlog now failed ({}); \
+                     run: relayctl queue flush --all --to {domain}",
+                    e.message()
+                ))
+            })?;
         Ok(Response::new(pb::RouteChangeReply { domain, flushed }))
     }
 
