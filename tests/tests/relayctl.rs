@@ -386,6 +386,32 @@ async fn route_change_sends_the_backlog_to_the_new_target() {
     })
     .await;
 
+    // Listing filters, all evaluated on node 3's replica.
+    let count = |args: &[&str]| {
+        let mut all = vec!["queue", "list"];
+        all.extend_from_slice(args);
+        let json = ctl_ok(&cluster, 3, &all);
+        (
+            json["messages"].as_array().unwrap().len(),
+            json["truncated"].as_bool().unwrap(),
+        )
+    };
+    assert_eq!(count(&["--from", "S@Sender.test"]), (3, false));
+    assert_eq!(count(&["--from", "other@sender.test"]), (0, false));
+    assert_eq!(count(&["--to", "elsewhere.test"]), (0, false));
+    assert_eq!(count(&["--limit", "2"]), (2, true));
+    assert_eq!(count(&["--older-than", "1h"]), (0, false));
+    assert_eq!(count(&["--older-than", "0s", "--owner", "2"]), (3, false));
+    assert_eq!(count(&["--owner", "1"]), (0, false));
+    // A state filter the log cannot express (queued vs deferred) is
+    // resolved to ids by the node; none are merely queued.
+    let none = ctl_ok(
+        &cluster,
+        1,
+        &["queue", "flush", "--all", "--state", "queued"],
+    );
+    assert_eq!(none["affected"], 0);
+
     let new_target = new.target();
     let set = ctl_ok(
         &cluster,
