@@ -203,6 +203,25 @@ async fn hold_release_flush_delete_and_trace_through_relayctl() {
     assert_eq!(code, 2, "hold without ids: {stderr}");
     let (code, _, _) = ctl(&cluster, 1, &["queue", "show", "not-an-id"]);
     assert_eq!(code, 2);
+    // Even with no node to ask.
+    let out = std::process::Command::new(relay_tests::bin_path("relayctl"))
+        .args([
+            "--addr",
+            "127.0.0.1:1",
+            "queue",
+            "delete",
+            &a,
+            "--to",
+            "x.test",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "filters without --all");
+    let out = std::process::Command::new(relay_tests::bin_path("relayctl"))
+        .args(["--addr", "127.0.0.1:1", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3), "nothing listens on port 1");
 
     // Hold A through a follower-or-leader node 2: writes are forwarded.
     let held = ctl_ok(

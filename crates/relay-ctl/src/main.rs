@@ -90,6 +90,9 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if let Command::Queue(c) = &cli.command {
+            c.validate()?;
+        }
         let mut admin = client::connect(&cli.addr, cli.token.as_deref()).await?;
         let admin = &mut admin;
         match cli.command {

@@ -102,6 +102,31 @@ pub fn operator(by: Option<String>) -> String {
         .unwrap_or_else(|| "relayctl".into())
 }
 
+impl QueueCommand {
+    /// Usage checks that need no node: run before connecting, so a usage
+    /// error exits 2 even when no node is reachable.
+    pub fn validate(&self) -> Result<(), CliError> {
+        let (action, args) = match self {
+            QueueCommand::List { .. } | QueueCommand::Show { .. } => return Ok(()),
+            QueueCommand::Hold(a) => ("hold", a),
+            QueueCommand::Release(a) => ("release", a),
+            QueueCommand::Delete(a) => ("delete", a),
+            QueueCommand::Flush(a) => ("flush", a),
+        };
+        if args.ids.is_empty() && !args.all {
+            return Err(CliError::usage(format!(
+                "queue {action}: name message ids, or use --all (with optional filters)"
+            )));
+        }
+        if !args.ids.is_empty() && !args.filter.is_empty() {
+            return Err(CliError::usage(format!(
+                "queue {action}: filters only apply with --all"
+            )));
+        }
+        Ok(())
+    }
+}
+
 pub async fn run(admin: &mut Admin, command: QueueCommand, as_json: bool) -> Result<(), CliError> {
     match command {
         QueueCommand::List { filter, limit } => list(admin, filter, limit, as_json).await,
@@ -289,16 +314,6 @@ async fn action(
     args: ActionArgs,
     as_json: bool,
 ) -> Result<(), CliError> {
-    if args.ids.is_empty() && !args.all {
-        return Err(CliError::usage(format!(
-            "queue {action}: name message ids, or use --all (with optional filters)"
-        )));
-    }
-    if !args.ids.is_empty() && !args.filter.is_empty() {
-        return Err(CliError::usage(format!(
-            "queue {action}: filters only apply with --all"
-        )));
-    }
     let reply = admin
         .client
         .queue_action(QueueActionRequest {
