@@ -553,3 +553,38 @@ impl Validator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(n: u32) -> (PathBuf, String) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../../cluster-config/local/node{n}.toml"));
+        let text = std::fs::read_to_string(&path).expect("shipped local config");
+        (path, text)
+    }
+
+    #[test]
+    fn shared_settings_digest_ignores_node_specifics_and_sees_drift() {
+        let digests: Vec<String> = (1..=3)
+            .map(|n| {
+                let (path, text) = local(n);
+                NodeConfig::parse(&path, &text)
+                    .expect("shipped config parses")
+                    .shared_settings_digest()
+            })
+            .collect();
+        assert_eq!(digests[0], digests[1], "ids, ports, paths differ only");
+        assert_eq!(digests[1], digests[2]);
+        assert_eq!(digests[0].len(), 64);
+
+        let (path, text) = local(2);
+        let drifted = text.replace("min_backoff = \"10s\"", "min_backoff = \"11s\"");
+        assert_ne!(drifted, text);
+        let drifted = NodeConfig::parse(&path, &drifted)
+            .expect("still valid")
+            .shared_settings_digest();
+        assert_ne!(drifted, digests[1], "a different retry policy must show");
+    }
+}
