@@ -271,3 +271,24 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_round_trip_through_the_wire_form() {
+        for step in [
+            LeadershipStep::Pause(Duration::from_millis(1500)),
+            LeadershipStep::Resume,
+            LeadershipStep::Elect,
+        ] {
+            let wire = step.to_wire();
+            assert_eq!(
+                LeadershipStep::from_wire(&wire.action, wire.millis),
+                Some(step)
+            );
+        }
+        assert_eq!(LeadershipStep::from_wire("abdicate", 0), None);
+    }
+}

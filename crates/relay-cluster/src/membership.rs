@@ -204,3 +204,39 @@ impl Cluster {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_round_trip_and_bad_ones_are_refused() {
+        for change in [
+            MemberChange::Add {
+                id: 4,
+                addr: "10.0.0.4:7101".into(),
+            },
+            MemberChange::Promote(4),
+            MemberChange::Remove(2),
+        ] {
+            assert_eq!(MemberChange::from_wire(&change.to_wire()).unwrap(), change);
+        }
+        let no_addr = MembershipChange {
+            action: "add".into(),
+            id: 4,
+            addr: String::new(),
+        };
+        assert!(matches!(
+            MemberChange::from_wire(&no_addr),
+            Err(AdminError::Invalid(_))
+        ));
+        let unknown = MembershipChange {
+            action: "demote".into(),
+            ..no_addr
+        };
+        assert!(matches!(
+            MemberChange::from_wire(&unknown),
+            Err(AdminError::Invalid(_))
+        ));
+    }
+}
