@@ -533,3 +533,31 @@ pub fn test_enqueue(n: u32, owner: NodeId, domain: &str) -> relay_types::Command
         body,
     }))
 }
+
+/// Running `relayctl` against one node of a [`ProcessCluster`].
+impl ProcessCluster {
+    /// Runs `relayctl --addr <node id's admin port> --token <token> ARGS`
+    /// and returns its output (exit status, stdout, stderr).
+    pub fn relayctl(&self, id: NodeId, args: &[&str]) -> std::process::Output {
+        Command::new(bin_path("relayctl"))
+            .arg("--addr")
+            .arg(format!("127.0.0.1:{}", self.node(id).ports.admin))
+            .arg("--token")
+            .arg(&self.token)
+            .args(args)
+            .env_remove("RELAYCTL_ADDR")
+            .env_remove("RELAYCTL_TOKEN")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run relayctl")
+    }
+
+    /// Ids of the nodes this harness has running.
+    pub fn running(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|n| n.id)
+            .collect()
+    }
+}

@@ -1,7 +1,8 @@
 //! `Cluster`: one node's Raft, started, bootstrapped and used to propose.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
@@ -21,6 +22,7 @@ use crate::config::ClusterConfig;
 use crate::contact::LeaderContact;
 use crate::error::{ClusterError, ProposeError};
 use crate::network::GrpcNetworkFactory;
+use crate::probe::TargetProber;
 use crate::service::RaftGrpc;
 
 /// How long a status query waits for a peer.
@@ -28,12 +30,18 @@ const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(800);
 
 /// One node's consensus handle.
 pub struct Cluster {
-    config: ClusterConfig,
+    pub(crate) config: ClusterConfig,
     raft: Raft,
     store: StateMachine,
     channels: Channels,
     shutdown: CancellationToken,
     contact: LeaderContact,
+    /// SMTP connect tests for drills, provided by the node after start
+    /// (this crate never speaks SMTP itself).
+    prober: OnceLock<Arc<dyn TargetProber>>,
+    /// Bumped by every leadership pause/resume, so only the latest pause's
+    /// timer resumes elections (see `leadership`).
+    pub(crate) election_pause: AtomicU64,
 }
 
 // Manual: `openraft::Raft` is not `Debug`.
@@ -110,6 +118,8 @@ impl Cluster {
             channels,
             shutdown: shutdown.clone(),
             contact: LeaderContact::default(),
+            prober: OnceLock::new(),
+            election_pause: AtomicU64::new(0),
         });
 
         let listener = tokio::net::TcpListener::bind(cluster.config.listen)
@@ -189,6 +199,30 @@ impl Cluster {
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
             Err(e) => Err(ClusterError::Bootstrap(e.to_string())),
         }
+    }
+
+    /// Installs the SMTP connect test used by `ProbeTargets` (once; later
+    /// calls are ignored).
+    pub fn set_prober(&self, prober: Arc<dyn TargetProber>) {
+        let _ = self.prober.set(prober);
+    }
+
+    /// The installed SMTP connect test, if any.
+    pub fn prober(&self) -> Option<&Arc<dyn TargetProber>> {
+        self.prober.get()
+    }
+
+    /// The Raft-service client for a peer (shared channels).
+    pub(crate) fn peer_client(
+        &self,
+        addr: &str,
+    ) -> Result<
+        relay_proto::raft::raft_service_client::RaftServiceClient<tonic::transport::Channel>,
+        tonic::Status,
+    > {
+        self.channels
+            .client(addr)
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))
     }
 
     /// The openraft handle (membership changes, leadership, metrics).
@@ -380,6 +414,7 @@ impl Cluster {
     pub fn local_status(&self, with_digest: bool) -> Result<NodeStatusReply, StoreError> {
         local_status_from(
             self.config.node_id,
+            &self.config.config_digest,
             &self.metrics(),
             &self.store,
             with_digest,
@@ -467,6 +502,7 @@ impl Cluster {
     fn clone_for_blocking(&self) -> LocalStatusSource {
         LocalStatusSource {
             node_id: self.config.node_id,
+            config_digest: self.config.config_digest.clone(),
             metrics: self.raft.metrics(),
             store: self.store.clone(),
         }
@@ -483,6 +519,7 @@ impl Cluster {
 /// What `local_status` needs, owned, for a blocking task.
 struct LocalStatusSource {
     node_id: NodeId,
+    config_digest: String,
     metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
     store: StateMachine,
 }
@@ -490,12 +527,19 @@ struct LocalStatusSource {
 impl LocalStatusSource {
     fn local_status(&self, with_digest: bool) -> Result<NodeStatusReply, StoreError> {
         let m = self.metrics.borrow().clone();
-        local_status_from(self.node_id, &m, &self.store, with_digest)
+        local_status_from(
+            self.node_id,
+            &self.config_digest,
+            &m,
+            &self.store,
+            with_digest,
+        )
     }
 }
 
 fn local_status_from(
     node_id: NodeId,
+    config_digest: &str,
     m: &RaftMetrics<NodeId, BasicNode>,
     store: &StateMachine,
     with_digest: bool,
@@ -525,6 +569,7 @@ fn local_status_from(
         purged_index: m.purged.map(|l| l.index).unwrap_or(0),
         stored_bodies: 0,
         stored_body_bytes: 0,
+        config_digest: config_digest.to_string(),
     };
     if with_digest {
         let digest = store.digest()?;

@@ -40,3 +40,21 @@ pub enum ClusterError {
     #[error("cluster bootstrap failed: {0}")]
     Bootstrap(String),
 }
+
+/// An operator request (leadership, membership) could not be carried out.
+/// Each variant maps to one gRPC code at the admin edge.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// The request names something that is not there (an unknown node).
+    #[error("{0}")]
+    NotFound(String),
+    /// The request cannot be valid in the current cluster.
+    #[error("{0}")]
+    Invalid(String),
+    /// The cluster cannot do it now (no leader, node unreachable).
+    #[error("{0}")]
+    Unavailable(String),
+    /// It was tried and did not happen in time.
+    #[error("{0}")]
+    Failed(String),
+}

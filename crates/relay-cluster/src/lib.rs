@@ -20,21 +20,31 @@
 //! - [`purge`]: periodic snapshot and log purge (bodies leave the log).
 //! - [`contact`]: when this node last heard from its leader (followers'
 //!   readiness; openraft's metrics only cover leaders).
-//! - [`error`]: `ProposeError`, `ClusterError`.
+//! - [`leadership`]: leadership transfer for `relayctl failover` (openraft
+//!   0.9 has none: pause the others, elect the target, resume).
+//! - [`membership`]: add learner, promote, remove, run on the leader.
+//! - [`probe`]: the hook a node installs for drill SMTP connect tests.
+//! - [`error`]: `ProposeError`, `ClusterError`, `AdminError`.
 
 pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod contact;
 pub mod error;
+pub mod leadership;
+pub mod membership;
 pub mod network;
+pub mod probe;
 pub mod purge;
 pub mod service;
 
 pub use cluster::{Cluster, ClusterStatus, MemberStatus};
 pub use config::ClusterConfig;
 pub use contact::{Contact, LeaderContact};
-pub use error::{ClusterError, ProposeError};
+pub use error::{AdminError, ClusterError, ProposeError};
+pub use leadership::{LeadershipStep, Transfer};
+pub use membership::{MemberChange, Members};
+pub use probe::{ProbeResult, TargetProber};
 pub use relay_proto::raft::NodeStatusReply;
 pub use relay_store::TypeConfig;
 

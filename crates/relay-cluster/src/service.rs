@@ -6,13 +6,20 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use relay_proto::raft::raft_service_server::RaftService;
 use relay_proto::raft::{
-    NodeStatusReply, NodeStatusRequest, RaftPayload, SubmitReply, SubmitRequest,
+    LeadershipReply, LeadershipRequest, MembershipChange, MembershipChangeReply, NodeStatusReply,
+    NodeStatusRequest, ProbeReply, ProbeRequest, RaftPayload, SubmitReply, SubmitRequest,
 };
 use relay_types::{Command, decode, encode};
 use tonic::{Request, Response, Status};
 
 use crate::TypeConfig;
 use crate::cluster::Cluster;
+use crate::error::AdminError;
+use crate::leadership::LeadershipStep;
+use crate::membership::MemberChange;
+
+/// Longest per-target probe timeout a peer may ask for.
+const MAX_PROBE_TIMEOUT_MS: u64 = 30_000;
 
 /// Serves `RaftService` for one node.
 #[derive(Debug, Clone)]
@@ -113,5 +120,66 @@ impl RaftService for RaftGrpc {
             .map_err(|e| Status::internal(format!("status task failed: {e}")))?
             .map_err(|e| Status::internal(format!("cannot read state: {e}")))?;
         Ok(Response::new(reply))
+    }
+
+    async fn leadership(
+        &self,
+        request: Request<LeadershipRequest>,
+    ) -> Result<Response<LeadershipReply>, Status> {
+        let request = request.into_inner();
+        let step = LeadershipStep::from_wire(&request.action, request.millis).ok_or_else(|| {
+            Status::invalid_argument(format!("unknown leadership action {:?}", request.action))
+        })?;
+        self.cluster
+            .leadership_step(step)
+            .await
+            .map_err(Status::unavailable)?;
+        Ok(Response::new(LeadershipReply {}))
+    }
+
+    /// Only the leader changes membership; followers forward here.
+    async fn change_membership(
+        &self,
+        request: Request<MembershipChange>,
+    ) -> Result<Response<MembershipChangeReply>, Status> {
+        let change = MemberChange::from_wire(&request.into_inner()).map_err(admin_status)?;
+        if self.cluster.current_leader() != Some(self.cluster.node_id()) {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        let members = self
+            .cluster
+            .change_membership_here(change)
+            .await
+            .map_err(admin_status)?;
+        Ok(Response::new(MembershipChangeReply {
+            voters: members.voters,
+            learners: members.learners,
+        }))
+    }
+
+    async fn probe_targets(
+        &self,
+        request: Request<ProbeRequest>,
+    ) -> Result<Response<ProbeReply>, Status> {
+        let request = request.into_inner();
+        let prober = self
+            .cluster
+            .prober()
+            .ok_or_else(|| Status::unimplemented("this node has no SMTP prober"))?;
+        let timeout =
+            std::time::Duration::from_millis(request.timeout_ms.clamp(1, MAX_PROBE_TIMEOUT_MS));
+        let results = prober.probe(request.targets, timeout).await;
+        Ok(Response::new(ProbeReply { results }))
+    }
+}
+
+/// The gRPC status for an operator-request error (the one mapping used by
+/// node-to-node forwarding).
+pub fn admin_status(e: AdminError) -> Status {
+    match e {
+        AdminError::NotFound(m) => Status::not_found(m),
+        AdminError::Invalid(m) => Status::invalid_argument(m),
+        AdminError::Unavailable(m) => Status::unavailable(m),
+        AdminError::Failed(m) => Status::aborted(m),
     }
 }

@@ -22,6 +22,14 @@ impl CliError {
         }
     }
 
+    /// Exit 2: the request itself is wrong (bad id, unknown state, ...).
+    pub fn usage(message: impl Into<String>) -> Self {
+        CliError {
+            message: message.into(),
+            exit_code: 2,
+        }
+    }
+
     /// Exit 3: could not reach or authenticate to the node.
     pub fn unreachable(message: impl Into<String>) -> Self {
         CliError {
@@ -37,12 +45,31 @@ impl CliError {
                 "{addr} refused the admin token ({}); set --token or RELAYCTL_TOKEN",
                 status.message()
             )),
-            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => {
+            // A node that answers UNAVAILABLE itself (no leader, no quorum)
+            // is reachable; the command failed. Transport failures carry
+            // tonic's own messages.
+            tonic::Code::Unavailable if is_transport_failure(&status) => {
                 CliError::unreachable(format!("{addr} is unreachable: {}", status.message()))
             }
+            tonic::Code::DeadlineExceeded => CliError::unreachable(format!(
+                "{addr} did not answer in time: {}",
+                status.message()
+            )),
+            tonic::Code::InvalidArgument => CliError::usage(status.message().to_string()),
+            tonic::Code::NotFound => CliError::failed(status.message().to_string()),
             _ => CliError::failed(format!("{addr}: {}", status.message())),
         }
     }
+}
+
+/// True when the status comes from the client's transport (connection
+/// refused, reset), not from the node's own answer.
+fn is_transport_failure(status: &tonic::Status) -> bool {
+    let m = status.message();
+    m.contains("transport error")
+        || m.contains("error trying to connect")
+        || m.contains("connection")
+        || m.contains("tcp connect")
 }
 
 /// Adds `authorization: Bearer <token>` to every request.

@@ -4,15 +4,28 @@
 //! `--json` output, exit codes. Must never: open RocksDB or speak Raft; all it
 //! knows comes over the admin API.
 //!
-//! Exit codes: 0 ok, 1 the command failed, 2 usage error, 3 node unreachable
-//! (or not authenticated).
+//! Exit codes: 0 ok, 1 the command failed (or a drill found a red check),
+//! 2 usage error, 3 node unreachable (or not authenticated).
 //!
 //! # Layout
 //! - `client`: connecting with the bearer token; error → exit code.
+//! - `output`: tables, human sizes and ages, JSON.
 //! - `status`: `relayctl status`.
+//! - `queue`: `relayctl queue list|show|hold|release|delete|flush`.
+//! - `route`: `relayctl route list|set|remove`.
+//! - `member`: `relayctl member list|add|promote|remove`, `failover` and
+//!   `snapshot`.
+//! - `trace`: `relayctl trace ID`.
+//! - `drill`: `relayctl drill`.
 
 mod client;
+mod drill;
+mod member;
+mod output;
+mod queue;
+mod route;
 mod status;
+mod trace;
 
 use std::process::ExitCode;
 
@@ -45,6 +58,23 @@ enum Command {
     /// Leader, term, every node's role, reachability, applied index and lag,
     /// and queue counts.
     Status,
+    /// List, inspect, hold, release, delete or flush queued messages.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// Per-domain routes, cluster-wide.
+    #[command(subcommand)]
+    Route(route::RouteCommand),
+    /// Cluster membership.
+    #[command(subcommand)]
+    Member(member::MemberCommand),
+    /// Move leadership to another voter.
+    Failover(member::FailoverArgs),
+    /// A message's replicated history.
+    Trace(trace::TraceArgs),
+    /// Check replicas, settings and route targets; exit 0 only if all pass.
+    Drill(drill::DrillArgs),
+    /// Build a snapshot on the node asked (--addr) now.
+    Snapshot,
 }
 
 fn main() -> ExitCode {
@@ -60,15 +90,28 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
+        if let Command::Queue(c) = &cli.command {
+            c.validate()?;
+        }
         let mut admin = client::connect(&cli.addr, cli.token.as_deref()).await?;
+        let admin = &mut admin;
         match cli.command {
-            Command::Status => status::run(&mut admin, cli.json).await,
+            Command::Status => status::run(admin, cli.json).await,
+            Command::Queue(c) => queue::run(admin, c, cli.json).await,
+            Command::Route(c) => route::run(admin, c, cli.json).await,
+            Command::Member(c) => member::run(admin, c, cli.json).await,
+            Command::Failover(a) => member::failover(admin, a, cli.json).await,
+            Command::Trace(a) => trace::run(admin, a, cli.json).await,
+            Command::Drill(a) => drill::run(admin, a, cli.json).await,
+            Command::Snapshot => member::snapshot(admin, cli.json).await,
         }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("relayctl: {}", e.message);
+            if !e.message.is_empty() {
+                eprintln!("relayctl: {}", e.message);
+            }
             ExitCode::from(e.exit_code)
         }
     }

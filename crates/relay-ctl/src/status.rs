@@ -1,9 +1,39 @@
 //! `relayctl status`.
 
-use relay_proto::admin::StatusRequest;
+use relay_proto::admin::{NodeInfo, StatusReply, StatusRequest};
 use serde_json::json;
 
 use crate::client::{Admin, CliError};
+use crate::output;
+
+/// Lag (entries) above which a reachable node counts as degraded.
+const DEGRADED_LAG: u64 = 100;
+
+/// One word per node: `ok`, `degraded` (answers but lags, or sees no
+/// leader), `down` (does not answer).
+fn node_verdict(reply: &StatusReply, n: &NodeInfo) -> &'static str {
+    if !n.reachable {
+        "down"
+    } else if reply.leader.is_none() || n.lag > DEGRADED_LAG {
+        "degraded"
+    } else {
+        "ok"
+    }
+}
+
+/// One word for the cluster: `ok` (every node ok), `degraded` (a leader and
+/// a quorum of voters answer), `down` (no leader or no quorum).
+fn cluster_verdict(reply: &StatusReply) -> &'static str {
+    let voters: Vec<&NodeInfo> = reply.nodes.iter().filter(|n| n.voter).collect();
+    let up = voters.iter().filter(|n| n.reachable).count();
+    if reply.leader.is_none() || up * 2 <= voters.len() {
+        "down"
+    } else if reply.nodes.iter().all(|n| node_verdict(reply, n) == "ok") {
+        "ok"
+    } else {
+        "degraded"
+    }
+}
 
 /// Prints cluster status.
 pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
@@ -27,23 +57,27 @@ pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
                 "applied": n.applied,
                 "lag": n.lag,
                 "voter": n.voter,
+                "verdict": node_verdict(&reply, n),
             })).collect::<Vec<_>>(),
+            "verdict": cluster_verdict(&reply),
             "queue": {"queued": queue.queued, "deferred": queue.deferred, "held": queue.held},
         });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).expect("JSON values always serialise")
-        );
+        output::json(&value);
         return Ok(());
     }
     match reply.leader {
-        Some(l) => println!("leader: node {l}   term: {}", reply.term),
+        Some(l) => println!(
+            "cluster: {}   leader: node {l}   term: {}",
+            cluster_verdict(&reply),
+            reply.term
+        ),
         None => println!(
-            "leader: none (election or no quorum)   term: {}",
+            "cluster: {}   leader: none (election or no quorum)   term: {}",
+            cluster_verdict(&reply),
             reply.term
         ),
     }
-    let rows: Vec<[String; 6]> = reply
+    let rows: Vec<[String; 7]> = reply
         .nodes
         .iter()
         .map(|n| {
@@ -62,11 +96,20 @@ pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
                 },
                 n.applied.to_string(),
                 n.lag.to_string(),
+                node_verdict(&reply, n).to_string(),
             ]
         })
         .collect();
-    print_table(
-        &["ID", "ROLE", "ADDRESS", "REACHABLE", "APPLIED", "LAG"],
+    output::table(
+        &[
+            "ID",
+            "ROLE",
+            "ADDRESS",
+            "REACHABLE",
+            "APPLIED",
+            "LAG",
+            "VERDICT",
+        ],
         &rows,
     );
     println!(
@@ -74,26 +117,4 @@ pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
         queue.queued, queue.deferred, queue.held
     );
     Ok(())
-}
-
-/// Prints left-aligned columns.
-fn print_table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let parts: Vec<String> = cells
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        println!("{}", parts.join("  ").trim_end());
-    };
-    line(header.to_vec());
-    for row in rows {
-        line(row.iter().map(String::as_str).collect());
-    }
 }

@@ -38,6 +38,7 @@
 //! - `delivery_loop` — [`DeliveryLoop`]: scheduling, concurrency limits,
 //!   in-flight tracking, proposing.
 //! - [`metrics`] — this crate's Prometheus instruments.
+//! - [`probe`] — EHLO/QUIT connect test to a target, for drills.
 //! - [`error`] — [`ProposeError`].
 
 pub mod classify;
@@ -46,6 +47,7 @@ mod delivery_loop;
 pub mod dsn;
 pub mod error;
 pub mod metrics;
+pub mod probe;
 pub mod report;
 pub mod transport;
 

@@ -153,3 +153,38 @@ impl relay_delivery::Proposer for ClusterProposer {
         self.cluster.holds_lease()
     }
 }
+
+/// Drill SMTP connect tests (`relay_delivery::probe`) for the cluster's
+/// `ProbeTargets` RPC.
+#[derive(Debug, Clone)]
+pub struct SmtpProber {
+    hostname: String,
+}
+
+impl SmtpProber {
+    /// Probes saying `EHLO hostname`.
+    pub fn new(hostname: String) -> Self {
+        SmtpProber { hostname }
+    }
+}
+
+impl relay_cluster::TargetProber for SmtpProber {
+    fn probe(
+        &self,
+        targets: Vec<String>,
+        timeout: Duration,
+    ) -> futures::future::BoxFuture<'_, Vec<relay_cluster::ProbeResult>> {
+        Box::pin(async move {
+            futures::future::join_all(targets.iter().map(|t| async {
+                let o = relay_delivery::probe::probe(t, &self.hostname, timeout).await;
+                relay_cluster::ProbeResult {
+                    target: o.target,
+                    ok: o.ok,
+                    detail: o.detail,
+                    millis: o.took.as_millis() as u64,
+                }
+            }))
+            .await
+        })
+    }
+}

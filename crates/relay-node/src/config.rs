@@ -250,6 +250,46 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
+    /// Hex SHA-256 of the settings that must be the same on every node
+    /// (limits, retry policy, timings, members, seeded routes, relay
+    /// policy), and nothing node-specific (id, addresses, paths, token).
+    /// `relayctl drill` compares it across nodes.
+    pub fn shared_settings_digest(&self) -> String {
+        use sha2::Digest;
+        let tls = match &self.smtp.tls {
+            SmtpTls::Off => "off",
+            SmtpTls::SelfSigned => "self-signed",
+            SmtpTls::Files { .. } => "files",
+        };
+        let shared = format!(
+            "members={:?}\nsubmit_timeout={:?}\ntakeover_after={:?}\nheartbeat={:?}\n\
+             election_timeout={:?}\nsnapshot_every={}\nkeep_logs={}\n\
+             smtp.max_message_size={}\nsmtp.max_recipients={}\nsmtp.max_connections={}\n\
+             smtp.max_connections_per_ip={}\nsmtp.command_timeout={:?}\n\
+             smtp.data_timeout={:?}\nsmtp.authorized_networks={:?}\nsmtp.tls={tls}\n\
+             delivery={:?}\nroutes={:?}\n",
+            self.members,
+            self.submit_timeout,
+            self.takeover_after,
+            self.heartbeat,
+            self.election_timeout,
+            self.snapshot_every,
+            self.keep_logs,
+            self.smtp.max_message_size,
+            self.smtp.max_recipients,
+            self.smtp.max_connections,
+            self.smtp.max_connections_per_ip,
+            self.smtp.command_timeout,
+            self.smtp.data_timeout,
+            self.smtp.authorized_networks,
+            self.delivery,
+            self.initial_routes,
+        );
+        hex::encode(sha2::Sha256::digest(shared.as_bytes()))
+    }
+}
+
+impl NodeConfig {
     /// Reads and validates `path`. Relative paths inside the file are taken
     /// relative to the file's directory.
     pub fn load(path: &Path) -> Result<NodeConfig, ConfigError> {
@@ -589,5 +629,40 @@ impl Validator {
                 Duration::from_secs(1)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn local(n: u32) -> (PathBuf, String) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../../cluster-config/local/node{n}.toml"));
+        let text = std::fs::read_to_string(&path).expect("shipped local config");
+        (path, text)
+    }
+
+    #[test]
+    fn shared_settings_digest_ignores_node_specifics_and_sees_drift() {
+        let digests: Vec<String> = (1..=3)
+            .map(|n| {
+                let (path, text) = local(n);
+                NodeConfig::parse(&path, &text)
+                    .expect("shipped config parses")
+                    .shared_settings_digest()
+            })
+            .collect();
+        assert_eq!(digests[0], digests[1], "ids, ports, paths differ only");
+        assert_eq!(digests[1], digests[2]);
+        assert_eq!(digests[0].len(), 64);
+
+        let (path, text) = local(2);
+        let drifted = text.replace("min_backoff = \"10s\"", "min_backoff = \"11s\"");
+        assert_ne!(drifted, text);
+        let drifted = NodeConfig::parse(&path, &drifted)
+            .expect("still valid")
+            .shared_settings_digest();
+        assert_ne!(drifted, digests[1], "a different retry policy must show");
     }
 }

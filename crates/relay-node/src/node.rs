@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
-use crate::adapters::{ClusterProposer, DeliveryStoreAdapter, SmtpBackend};
+use crate::adapters::{ClusterProposer, DeliveryStoreAdapter, SmtpBackend, SmtpProber};
 use crate::admin::{AdminService, TokenCheck};
 use crate::config::{NodeConfig, SmtpTls};
 use crate::http::HttpState;
@@ -63,6 +63,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         purge_interval: config.purge_interval,
         delivery_lease: crate::takeover::delivery_lease(config.takeover_after),
         submit_timeout: config.submit_timeout,
+        config_digest: config.shared_settings_digest(),
     };
     let (cluster, initialised) = Cluster::start(
         cluster_config,
@@ -72,6 +73,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     )
     .await
     .context("cannot start the consensus layer")?;
+    cluster.set_prober(Arc::new(SmtpProber::new(config.hostname.clone())));
     info!(node = config.node_id, smtp = %config.smtp_listen, raft = %config.raft_listen,
           admin = %config.admin_listen, http = %config.http_listen, "relayd started");
 

@@ -1,0 +1,120 @@
+//! `relayctl route list|set|remove`: per-domain routes, through the log.
+
+use clap::Subcommand;
+use relay_proto::admin::{ListRoutesRequest, RemoveRouteRequest, RouteInfo, SetRouteRequest};
+use serde_json::json;
+
+use crate::client::{Admin, CliError};
+use crate::output;
+
+#[derive(Debug, Subcommand)]
+pub enum RouteCommand {
+    /// Every route.
+    List,
+    /// Set a domain's route; its queued backlog is retried at once, so it
+    /// goes to the new targets.
+    Set {
+        /// The domain (case and a trailing dot do not matter).
+        domain: String,
+        /// Targets tried in order: host:port[,host:port...].
+        #[arg(value_delimiter = ',', required = true)]
+        targets: Vec<String>,
+        /// TLS towards the targets.
+        #[arg(long, default_value = "opportunistic", value_parser = ["none", "opportunistic", "required"])]
+        tls: String,
+        /// Who; kept in the trace of each re-routed message.
+        #[arg(long, env = "RELAYCTL_OPERATOR")]
+        by: Option<String>,
+    },
+    /// Remove a domain's route (mail for it is then no longer accepted, and
+    /// queued mail waits for a route).
+    Remove {
+        /// The domain.
+        domain: String,
+    },
+}
+
+pub async fn run(admin: &mut Admin, command: RouteCommand, as_json: bool) -> Result<(), CliError> {
+    match command {
+        RouteCommand::List => {
+            let reply = admin
+                .client
+                .list_routes(ListRoutesRequest {})
+                .await
+                .map_err(|s| CliError::from_status(&admin.addr, s))?
+                .into_inner();
+            if as_json {
+                output::json(&json!({
+                    "routes": reply.routes.iter().map(|r| json!({
+                        "domain": r.domain,
+                        "targets": r.targets,
+                        "tls": r.tls,
+                    })).collect::<Vec<_>>(),
+                }));
+                return Ok(());
+            }
+            let rows: Vec<[String; 3]> = reply
+                .routes
+                .iter()
+                .map(|r| [r.domain.clone(), r.targets.join(","), r.tls.clone()])
+                .collect();
+            output::table(&["DOMAIN", "TARGETS", "TLS"], &rows);
+            Ok(())
+        }
+        RouteCommand::Set {
+            domain,
+            targets,
+            tls,
+            by,
+        } => {
+            let targets: Vec<String> = targets
+                .into_iter()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect();
+            let reply = admin
+                .client
+                .set_route(SetRouteRequest {
+                    route: Some(RouteInfo {
+                        domain,
+                        targets: targets.clone(),
+                        tls: tls.clone(),
+                    }),
+                    by: crate::queue::operator(by),
+                })
+                .await
+                .map_err(|s| CliError::from_status(&admin.addr, s))?
+                .into_inner();
+            if as_json {
+                output::json(&json!({
+                    "domain": reply.domain,
+                    "targets": targets,
+                    "tls": tls,
+                    "flushed": reply.flushed,
+                }));
+            } else {
+                println!(
+                    "route for {} set to {} (tls {tls}); {} queued message(s) retried now",
+                    reply.domain,
+                    targets.join(","),
+                    reply.flushed
+                );
+            }
+            Ok(())
+        }
+        RouteCommand::Remove { domain } => {
+            let reply = admin
+                .client
+                .remove_route(RemoveRouteRequest { domain })
+                .await
+                .map_err(|s| CliError::from_status(&admin.addr, s))?
+                .into_inner();
+            if as_json {
+                output::json(&json!({"domain": reply.domain, "removed": true}));
+            } else {
+                println!("route for {} removed", reply.domain);
+            }
+            Ok(())
+        }
+    }
+}
