@@ -42,15 +42,29 @@ pub fn bin_path(name: &str) -> PathBuf {
     path
 }
 
-/// Free loopback ports (bound then released; good enough for tests).
+/// Free loopback ports for nodes and targets.
+///
+/// Taken below the kernel's ephemeral range (32768 and up here), from a
+/// window chosen by this process id and walked with a counter: port 0 would
+/// hand out ephemeral ports, which the many client connections of a test
+/// (SMTP, gRPC) also draw from, so a port released here could be taken by
+/// an outgoing connection before the node binds it ("address in use").
 pub fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind port 0"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let window = (std::process::id() % 20) * (SPAN / 20);
+    let mut ports = Vec::with_capacity(n);
+    while ports.len() < n {
+        let k = NEXT.fetch_add(1, Ordering::SeqCst);
+        assert!(k < SPAN, "ran out of test ports");
+        let port = (LOW + (window + k) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            ports.push(port);
+        }
+    }
+    ports
 }
 
 /// Ports of one node.

@@ -321,14 +321,9 @@ async fn node_status(
 /// dropping the connection before its reply.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deferred_mail_is_delivered_once_the_target_recovers() {
-    // Reserve the target's port, then take the target down: connections
-    // are refused until it is started again on the same address.
-    let listen = {
-        let target = TestTarget::start().await.expect("target");
-        let addr = target.addr();
-        target.shutdown().await;
-        addr
-    };
+    // A port nothing listens on until the target starts there: connections
+    // are refused until then.
+    let listen = SocketAddr::from(([127, 0, 0, 1], relay_tests::free_ports(1)[0]));
     let (cluster, leader) = start_cluster(ClusterOptions {
         routes: vec![("dest.test".into(), listen.to_string())],
         min_backoff: "1s".into(),
