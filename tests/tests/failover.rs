@@ -294,7 +294,14 @@ async fn continuous_load_through_fault_cycles_loses_nothing() {
         if target.is_none() {
             target = Some(start_target(listen).await);
         }
-        println!("cycle {cycle}: {fault:?} of node {victim} healed");
+        // Duplicates so far (they show once the fault's messages settle; a
+        // cycle's count mostly belongs to the fault before it).
+        let mut so_far = received.clone();
+        so_far.extend(target.as_ref().map(|t| t.messages()).unwrap_or_default());
+        let duplicates: usize = copies(&so_far).values().map(|c| c - 1).sum();
+        println!(
+            "cycle {cycle}: {fault:?} of node {victim} healed; duplicates so far {duplicates}"
+        );
     }
 
     // Keep the load on until enough messages were acknowledged, then stop
