@@ -520,6 +520,17 @@ impl Drop for ProcessCluster {
         for id in 1..=self.nodes.len() as NodeId {
             self.kill(id);
         }
+        // QR_KEEP_CLUSTER_DIR=1 keeps configs, data and logs for a post-mortem.
+        if std::env::var_os("QR_KEEP_CLUSTER_DIR").is_some() {
+            let kept = std::mem::replace(
+                &mut self.dir,
+                tempfile::Builder::new()
+                    .prefix("qr-cluster-empty-")
+                    .tempdir()
+                    .expect("temp dir"),
+            );
+            eprintln!("kept cluster dir {}", kept.keep().display());
+        }
     }
 }
 

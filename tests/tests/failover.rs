@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relay_testkit::{ReceivedMessage, TargetOptions, TestTarget};
+use relay_testkit::{Behaviour, ReceivedMessage, TargetOptions, TestTarget};
 use relay_tests::load::{FaultVerdict, Ledger, median_max, message, sender, subject};
 use relay_tests::smtp::{SmtpClient, transaction};
 use relay_tests::{ClusterOptions, ProcessCluster};
@@ -173,6 +173,56 @@ async fn paused_owner_is_fenced_after_takeover() {
     assert_eq!(target.messages().len(), 21, "no duplicates");
 }
 
+/// The target accepted, then the owner lost its quorum before its
+/// `Delivered` committed, then lost power: after the restart it proposes the
+/// report it saved instead of delivering the message a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_the_target_confirmed_before_a_crash_is_not_repeated() {
+    let target = TestTarget::start_with(TargetOptions {
+        behaviour: Behaviour::DelayDataReply(Duration::from_millis(800)),
+        ..Default::default()
+    })
+    .await
+    .expect("target");
+    let mut cluster = ProcessCluster::start(ClusterOptions {
+        power_loss: true,
+        ..options(target.addr())
+    })
+    .expect("cluster");
+    let leader = cluster.wait_for_leader(LONG, None).await.expect("leader");
+    let owner = (1..=3).find(|&id| id != leader).unwrap();
+    queue_on(&cluster, owner, "confirmed", 1).await;
+    // The target has the message and holds its 250 for 800 ms: cut the
+    // owner's quorum now, so the report cannot commit (its lease, 1.5 s,
+    // still covers reading the 250).
+    target.wait_for_messages(1, LONG).await.expect("stored");
+    for id in (1..=3).filter(|&id| id != owner) {
+        cluster.kill(id);
+    }
+    relay_testkit::wait_for(LONG, || {
+        std::future::ready(
+            cluster
+                .log(owner)
+                .contains("report did not commit")
+                .then_some(()),
+        )
+    })
+    .await
+    .expect("the owner got the 250 and could not commit its report");
+    cluster.kill(owner);
+    target.set_behaviour(Behaviour::AcceptAll);
+    for id in 1..=3 {
+        cluster.start_node(id).expect("restart");
+    }
+    cluster.wait_for_leader(LONG, None).await.expect("leader");
+    cluster.wait_drained(LONG).await.expect("drained");
+    assert_eq!(
+        copies(&target.messages()).get("confirmed-0"),
+        Some(&1),
+        "delivered once, not again after the crash"
+    );
+}
+
 /// The fault classes of one cycle.
 #[derive(Clone, Copy, Debug)]
 enum Fault {
@@ -326,10 +376,33 @@ async fn continuous_load_through_fault_cycles_loses_nothing() {
 
     let target = target.expect("target up");
     received.extend(target.messages());
-    let received: Vec<(String, String)> = received
+    let received_messages = received;
+    let received: Vec<(String, String)> = received_messages
         .iter()
         .filter_map(|m| Some((subject(&m.data)?, m.helo.clone())))
         .collect();
+    // Name the relay's queue id of each duplicated message (from the
+    // Received header), to find it in the node logs.
+    let mut by_subject: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for m in &received_messages {
+        if let Some(subject) = subject(&m.data) {
+            let text = String::from_utf8_lossy(&m.data);
+            let id = text
+                .split(" id ")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+                .unwrap_or("?")
+                .trim_end_matches(';')
+                .to_string();
+            by_subject
+                .entry(subject)
+                .or_default()
+                .push(format!("{id} by {}", m.helo));
+        }
+    }
+    for (subject, copies) in by_subject.iter().filter(|(_, c)| c.len() > 1).take(5) {
+        println!("duplicate {subject}: {copies:?}");
+    }
     let verdict = FaultVerdict::new(&ledger.lock().unwrap(), &received);
     let (median, max) = median_max(&mut leader_recovery);
     println!(

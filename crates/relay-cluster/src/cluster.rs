@@ -265,8 +265,9 @@ impl Cluster {
 
     /// The delivery lease (fencing): this node may open an outbound session
     /// for a message it owns only while it has heard from a working cluster
-    /// within `delivery_lease`, and, after a gap, only once it has applied
-    /// what the leader had committed when contact resumed. The leader
+    /// within `delivery_lease`, and, after a gap, only once contact has been
+    /// back for an election timeout and it has applied what the leader had
+    /// committed meanwhile. The leader
     /// reassigns an unreachable node's messages only after `takeover_after`
     /// of silence, and the lease (`takeover_after / 2`) runs out well before
     /// that, so a cut-off owner stops delivering before anyone else starts,
@@ -283,7 +284,10 @@ impl Cluster {
         if m.state == ServerState::Leader {
             return true;
         }
-        m.last_applied.map_or(0, |l| l.index) >= self.contact.catch_up_to()
+        self.contact.caught_up(
+            m.last_applied.map_or(0, |l| l.index),
+            self.config.election_timeout.1,
+        )
     }
 
     /// The delivery lease length (`takeover_after / 2`).

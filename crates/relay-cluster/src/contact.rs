@@ -36,18 +36,36 @@ pub struct LeaderContact {
 struct ContactState {
     last: Option<Contact>,
     catch_up_to: u64,
+    /// The first contact after the last gap.
+    resumed_at: Option<Instant>,
 }
 
 impl LeaderContact {
     /// Records an accepted AppendEntries from `leader`. If the previous one
-    /// is older than `gap` (or there was none), `leader_commit` becomes the
-    /// index this node must apply before it delivers again.
-    pub fn record(&self, leader: NodeId, leader_commit: u64, gap: std::time::Duration) {
+    /// is older than `gap` (or there was none), contact *resumes*: for the
+    /// next `settle`, the highest `leader_commit` seen becomes the index
+    /// this node must apply before it delivers again. (Right after an
+    /// election the leader's commit index can trail what was committed
+    /// before; it catches up once the leader commits in its own term, within
+    /// a round trip, so one election timeout of watching covers it.)
+    pub fn record(
+        &self,
+        leader: NodeId,
+        leader_commit: u64,
+        gap: std::time::Duration,
+        settle: std::time::Duration,
+    ) {
         let now = Instant::now();
         // A poisoned lock only means a panic elsewhere; the value is plain data.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.last.is_none_or(|c| now.duration_since(c.at) >= gap) {
             state.catch_up_to = leader_commit;
+            state.resumed_at = Some(now);
+        } else if state
+            .resumed_at
+            .is_some_and(|t| now.duration_since(t) < settle)
+        {
+            state.catch_up_to = state.catch_up_to.max(leader_commit);
         }
         state.last = Some(Contact {
             at: now,
@@ -61,11 +79,11 @@ impl LeaderContact {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).last
     }
 
-    /// The leader's commit index at the first contact after the last gap.
-    pub fn catch_up_to(&self) -> u64 {
-        self.state
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .catch_up_to
+    /// Whether contact has resumed for at least `settle` and `applied`
+    /// reached what the leader had committed meanwhile (the delivery lease's
+    /// catch-up condition; freshness is checked separately).
+    pub fn caught_up(&self, applied: u64, settle: std::time::Duration) -> bool {
+        let state = *self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.resumed_at.is_some_and(|t| t.elapsed() >= settle) && applied >= state.catch_up_to
     }
 }

@@ -54,9 +54,12 @@ impl RaftService for RaftGrpc {
         if let (Some(leader), Ok(response)) = (sender, &result)
             && !matches!(response, AppendEntriesResponse::HigherVote(_))
         {
-            self.cluster
-                .contact()
-                .record(leader, leader_commit, self.cluster.delivery_lease());
+            self.cluster.contact().record(
+                leader,
+                leader_commit,
+                self.cluster.delivery_lease(),
+                self.cluster.election_timeout().1,
+            );
         }
         Ok(Response::new(RaftPayload {
             data: encode(&result),

@@ -142,6 +142,7 @@ impl<S: DeliveryStore, P: Proposer> DeliveryLoop<S, P> {
     /// proposals already started (each is bounded by its timeouts).
     pub async fn run(self, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
         let inner = self.inner;
+        inner.load_pending_reports().await;
         let tasks = TaskTracker::new();
         let mut wake_open = true;
         info!(
@@ -170,6 +171,51 @@ impl<S: DeliveryStore, P: Proposer> DeliveryLoop<S, P> {
 }
 
 impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
+    /// Reports an earlier run saved but could not commit: they are proposed
+    /// first, and their messages are not delivered again meanwhile.
+    async fn load_pending_reports(self: &Arc<Self>) {
+        let store = self.store.clone();
+        let pending = match tokio::task::spawn_blocking(move || store.pending_reports()).await {
+            Ok(Ok(pending)) => pending,
+            Ok(Err(e)) => {
+                error!(error = %e, "cannot read pending reports; their messages may be delivered again");
+                return;
+            }
+            Err(e) => {
+                error!(error = %e, "pending report task failed");
+                return;
+            }
+        };
+        if pending.is_empty() {
+            return;
+        }
+        info!(
+            count = pending.len(),
+            "proposing the reports of deliveries finished before the restart"
+        );
+        let mut t = lock(&self.tracking);
+        for (id, command) in pending {
+            t.unreported.insert(
+                id,
+                Unreported {
+                    report: Report {
+                        command,
+                        counts: crate::report::Counts {
+                            delivered: 1,
+                            ..Default::default()
+                        },
+                        bounced: false,
+                    },
+                    // The record's attempt count is unknown here: skip the
+                    // message until it is gone or the settle timeout passes.
+                    attempts_after: u32::MAX,
+                    cluster_unavailable: false,
+                    received_at: UnixMillis::now(),
+                },
+            );
+        }
+    }
+
     async fn round(self: &Arc<Self>, tasks: &TaskTracker) {
         let (retries, paused) = {
             let mut guard = lock(&self.tracking);
@@ -376,6 +422,17 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             bounce = report.bounced,
             "attempt finished"
         );
+        if report.counts.delivered > 0 {
+            // The target has accepted: remember it durably before anything
+            // else, so a crash before the commit does not deliver it twice.
+            let store = self.store.clone();
+            let command = report.command.clone();
+            let saved =
+                tokio::task::spawn_blocking(move || store.save_pending_report(&id, &command)).await;
+            if !matches!(saved, Ok(Ok(()))) {
+                warn!("cannot save the pending report; a crash now may deliver this message again");
+            }
+        }
         let attempts_after = match report.command {
             Command::Delivered { .. } => u32::MAX,
             _ => plan.record.attempts.saturating_add(1),
@@ -496,6 +553,12 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             .proposer
             .propose(unreported.report.command.clone())
             .await;
+        if result.is_ok() && unreported.report.counts.delivered > 0 {
+            // Committed or refused: either way nothing is left to report.
+            if let Err(e) = self.store.clear_pending_report(&id) {
+                warn!(error = %e, "cannot clear a pending report (it is refused if proposed again)");
+            }
+        }
         let mut guard = lock(&self.tracking);
         let t = &mut *guard;
         t.in_flight.remove(&id);

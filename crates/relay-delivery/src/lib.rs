@@ -82,6 +82,24 @@ pub trait DeliveryStore: Send + Sync + 'static {
 
     /// The route of a normalised domain, if one is set.
     fn route(&self, domain: &str) -> Result<Option<Route>, Self::Error>;
+
+    /// Durably remembers (synced before returning) the report of an attempt
+    /// in which the target accepted at least one recipient, until its entry
+    /// commits: after a crash the node proposes it instead of delivering
+    /// again. The default keeps nothing (a store without durability).
+    fn save_pending_report(&self, _id: &MessageId, _report: &Command) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    /// Forgets a pending report (its entry committed or was refused).
+    fn clear_pending_report(&self, _id: &MessageId) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    /// The pending reports left by an earlier run.
+    fn pending_reports(&self) -> Result<Vec<(MessageId, Command)>, Self::Error> {
+        Ok(Vec::new())
+    }
 }
 
 /// Proposes a log entry and waits until it is committed and applied.

@@ -114,6 +114,18 @@ impl relay_delivery::DeliveryStore for DeliveryStoreAdapter {
     fn route(&self, domain: &str) -> Result<Option<Route>, StoreError> {
         self.store.route(domain)
     }
+
+    fn save_pending_report(&self, id: &MessageId, report: &Command) -> Result<(), StoreError> {
+        self.store.save_pending_report(id, report)
+    }
+
+    fn clear_pending_report(&self, id: &MessageId) -> Result<(), StoreError> {
+        self.store.clear_pending_report(id)
+    }
+
+    fn pending_reports(&self) -> Result<Vec<(MessageId, Command)>, StoreError> {
+        self.store.pending_reports()
+    }
 }
 
 /// The delivery loop proposes `Attempt`/`Delivered` through the cluster,

@@ -17,6 +17,7 @@
 //! | `routes` | normalised domain (UTF-8) | `Route` |
 //! | `traces` | id \| log index (u64) \| seq (u32) | `TraceEvent` |
 //! | `snapshot` | `meta` / `data` | `SnapshotMeta` / snapshot bytes |
+//! | `pending_reports` | id | `Command` (this node's own, never replicated) |
 //!
 //! Values are `relay_types::encode` (bincode, fixed configuration), the
 //! openraft types included, except bodies and snapshot data (raw bytes).
@@ -44,8 +45,11 @@ pub(crate) const CF_OWNER: &str = "owner_index";
 pub(crate) const CF_ROUTES: &str = "routes";
 pub(crate) const CF_TRACES: &str = "traces";
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
+/// Local only: reports of deliveries the target accepted whose entry has not
+/// committed yet (see `StateMachine::save_pending_report`).
+pub(crate) const CF_PENDING_REPORTS: &str = "pending_reports";
 
-const ALL_CFS: [&str; 10] = [
+const ALL_CFS: [&str; 11] = [
     CF_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -56,6 +60,7 @@ const ALL_CFS: [&str; 10] = [
     CF_ROUTES,
     CF_TRACES,
     CF_SNAPSHOT,
+    CF_PENDING_REPORTS,
 ];
 
 /// The column families that make up the replicated state: what a snapshot

@@ -8,14 +8,15 @@
 use bytes::Bytes;
 use relay_queue::QueueRead;
 use relay_types::{
-    MessageFilter, MessageId, MessageRecord, NodeId, QueueCounts, Route, TraceEvent, UnixMillis,
+    Command, MessageFilter, MessageId, MessageRecord, NodeId, QueueCounts, Route, TraceEvent,
+    UnixMillis,
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::db::{
-    CF_BODIES, CF_DUE, CF_MESSAGES, CF_OWNER, CF_ROUTES, CF_SM_META, CF_TRACES, KEY_COUNTS,
-    KEY_LAST_APPLIED, Reader, Store, owner_key_id, parse_due_key,
+    CF_BODIES, CF_DUE, CF_MESSAGES, CF_OWNER, CF_PENDING_REPORTS, CF_ROUTES, CF_SM_META, CF_TRACES,
+    KEY_COUNTS, KEY_LAST_APPLIED, Reader, Store, owner_key_id, parse_due_key,
 };
 use crate::error::StoreError;
 use crate::state_machine::StateMachine;
@@ -36,6 +37,46 @@ pub struct StateDigest {
 }
 
 impl StateMachine {
+    /// Remembers, durably (synced before it returns), the report of a
+    /// delivery the target accepted but whose entry has not committed yet.
+    /// A node that restarts proposes these instead of delivering again,
+    /// which closes most of the "accepted by the target, `Delivered` not
+    /// committed" duplicate window. Local to this node: never replicated,
+    /// not in snapshots or the state digest.
+    pub fn save_pending_report(&self, id: &MessageId, report: &Command) -> Result<(), StoreError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(
+            self.store.cf(CF_PENDING_REPORTS)?,
+            id.as_bytes(),
+            relay_types::encode(report),
+        );
+        self.store.write_synced(batch)
+    }
+
+    /// Forgets a pending report once its entry committed (or was refused).
+    /// Not synced: a report found again after a crash is proposed again and
+    /// the state machine refuses it (the message is finished or moved).
+    pub fn clear_pending_report(&self, id: &MessageId) -> Result<(), StoreError> {
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.delete_cf(self.store.cf(CF_PENDING_REPORTS)?, id.as_bytes());
+        self.store.write(batch)
+    }
+
+    /// Every pending report, to be proposed again after a restart.
+    pub fn pending_reports(&self) -> Result<Vec<(MessageId, Command)>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.store.live().scan(CF_PENDING_REPORTS, &[], None)? {
+            let (key, value) = item?;
+            let id = MessageId::from_slice(&key).ok_or_else(|| {
+                StoreError::Inconsistent(format!("bad key in {CF_PENDING_REPORTS}"))
+            })?;
+            let command =
+                relay_types::decode(&value).map_err(StoreError::corrupt(CF_PENDING_REPORTS))?;
+            out.push((id, command));
+        }
+        Ok(out)
+    }
+
     /// A queued message's record.
     pub fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
         message(&self.store.live(), id)

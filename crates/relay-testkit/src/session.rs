@@ -30,13 +30,25 @@ enum End {
 }
 
 /// Serves one connection until it ends or the target shuts down.
+///
+/// Shutting down is graceful, like a real MTA's: a session waiting for a
+/// command ends at once, but a transaction already in DATA finishes and gets
+/// its reply, so a message the target stored is never left unacknowledged
+/// by the shutdown itself (that case is [`Behaviour::DropAfterData`]'s).
+/// Bounded by [`SHUTDOWN_GRACE`] for peers that stall.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let shutdown = shared.shutdown.clone();
+    let session = serve_connection(stream, peer, &shared);
+    tokio::pin!(session);
     tokio::select! {
+        _ = &mut session => return,
         _ = shutdown.cancelled() => {}
-        _ = serve_connection(stream, peer, &shared) => {}
     }
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, session).await;
 }
+
+/// How long a session may take to finish its transaction at shutdown.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
     match shared.behaviour() {
@@ -87,7 +99,12 @@ where
     let mut txn: Option<Transaction> = None;
     let mut line = Vec::new();
     loop {
-        match read_line(io, &mut line, MAX_COMMAND_LINE).await {
+        let read = tokio::select! {
+            read = read_line(io, &mut line, MAX_COMMAND_LINE) => read,
+            // Shutting down: end between commands, never inside one.
+            _ = shared.shutdown.cancelled() => return End::Closed,
+        };
+        match read {
             Ok(Line::Complete) => {}
             Ok(Line::TooLong) => {
                 if skip_rest_of_line(io).await.is_err()
@@ -253,6 +270,9 @@ async fn finish_data(
     }
     let seq = shared.next_seq();
     shared.record(ReceivedMessage { seq, ..message });
+    if let Behaviour::DelayDataReply(delay) = behaviour {
+        tokio::time::sleep(delay).await;
+    }
     Some(format!("250 2.0.0 Ok: queued as {seq}\r\n"))
 }
 

@@ -84,6 +84,11 @@ pub enum Behaviour {
     /// Read and store the whole message, then close without answering the
     /// final dot: the "delivered but never acknowledged" case.
     DropAfterData,
+    /// Store the whole message (it counts as accepted at once), then wait
+    /// this long before answering the final dot with `250`: a window in
+    /// which a test can break the relay's cluster after the target has the
+    /// message and before the relay records it.
+    DelayDataReply(std::time::Duration),
 }
 
 /// A message the target accepted.
