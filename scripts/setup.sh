@@ -4,9 +4,10 @@
 #   libclang-dev  RocksDB's bindgen step (librocksdb-sys)
 #   postfix       smtp-source / smtp-sink, real SMTP peers for tests and benches
 #   swaks         a real SMTP client for the README demo
+#   chromium      headless browser for the status-page test
 set -euo pipefail
 missing=()
-for pkg in libclang-dev postfix swaks; do
+for pkg in libclang-dev postfix swaks chromium; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -91,10 +91,14 @@ impl ComposeCluster {
         let mail_dir = tempfile::Builder::new().prefix("qr-mail-").tempdir()?;
         let project = format!("qrfault{}", std::process::id());
         let free = free_ports(12);
-        let mut env = vec![(
-            "QR_TARGET_MAIL".to_string(),
-            mail_dir.path().display().to_string(),
-        )];
+        let mut env = vec![
+            (
+                "QR_TARGET_MAIL".to_string(),
+                mail_dir.path().display().to_string(),
+            ),
+            // Every docker kill is a power cut of that node.
+            ("QR_FAILPOINT_POWER_LOSS".to_string(), "1".to_string()),
+        ];
         let mut ports = Vec::new();
         for n in 0..3 {
             let p = &free[n * 4..n * 4 + 4];

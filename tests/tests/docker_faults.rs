@@ -8,7 +8,7 @@
 //! what the senders were told.
 //!
 //! Skipped (with a message) where no Docker engine answers. Cycles:
-//! `QR_DOCKER_FAULT_CYCLES` (default 10, the CI tier; the long tier uses 50
+//! `QR_DOCKER_FAULT_CYCLES` (default 20, the CI tier; the long tier uses 250
 //! or more).
 
 use std::sync::{Arc, Mutex};
@@ -50,7 +50,7 @@ async fn docker_fault_cycles_lose_nothing() {
     let cycles: usize = std::env::var("QR_DOCKER_FAULT_CYCLES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(20);
     build_image().expect("image built from the target dir's binaries");
     let cluster = ComposeCluster::up().expect("docker-compose up");
     let all = [1u64, 2, 3];
