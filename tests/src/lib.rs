@@ -262,25 +262,7 @@ token = "{token}"
 
     /// Starts node `id` on its existing data dir.
     pub fn start_node(&mut self, id: NodeId) -> anyhow::Result<()> {
-        let log_path = self.dir.path().join(format!("node{id}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?;
-        let power_loss = if self.power_loss { "1" } else { "0" };
-        let node = &mut self.nodes[id as usize - 1];
-        let child = Command::new(bin_path("relayd"))
-            .arg("--config")
-            .arg(&node.config)
-            .env("RELAY_LOG", "info,openraft=warn")
-            .env("QR_FAILPOINT_POWER_LOSS", power_loss)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("spawn relayd")?;
-        node.child = Some(child);
-        Ok(())
+        self.start_node_with_args(id, &[])
     }
 
     /// Starts node `id` on its existing data dir with extra `relayd`
@@ -291,12 +273,14 @@ token = "{token}"
             .create(true)
             .append(true)
             .open(&log_path)?;
+        let power_loss = if self.power_loss { "1" } else { "0" };
         let node = &mut self.nodes[id as usize - 1];
         let child = Command::new(bin_path("relayd"))
             .arg("--config")
             .arg(&node.config)
             .args(args)
             .env("RELAY_LOG", "info,openraft=warn")
+            .env("QR_FAILPOINT_POWER_LOSS", power_loss)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -109,6 +109,28 @@ pub async fn sender(
     }
 }
 
+/// Starts `lanes` senders per node, `(node id, SMTP address)` each.
+pub fn spawn_senders(
+    nodes: &[(u64, SocketAddr)],
+    lanes: usize,
+    ledger: &Arc<Mutex<Ledger>>,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut senders = Vec::new();
+    for &(node, addr) in nodes {
+        for lane in 0..lanes {
+            senders.push(tokio::spawn(sender(
+                addr,
+                node,
+                lane,
+                ledger.clone(),
+                stop.clone(),
+            )));
+        }
+    }
+    senders
+}
+
 /// The suite's figures, from the ledger and what the target received
 /// (`(subject, EHLO name of the delivering relay)` per received copy).
 #[derive(Debug)]

@@ -11,11 +11,12 @@
 //! `QR_DOCKER_FAULT_CYCLES` (default 20, the CI tier; the long tier uses 250
 //! or more).
 
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_tests::compose::{ComposeCluster, build_image, docker_available};
-use relay_tests::load::{FaultVerdict, Ledger, median_max, sender};
+use relay_tests::load::{FaultVerdict, Ledger, median_max, spawn_senders};
 use tokio_util::sync::CancellationToken;
 
 const LONG: Duration = Duration::from_secs(120);
@@ -61,18 +62,11 @@ async fn docker_fault_cycles_lose_nothing() {
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = CancellationToken::new();
-    let mut senders = Vec::new();
-    for id in all {
-        for lane in 0..2 {
-            senders.push(tokio::spawn(sender(
-                cluster.smtp_addr(id),
-                id,
-                lane,
-                ledger.clone(),
-                stop.clone(),
-            )));
-        }
-    }
+    let nodes: Vec<(u64, SocketAddr)> = all
+        .into_iter()
+        .map(|id| (id, cluster.smtp_addr(id)))
+        .collect();
+    let senders = spawn_senders(&nodes, 2, &ledger, &stop);
 
     let classes = [
         Fault::KillLeader,

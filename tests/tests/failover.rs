@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_testkit::{Behaviour, ReceivedMessage, TargetOptions, TestTarget};
-use relay_tests::load::{FaultVerdict, Ledger, median_max, message, sender, subject};
+use relay_tests::load::{FaultVerdict, Ledger, median_max, message, spawn_senders, subject};
 use relay_tests::smtp::{SmtpClient, transaction};
 use relay_tests::{ClusterOptions, ProcessCluster};
 use tokio_util::sync::CancellationToken;
@@ -261,18 +261,8 @@ async fn continuous_load_through_fault_cycles_loses_nothing() {
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let stop = CancellationToken::new();
-    let mut senders = Vec::new();
-    for id in 1..=3u64 {
-        for lane in 0..2 {
-            senders.push(tokio::spawn(sender(
-                cluster.smtp_addr(id),
-                id,
-                lane,
-                ledger.clone(),
-                stop.clone(),
-            )));
-        }
-    }
+    let nodes: Vec<(u64, SocketAddr)> = (1..=3u64).map(|id| (id, cluster.smtp_addr(id))).collect();
+    let senders = spawn_senders(&nodes, 2, &ledger, &stop);
 
     let classes = [
         Fault::KillLeader,
