@@ -255,12 +255,9 @@ impl Cluster {
     /// follower, since the leader's last AppendEntries (heartbeats
     /// included). `None`: never, or no leader is known.
     pub fn leader_contact_age(&self) -> Option<Duration> {
-        let m = self.raft.metrics().borrow().clone();
-        if m.state == ServerState::Leader {
-            return m.millis_since_quorum_ack.map(Duration::from_millis);
-        }
-        m.current_leader?;
-        self.contact.last().map(|c| c.at.elapsed())
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        contact_age(&m, &self.contact)
     }
 
     /// The delivery lease (fencing): this node may open an outbound session
@@ -274,20 +271,20 @@ impl Cluster {
     /// and on its return it sees the `Reassign` before it could act on its
     /// stale view.
     pub fn holds_lease(&self) -> bool {
-        let fresh = self
-            .leader_contact_age()
-            .is_some_and(|age| age < self.config.delivery_lease);
+        // Called per round and every 200 ms per running attempt: read the
+        // metrics once, without cloning them.
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let fresh =
+            contact_age(&m, &self.contact).is_some_and(|age| age < self.config.delivery_lease);
         if !fresh {
             return false;
         }
-        let m = self.raft.metrics().borrow().clone();
-        if m.state == ServerState::Leader {
-            return true;
-        }
-        self.contact.caught_up(
-            m.last_applied.map_or(0, |l| l.index),
-            self.config.election_timeout.1,
-        )
+        m.state == ServerState::Leader
+            || self.contact.caught_up(
+                m.last_applied.map_or(0, |l| l.index),
+                self.config.election_timeout.1,
+            )
     }
 
     /// The delivery lease length (`takeover_after / 2`).
@@ -583,6 +580,15 @@ fn local_status_from(
         reply.stored_body_bytes = digest.body_bytes;
     }
     Ok(reply)
+}
+
+/// See [`Cluster::leader_contact_age`].
+fn contact_age(m: &RaftMetrics<NodeId, BasicNode>, contact: &LeaderContact) -> Option<Duration> {
+    if m.state == ServerState::Leader {
+        return m.millis_since_quorum_ack.map(Duration::from_millis);
+    }
+    m.current_leader?;
+    contact.last().map(|c| c.at.elapsed())
 }
 
 /// Lower-case role name.
