@@ -15,7 +15,8 @@
 //! [`DeliveryStore`] and writes only by proposing through [`Proposer`]);
 //! delete or change anything itself (the state machine does that when the
 //! entry commits); attempt a message it does not own or one it is already
-//! delivering; change the message bytes it forwards.
+//! delivering; change the message bytes it forwards (the one exception: a
+//! bare CR or LF goes out as CRLF, see [`outbound`]).
 //!
 //! # Delivery guarantee: at least once
 //! A message is removed only after `Delivered` (or a finishing `Attempt`)
@@ -33,6 +34,8 @@
 //!   or permanent, with the text that goes into traces and DSNs.
 //! - [`transport`] — one SMTP transaction to a route's targets with lettre,
 //!   per-recipient results, TLS per route policy.
+//! - [`outbound`] — the bytes after `DATA`: CRLF-only line ends whatever
+//!   was stored, dot-stuffing (S2).
 //! - [`report`] — an attempt's results → `Delivered` or `Attempt`.
 //! - [`dsn`] — the RFC 3464 delivery status notification for failures.
 //! - `delivery_loop` — [`DeliveryLoop`]: scheduling, concurrency limits,
@@ -47,6 +50,7 @@ mod delivery_loop;
 pub mod dsn;
 pub mod error;
 pub mod metrics;
+pub mod outbound;
 pub mod probe;
 pub mod report;
 pub mod transport;

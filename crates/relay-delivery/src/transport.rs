@@ -25,6 +25,7 @@ use tracing::debug;
 
 use crate::classify::{Classified, ReplyClass, classify_error, connection_lost, response_text};
 use crate::config::DeliveryConfig;
+use crate::outbound;
 
 /// The SMTP port used when a target names none.
 pub const DEFAULT_PORT: u16 = 25;
@@ -379,7 +380,7 @@ async fn transact(
             within(
                 settings.data_timeout,
                 "end of data",
-                conn.message(data_payload(tx.body)),
+                conn.message(&outbound::data_payload(tx.body)),
             )
             .await
         }
@@ -399,13 +400,6 @@ async fn transact(
         }
     }
     results
-}
-
-/// The body as lettre's `message` wants it: lettre always appends
-/// `CRLF.CRLF`, so the stored final CRLF (which belongs to the terminator
-/// on the wire) is left off to send the bytes unchanged.
-fn data_payload(body: &[u8]) -> &[u8] {
-    body.strip_suffix(b"\r\n").unwrap_or(body)
 }
 
 /// A path we can put between `<` and `>`: no controls (CR, LF, NUL…) and
@@ -457,12 +451,6 @@ mod tests {
         assert!(parse_target("host:0").is_err());
         assert!(parse_target(":25").is_err());
         assert!(parse_target("[::1]x").is_err());
-    }
-
-    #[test]
-    fn payload_leaves_off_only_the_final_crlf() {
-        assert_eq!(data_payload(b"a\r\n\r\nb\r\n"), b"a\r\n\r\nb");
-        assert_eq!(data_payload(b"no final line end"), b"no final line end");
     }
 
     #[test]
