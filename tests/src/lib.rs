@@ -197,6 +197,7 @@ admin = "127.0.0.1:{admin}"
 http = "127.0.0.1:{http}"
 
 [cluster]
+secret = "test-cluster-secret-0123456789"
 bootstrap = {bootstrap}
 submit_timeout = "{submit_timeout}"
 heartbeat = "100ms"

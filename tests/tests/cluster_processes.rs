@@ -221,6 +221,7 @@ raft = "127.0.0.1:0"
 admin = "127.0.0.1:0"
 http = "127.0.0.1:0"
 [cluster]
+secret = "test-cluster-secret-0123456789"
 [[cluster.members]]
 id = 1
 raft = "127.0.0.1:7101"

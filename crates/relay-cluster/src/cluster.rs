@@ -99,7 +99,8 @@ impl Cluster {
         shutdown: CancellationToken,
     ) -> Result<(Arc<Cluster>, bool), ClusterError> {
         let raft_config = Arc::new(config.raft_config()?);
-        let channels = Channels::default();
+        let secret = config.secret.clone();
+        let channels = Channels::new(secret.clone());
         let network = GrpcNetworkFactory::new(channels.clone());
         let raft = Raft::new(
             config.node_id,
@@ -128,9 +129,12 @@ impl Cluster {
                 addr: cluster.config.listen,
                 source,
             })?;
-        let service = RaftServiceServer::new(RaftGrpc::new(cluster.clone()))
-            .max_decoding_message_size(MAX_GRPC_MESSAGE)
-            .max_encoding_message_size(MAX_GRPC_MESSAGE);
+        let service = tonic::service::interceptor::InterceptedService::new(
+            RaftServiceServer::new(RaftGrpc::new(cluster.clone()))
+                .max_decoding_message_size(MAX_GRPC_MESSAGE)
+                .max_encoding_message_size(MAX_GRPC_MESSAGE),
+            crate::secret::RequireClusterSecret(secret),
+        );
         let server_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
@@ -216,13 +220,22 @@ impl Cluster {
     pub(crate) fn peer_client(
         &self,
         addr: &str,
-    ) -> Result<
-        relay_proto::raft::raft_service_client::RaftServiceClient<tonic::transport::Channel>,
-        tonic::Status,
-    > {
+    ) -> Result<crate::channels::PeerClient, tonic::Status> {
         self.channels
             .client(addr)
             .map_err(|e| tonic::Status::unavailable(e.to_string()))
+    }
+
+    /// May `sender` send Raft RPCs to this node? Only members (voters and
+    /// learners) of the current configuration may; a node that has no
+    /// membership yet (joining, or never initialised) accepts the cluster
+    /// secret alone, since its future leader is not known to it.
+    pub(crate) fn is_member_or_uninitialised(&self, sender: NodeId) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        let mut nodes = membership.nodes().peekable();
+        nodes.peek().is_none() || membership.nodes().any(|(id, _)| *id == sender)
     }
 
     /// The openraft handle (membership changes, leadership, metrics).

@@ -40,6 +40,9 @@ pub struct ClusterConfig {
     /// How long a proposal may wait for commit before the caller gets
     /// `ProposeError::Timeout` (SMTP 451).
     pub submit_timeout: Duration,
+    /// The shared secret every node-to-node call carries (see
+    /// [`crate::secret`]); the same on every node.
+    pub secret: crate::secret::ClusterSecret,
     /// Hex digest of the node's shared settings (limits, retry policy,
     /// timings), reported in `NodeStatus` so drills can compare nodes.
     /// Computed by the node; empty if not provided.

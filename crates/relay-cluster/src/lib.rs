@@ -36,6 +36,7 @@ pub mod membership;
 pub mod network;
 pub mod probe;
 pub mod purge;
+pub mod secret;
 pub mod service;
 
 pub use cluster::{Cluster, ClusterStatus, MemberStatus};

@@ -9,7 +9,7 @@ use relay_proto::raft::{
     LeadershipReply, LeadershipRequest, MembershipChange, MembershipChangeReply, NodeStatusReply,
     NodeStatusRequest, ProbeReply, ProbeRequest, RaftPayload, SubmitReply, SubmitRequest,
 };
-use relay_types::{Command, decode, encode};
+use relay_types::{Command, NodeId, decode, encode};
 use tonic::{Request, Response, Status};
 
 use crate::TypeConfig;
@@ -34,6 +34,17 @@ impl RaftGrpc {
     }
 }
 
+/// Refuses Raft RPCs from a node id outside the membership (S8).
+fn require_member(cluster: &Cluster, sender: Option<NodeId>, what: &str) -> Result<(), Status> {
+    match sender {
+        Some(id) if cluster.is_member_or_uninitialised(id) => Ok(()),
+        Some(id) => Err(Status::permission_denied(format!(
+            "{what} from node {id}, which is not a member of this cluster"
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn bad_payload(what: &str, e: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("malformed {what} payload: {e}"))
 }
@@ -47,6 +58,7 @@ impl RaftService for RaftGrpc {
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&request.into_inner().data).map_err(|e| bad_payload("AppendEntries", e))?;
         let sender = rpc.vote.leader_id().voted_for();
+        require_member(&self.cluster, sender, "AppendEntries")?;
         let leader_commit = rpc.leader_commit.map(|l| l.index).unwrap_or(0);
         let result = self.cluster.raft().append_entries(rpc).await;
         // Any answer but HigherVote means this node accepts the sender as
@@ -67,7 +79,9 @@ impl RaftService for RaftGrpc {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(&request.into_inner().data).map_err(|e| bad_payload("Vote", e))?;
+        let rpc: openraft::raft::VoteRequest<NodeId> =
+            decode(&request.into_inner().data).map_err(|e| bad_payload("Vote", e))?;
+        require_member(&self.cluster, rpc.vote.leader_id().voted_for(), "Vote")?;
         let result = self.cluster.raft().vote(rpc).await;
         Ok(Response::new(RaftPayload {
             data: encode(&result),
@@ -78,8 +92,13 @@ impl RaftService for RaftGrpc {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc =
+        let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> =
             decode(&request.into_inner().data).map_err(|e| bad_payload("InstallSnapshot", e))?;
+        require_member(
+            &self.cluster,
+            rpc.vote.leader_id().voted_for(),
+            "InstallSnapshot",
+        )?;
         let result = self.cluster.raft().install_snapshot(rpc).await;
         Ok(Response::new(RaftPayload {
             data: encode(&result),

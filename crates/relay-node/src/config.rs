@@ -51,6 +51,9 @@ struct FileCluster {
     snapshot_every: Option<u64>,
     keep_logs: Option<u64>,
     purge_interval: Option<String>,
+    /// Shared secret on the node-to-node port; exactly one of the two.
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +78,21 @@ struct FileSmtp {
     tls: Option<String>,
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
+    auth: Option<FileSmtpAuth>,
+}
+
+/// `[smtp.auth]`: SMTP AUTH over TLS for submitters outside the
+/// authorized networks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSmtpAuth {
+    /// user name → argon2 hash (`relayd --hash-password`).
+    #[serde(default)]
+    users: BTreeMap<String, String>,
+    /// More users, one `name:hash` per line (`#` starts a comment).
+    users_file: Option<PathBuf>,
+    max_failures: Option<u32>,
+    failure_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +167,19 @@ pub struct SmtpSettings {
     pub authorized_networks: Vec<relay_smtp::Cidr>,
     /// STARTTLS.
     pub tls: SmtpTls,
+    /// SMTP AUTH; `None` when no users are configured.
+    pub auth: Option<SmtpAuthSettings>,
+}
+
+/// Validated `[smtp.auth]`.
+#[derive(Clone, Debug)]
+pub struct SmtpAuthSettings {
+    /// user → argon2 hash (checked to parse).
+    pub users: std::collections::HashMap<String, String>,
+    /// Failed logins per client IP before `421`.
+    pub max_failures: u32,
+    /// The window those failures are counted in.
+    pub failure_window: Duration,
 }
 
 /// Validated delivery settings.
@@ -223,6 +254,8 @@ pub struct NodeConfig {
     pub initial_routes: Vec<(String, Route)>,
     /// Bearer token for the admin API.
     pub admin_token: String,
+    /// The shared secret on the node-to-node port (`cluster.secret`).
+    pub cluster_secret: String,
 }
 
 /// Everything wrong with a configuration file.
@@ -404,6 +437,7 @@ impl NodeConfig {
                 SmtpTls::Off
             }
         };
+        let auth = s.auth.as_ref().map(|a| smtp_auth(&mut v, base, a));
         let smtp = SmtpSettings {
             max_message_size: s.max_message_size.unwrap_or(10 * 1024 * 1024),
             max_recipients: s.max_recipients.unwrap_or(1000),
@@ -417,6 +451,7 @@ impl NodeConfig {
             data_timeout: v.duration("smtp.data_timeout", s.data_timeout.as_deref(), "300s"),
             authorized_networks,
             tls,
+            auth,
         };
 
         let d = &file.delivery;
@@ -518,6 +553,14 @@ impl NodeConfig {
             v.problem("admin.token", "the admin token must not be empty".into());
         }
 
+        let cluster_secret = v.secret(
+            "cluster.secret",
+            "cluster.secret_file",
+            base,
+            c.secret.as_deref(),
+            c.secret_file.as_deref(),
+        );
+
         if !v.problems.is_empty() {
             return Err(ConfigError::Invalid(v.problems));
         }
@@ -549,6 +592,7 @@ impl NodeConfig {
             delivery,
             initial_routes,
             admin_token,
+            cluster_secret,
         })
     }
 }
@@ -558,7 +602,112 @@ struct Validator {
     problems: Vec<String>,
 }
 
+/// Shortest cluster secret accepted.
+const MIN_SECRET_LEN: usize = 16;
+
+/// `[smtp.auth]` → settings; problems name `smtp.auth.users.<name>` or
+/// the users file and line.
+fn smtp_auth(v: &mut Validator, base: &Path, a: &FileSmtpAuth) -> SmtpAuthSettings {
+    let mut users = std::collections::HashMap::new();
+    for (name, hash) in &a.users {
+        match relay_smtp::auth::check_hash(name, hash) {
+            Ok(()) => {
+                users.insert(name.clone(), hash.clone());
+            }
+            Err(e) => v.problem(&format!("smtp.auth.users.{name}"), e.to_string()),
+        }
+    }
+    if let Some(file) = &a.users_file {
+        let path = base.join(file);
+        match std::fs::read_to_string(&path) {
+            Err(e) => v.problem(
+                "smtp.auth.users_file",
+                format!("cannot read {}: {e}", path.display()),
+            ),
+            Ok(text) => {
+                for (i, line) in text.lines().enumerate() {
+                    let line = line.trim();
+                    if line.is_empty() || line.starts_with('#') {
+                        continue;
+                    }
+                    let at = format!("smtp.auth.users_file ({}:{})", path.display(), i + 1);
+                    match line.split_once(':') {
+                        Some((name, hash)) if !name.is_empty() => {
+                            match relay_smtp::auth::check_hash(name, hash) {
+                                Ok(()) => {
+                                    users.insert(name.to_string(), hash.to_string());
+                                }
+                                Err(e) => v.problem(&at, e.to_string()),
+                            }
+                        }
+                        _ => v.problem(&at, "expected name:argon2-hash".into()),
+                    }
+                }
+            }
+        }
+    }
+    let max_failures = a.max_failures.unwrap_or(5);
+    if max_failures == 0 {
+        v.problem("smtp.auth.max_failures", "must be at least 1".into());
+    }
+    SmtpAuthSettings {
+        users,
+        max_failures,
+        failure_window: v.duration(
+            "smtp.auth.failure_window",
+            a.failure_window.as_deref(),
+            "5m",
+        ),
+    }
+}
+
 impl Validator {
+    /// A secret given inline or in a file (exactly one), at least
+    /// [`MIN_SECRET_LEN`] visible ASCII characters.
+    fn secret(
+        &mut self,
+        key: &str,
+        file_key: &str,
+        base: &Path,
+        inline: Option<&str>,
+        file: Option<&Path>,
+    ) -> String {
+        let secret = match (inline, file) {
+            (Some(s), None) => s.to_string(),
+            (None, Some(f)) => match std::fs::read_to_string(base.join(f)) {
+                Ok(s) => s.trim().to_string(),
+                Err(e) => {
+                    self.problem(
+                        file_key,
+                        format!("cannot read {}: {e}", base.join(f).display()),
+                    );
+                    return String::new();
+                }
+            },
+            _ => {
+                self.problem(
+                    key,
+                    format!(
+                        "set exactly one of {key} and {file_key} (the same on every node; \
+                         e.g. `openssl rand -hex 32`)"
+                    ),
+                );
+                return String::new();
+            }
+        };
+        if secret.len() < MIN_SECRET_LEN || !secret.bytes().all(|b| b.is_ascii_graphic()) {
+            self.problem(
+                key,
+                format!(
+                    "must be at least {MIN_SECRET_LEN} visible ASCII characters without spaces \
+                     (got {} characters)",
+                    secret.chars().count()
+                ),
+            );
+        }
+        secret
+    }
+
     fn problem(&mut self, key: &str, message: String) {
         self.problems
             .push(format!("{}: {key}: {message}", self.path));
@@ -664,5 +813,46 @@ mod tests {
             .expect("still valid")
             .shared_settings_digest();
         assert_ne!(drifted, digests[1], "a different retry policy must show");
+    }
+
+    fn problems(path: &Path, text: &str) -> String {
+        match NodeConfig::parse(path, text) {
+            Err(ConfigError::Invalid(p)) => p.join("\n"),
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_cluster_secret_is_required_and_checked() {
+        let (path, text) = local(1);
+        let secret_line = "secret = \"dev-cluster-secret-change-me\"\n";
+        assert!(text.contains(secret_line));
+        let missing = problems(&path, &text.replace(secret_line, ""));
+        assert!(
+            missing.contains("node1.toml: cluster.secret: set exactly one"),
+            "{missing}"
+        );
+        let short = problems(&path, &text.replace(secret_line, "secret = \"short\"\n"));
+        assert!(short.contains("at least 16"), "{short}");
+        let config = NodeConfig::parse(&path, &text).unwrap();
+        assert_eq!(config.cluster_secret, "dev-cluster-secret-change-me");
+    }
+
+    #[test]
+    fn smtp_auth_users_are_validated_by_name() {
+        let (path, text) = local(1);
+        let hash = relay_smtp::auth::hash_password("pw");
+        let with_auth = format!(
+            "{text}\n[smtp.auth]\nmax_failures = 3\nusers = {{ alice = \"{hash}\", bob = \"plain\" }}\n"
+        );
+        let bad = problems(&path, &with_auth);
+        assert!(bad.contains("smtp.auth.users.bob"), "{bad}");
+        assert!(!bad.contains("alice"), "{bad}");
+        let good = with_auth.replace(", bob = \"plain\"", "");
+        let config = NodeConfig::parse(&path, &good).unwrap();
+        let auth = config.smtp.auth.expect("auth configured");
+        assert_eq!(auth.users.len(), 1);
+        assert_eq!(auth.max_failures, 3);
+        assert_eq!(auth.failure_window, Duration::from_secs(300));
     }
 }

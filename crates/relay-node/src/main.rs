@@ -12,8 +12,12 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "relayd", version, about)]
 struct Args {
     /// The node's TOML configuration file.
-    #[arg(long, value_name = "FILE")]
-    config: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "hash_password")]
+    config: Option<PathBuf>,
+    /// Read a password from standard input (one line) and print its argon2
+    /// hash for `[smtp.auth] users`, then exit.
+    #[arg(long, conflicts_with_all = ["config", "check_config"])]
+    hash_password: bool,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -30,6 +34,10 @@ enum LogFormat {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.hash_password {
+        return hash_password();
+    }
+    let config_path = args.config.expect("clap requires --config");
     let filter = tracing_subscriber::EnvFilter::try_from_env("RELAY_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn")
     });
@@ -45,7 +53,7 @@ fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
     }
 
-    let config = match NodeConfig::load(&args.config) {
+    let config = match NodeConfig::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("relayd: invalid configuration:\n{e}");
@@ -53,7 +61,7 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!("{}: ok", args.config.display());
+        println!("{}: ok", config_path.display());
         return ExitCode::SUCCESS;
     }
 
@@ -84,6 +92,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--hash-password`: one line from stdin → an argon2id PHC string.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("relayd: cannot read the password from standard input: {e}");
+        return ExitCode::FAILURE;
+    }
+    let password = line.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!("relayd: empty password");
+        return ExitCode::from(2);
+    }
+    println!("{}", relay_smtp::auth::hash_password(password));
+    ExitCode::SUCCESS
 }
 
 async fn wait_for_signal() {

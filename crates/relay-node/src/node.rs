@@ -64,6 +64,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         delivery_lease: crate::takeover::delivery_lease(config.takeover_after),
         submit_timeout: config.submit_timeout,
         config_digest: config.shared_settings_digest(),
+        secret: relay_cluster::secret::ClusterSecret::new(&config.cluster_secret),
     };
     let (cluster, initialised) = Cluster::start(
         cluster_config,
@@ -137,7 +138,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     tasks.spawn(crate::metrics::upkeep(prometheus, service_stop.clone()));
 
     // SMTP.
-    let smtp_config = Arc::new(smtp_config(&config)?);
+    let server_tls = load_server_tls(&config)?.map(relay_smtp::ServerTls::new);
+    if let Some(tls) = &server_tls {
+        spawn_tls_reloader(Arc::new(config.clone()), tls.clone(), service_stop.clone())?;
+    }
+    let smtp_config = Arc::new(smtp_config(&config, server_tls)?);
     let backend = Arc::new(SmtpBackend::new(
         cluster.clone(),
         config.delivery.queue_lifetime,
@@ -242,8 +247,10 @@ async fn seed_routes(
     }
 }
 
-fn smtp_config(config: &NodeConfig) -> anyhow::Result<relay_smtp::SmtpConfig> {
-    let tls = match &config.smtp.tls {
+/// The STARTTLS configuration from the configured files (or the
+/// development certificate); `None` when TLS is off.
+fn load_server_tls(config: &NodeConfig) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    Ok(match &config.smtp.tls {
         SmtpTls::Off => None,
         SmtpTls::SelfSigned => Some(
             relay_smtp::load_or_create_tls(&config.data_dir.join("tls"), &config.hostname)
@@ -252,7 +259,59 @@ fn smtp_config(config: &NodeConfig) -> anyhow::Result<relay_smtp::SmtpConfig> {
         SmtpTls::Files { cert, key } => Some(
             relay_smtp::load_tls(cert, key).context("smtp.tls_cert/smtp.tls_key: cannot load")?,
         ),
+    })
+}
+
+/// Reloads the STARTTLS certificate on every SIGHUP (certificate renewal
+/// without a restart, like `postfix reload`). A file that does not load
+/// is logged with its name and the old certificate stays in use.
+fn spawn_tls_reloader(
+    config: Arc<NodeConfig>,
+    tls: Arc<relay_smtp::ServerTls>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                got = hangups.recv() => if got.is_none() { return },
+            }
+            match load_server_tls(&config) {
+                Ok(Some(new)) => {
+                    tls.replace(new);
+                    metrics::counter!(crate::metrics::TLS_RELOADS, "result" => "ok").increment(1);
+                    info!("SIGHUP: reloaded the STARTTLS certificate");
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    metrics::counter!(crate::metrics::TLS_RELOADS, "result" => "error")
+                        .increment(1);
+                    warn!(error = %format!("{e:#}"), "SIGHUP: the certificate did not load; keeping the old one");
+                }
+            }
+        }
+    });
+    Ok(())
+}
+
+fn smtp_auth(config: &NodeConfig) -> anyhow::Result<Option<Arc<relay_smtp::auth::SmtpAuth>>> {
+    let Some(auth) = &config.smtp.auth else {
+        return Ok(None);
     };
+    let credentials =
+        relay_smtp::auth::Credentials::new(auth.users.clone()).context("smtp.auth.users")?;
+    Ok(Some(Arc::new(relay_smtp::auth::SmtpAuth {
+        credentials,
+        failures: relay_smtp::auth::AuthFailures::new(auth.max_failures, auth.failure_window),
+    })))
+}
+
+fn smtp_config(
+    config: &NodeConfig,
+    tls: Option<Arc<relay_smtp::ServerTls>>,
+) -> anyhow::Result<relay_smtp::SmtpConfig> {
     Ok(relay_smtp::SmtpConfig {
         hostname: config.hostname.clone(),
         max_message_size: config.smtp.max_message_size,
@@ -263,6 +322,7 @@ fn smtp_config(config: &NodeConfig) -> anyhow::Result<relay_smtp::SmtpConfig> {
         data_timeout: config.smtp.data_timeout,
         authorized_networks: config.smtp.authorized_networks.clone(),
         tls,
+        auth: smtp_auth(config)?,
         ..Default::default()
     })
 }

@@ -6,6 +6,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::auth::SmtpAuth;
+use crate::tls::ServerTls;
+
 /// Everything an SMTP session needs to know besides the backend.
 ///
 /// The node builds it from its TOML file; [`Default`] gives the values below.
@@ -55,7 +58,13 @@ pub struct SmtpConfig {
     /// Default `127.0.0.0/8` and `::1/128`.
     pub authorized_networks: Vec<Cidr>,
     /// Server TLS configuration; `None` means STARTTLS is not offered.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Replaceable while running (SIGHUP reload): each STARTTLS takes the
+    /// current certificate.
+    pub tls: Option<Arc<ServerTls>>,
+    /// SMTP AUTH; `None` means AUTH is not offered. Offered only after
+    /// STARTTLS; an authenticated client may relay like an authorized
+    /// network.
+    pub auth: Option<Arc<SmtpAuth>>,
     /// After shutdown is requested, how long [`serve`](crate::serve) waits
     /// for sessions (which answer `421 4.3.2` at their next command) before
     /// aborting them. Default 30 s.
@@ -82,6 +91,7 @@ impl Default for SmtpConfig {
                 Cidr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), 128).expect("valid prefix"),
             ],
             tls: None,
+            auth: None,
             shutdown_grace: Duration::from_secs(30),
         }
     }

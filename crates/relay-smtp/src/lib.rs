@@ -1,7 +1,8 @@
 //! Inbound SMTP for every quorum-relay node.
 //!
 //! Owns the server side of RFC 5321 with ESMTP (PIPELINING, SIZE, 8BITMIME,
-//! SMTPUTF8, ENHANCEDSTATUSCODES, DSN, CHUNKING, STARTTLS): the accept loop
+//! SMTPUTF8, ENHANCEDSTATUSCODES, DSN, CHUNKING, STARTTLS, AUTH PLAIN/LOGIN over
+//! TLS only): the accept loop
 //! with global and per-IP connection caps, one task per session, per-command
 //! and DATA timeouts, the relay policy (no open relay, no routing tricks), the
 //! DATA/BDAT body reader that only ever ends DATA on `CRLF.CRLF` and refuses
@@ -21,6 +22,8 @@
 //!   [`SubmitError`] to an SMTP reply.
 //! - [`data`]: the DATA terminator scanner, dot-unstuffer and line checker,
 //!   pure and separately tested (a fuzz target).
+//! - [`auth`]: SMTP AUTH credentials (argon2 hashes), the per-IP limit on
+//!   failed logins, SASL PLAIN/LOGIN decoding.
 //! - [`address`]: raw forward/reverse path analysis (source routes, quoted
 //!   local parts, percent hack, bang paths, address literals).
 //! - [`policy`]: the relay decision for one recipient, pure.
@@ -47,6 +50,7 @@
 //!   does.
 
 pub mod address;
+pub mod auth;
 pub mod config;
 pub mod data;
 pub mod message;
@@ -67,7 +71,7 @@ pub use config::{Cidr, SmtpConfig};
 pub use reply::{Reply, submit_error_reply};
 pub use server::serve;
 pub use session::run_session;
-pub use tls::{TlsSetupError, load_or_create_tls, load_tls};
+pub use tls::{ServerTls, TlsSetupError, load_or_create_tls, load_tls};
 
 /// What the node gives every SMTP session: the relay-domain lookup and the
 /// quorum commit of accepted messages.

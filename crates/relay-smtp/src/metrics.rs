@@ -17,6 +17,8 @@ pub const ACCEPTED_BYTES_TOTAL: &str = "relay_messages_accepted_bytes_total";
 /// Counter, label `code` = the SMTP reply code (`451`, `550`, `552`, ...):
 /// messages whose end of data was answered with a refusal.
 pub const MESSAGES_REJECTED_TOTAL: &str = "relay_messages_rejected_total";
+/// Failed SMTP AUTH attempts (wrong user or password).
+pub const AUTH_FAILURES: &str = "relay_smtp_auth_failures_total";
 
 /// Registers descriptions of every instrument with the installed recorder.
 pub fn describe() {
@@ -33,6 +35,10 @@ pub fn describe() {
         ACCEPTED_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes of accepted messages, as stored."
+    );
+    describe_counter!(
+        AUTH_FAILURES,
+        "SMTP AUTH attempts refused for a wrong user name or password."
     );
     describe_counter!(
         MESSAGES_REJECTED_TOTAL,

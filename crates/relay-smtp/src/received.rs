@@ -15,7 +15,7 @@ pub struct Trace<'a> {
     pub ip: IpAddr,
     /// Our host name.
     pub hostname: &'a str,
-    /// `ESMTPS`, `ESMTP` or `SMTP` (RFC 3848).
+    /// `ESMTPSA`, `ESMTPS`, `ESMTP` or `SMTP` (RFC 3848).
     pub protocol: &'a str,
     /// The queue id.
     pub id: MessageId,

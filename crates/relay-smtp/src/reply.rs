@@ -170,6 +170,9 @@ pub struct EhloOffer {
     pub size: u64,
     /// Offer STARTTLS (TLS configured and not active yet).
     pub starttls: bool,
+    /// Offer `AUTH PLAIN LOGIN` (credentials configured and TLS active:
+    /// never in clear, S3).
+    pub auth: bool,
 }
 
 /// The multi-line `250` to EHLO.
@@ -186,6 +189,9 @@ pub fn ehlo(hostname: &str, offer: EhloOffer) -> Reply {
     ];
     if offer.starttls {
         lines.push("STARTTLS".into());
+    }
+    if offer.auth {
+        lines.push("AUTH PLAIN LOGIN".into());
     }
     Reply {
         code: 250,
@@ -218,7 +224,7 @@ pub fn help() -> Reply {
     Reply::new(
         214,
         "2.0.0",
-        "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY STARTTLS",
+        "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY STARTTLS AUTH",
     )
 }
 
@@ -231,9 +237,64 @@ pub fn not_implemented(command: &str) -> Reply {
     )
 }
 
-/// `503 5.5.1`: AUTH is not offered (never in clear, and not yet at all).
+/// `503 5.5.1`: AUTH is not offered (no credentials configured).
 pub fn auth_not_enabled() -> Reply {
     Reply::new(503, "5.5.1", "Error: authentication not enabled")
+}
+
+// ---- AUTH (RFC 4954) ---------------------------------------------------------
+
+/// `538 5.7.11`: AUTH before STARTTLS; passwords never travel in clear.
+pub fn auth_needs_tls() -> Reply {
+    Reply::new(
+        538,
+        "5.7.11",
+        "Error: encryption required for requested authentication mechanism",
+    )
+}
+
+/// `504 5.5.4`: a mechanism other than PLAIN and LOGIN.
+pub fn auth_mechanism_unsupported() -> Reply {
+    Reply::new(504, "5.5.4", "Error: unsupported authentication mechanism")
+}
+
+/// `503 5.5.1`: AUTH twice, or inside a mail transaction.
+pub fn auth_bad_sequence(what: &'static str) -> Reply {
+    Reply::new(503, "5.5.1", format!("Error: {what}"))
+}
+
+/// `334` challenge (base64 text, possibly empty).
+pub fn auth_challenge(base64: &'static str) -> Reply {
+    Reply::bare(334, base64)
+}
+
+/// `501 5.0.0`: the client answered a challenge with `*`.
+pub fn auth_cancelled() -> Reply {
+    Reply::new(501, "5.0.0", "Authentication aborted")
+}
+
+/// `501 5.5.2`: a SASL response that is not base64 or not well formed.
+pub fn auth_malformed() -> Reply {
+    Reply::new(501, "5.5.2", "Error: cannot decode authentication response")
+}
+
+/// `235 2.7.0`: logged in.
+pub fn auth_succeeded() -> Reply {
+    Reply::new(235, "2.7.0", "Authentication successful")
+}
+
+/// `535 5.7.8`: wrong user name or password (never says which).
+pub fn auth_failed() -> Reply {
+    Reply::new(535, "5.7.8", "Error: authentication failed")
+}
+
+/// `421 4.7.0`: too many failed logins from this address; closes.
+pub fn auth_too_many_failures(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        format!("{hostname} Error: too many failed authentication attempts, try again later"),
+    )
 }
 
 // ---- syntax and sequence -------------------------------------------------
@@ -444,6 +505,7 @@ mod tests {
             EhloOffer {
                 size: 100,
                 starttls: true,
+                auth: false,
             },
         );
         let t = text(&r);

@@ -15,6 +15,38 @@ use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+/// The server TLS configuration in use, replaceable while sessions run.
+///
+/// A reload (SIGHUP) builds a whole new [`ServerConfig`] first and swaps it
+/// in only if that worked, so a bad file never takes STARTTLS away:
+/// sessions keep the old certificate and the error names the file.
+#[derive(Debug)]
+pub struct ServerTls {
+    current: std::sync::RwLock<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    /// Starts with `config`.
+    pub fn new(config: Arc<ServerConfig>) -> Arc<Self> {
+        Arc::new(ServerTls {
+            current: std::sync::RwLock::new(config),
+        })
+    }
+
+    /// The configuration for a handshake starting now.
+    pub fn current(&self) -> Arc<ServerConfig> {
+        self.current
+            .read()
+            .expect("TLS config lock poisoned")
+            .clone()
+    }
+
+    /// Uses `config` for every later handshake.
+    pub fn replace(&self, config: Arc<ServerConfig>) {
+        *self.current.write().expect("TLS config lock poisoned") = config;
+    }
+}
+
 /// Certificate file name inside the TLS directory.
 pub const CERT_FILE: &str = "cert.pem";
 /// Private key file name inside the TLS directory.

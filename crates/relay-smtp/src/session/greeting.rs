@@ -25,6 +25,7 @@ where
                 EhloOffer {
                     size: self.config.max_message_size,
                     starttls: self.config.tls.is_some() && !self.conn.is_tls(),
+                    auth: self.config.auth.is_some() && self.conn.is_tls() && self.login.is_none(),
                 },
             )
         } else {

@@ -1,8 +1,9 @@
 //! One SMTP session over any async byte stream, one file per phase:
 //! [`greeting`] (greeting, EHLO/HELO, small commands), [`mail`], [`rcpt`],
-//! [`data`], [`bdat`], [`starttls`], [`submit`] (end of a message), with the
+//! [`data`], [`bdat`], [`starttls`], [`auth`], [`submit`] (end of a message), with the
 //! stream and its buffers in [`conn`].
 
+mod auth;
 mod bdat;
 mod conn;
 mod data;
@@ -56,6 +57,7 @@ pub async fn run_session<S, B>(
             shutdown,
             peer,
             helo: None,
+            login: None,
             tx: None,
             errors: 0,
         };
@@ -109,8 +111,11 @@ struct Session<S, B> {
     backend: Arc<B>,
     shutdown: CancellationToken,
     peer: SocketAddr,
+    /// In the authorized networks, or logged in with AUTH.
     authorized: bool,
     helo: Option<Helo>,
+    /// The AUTH user, once logged in.
+    login: Option<String>,
     tx: Option<Transaction>,
     errors: u32,
 }
@@ -249,7 +254,10 @@ where
             }
             Request::Vrfy { .. } => self.respond(reply::vrfy()),
             Request::Help { .. } => self.respond(reply::help()),
-            Request::Auth { .. } => self.respond(reply::auth_not_enabled()),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response.into_owned()).await,
             other @ (Request::Expn { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }

@@ -13,7 +13,7 @@ where
     B: SessionBackend,
 {
     pub(super) async fn starttls(&mut self) -> Flow {
-        let Some(tls) = self.config.tls.clone() else {
+        let Some(tls) = self.config.tls.as_ref().map(|t| t.current()) else {
             return self.respond(reply::tls_not_available());
         };
         if self.conn.is_tls() {
@@ -37,6 +37,8 @@ where
                 }
                 tracing::debug!("TLS established");
                 // RFC 3207 4.2: discard all knowledge obtained in clear.
+                // (AUTH is never offered in clear, so there is no login
+                // to forget.)
                 self.helo = None;
                 self.tx = None;
                 Flow::Continue

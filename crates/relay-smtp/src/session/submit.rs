@@ -42,7 +42,9 @@ where
         let span = tracing::info_span!("message", id = %id);
         async move {
             let envelope = tx.envelope;
+            // RFC 3848: ESMTPSA for an authenticated TLS session.
             let protocol = match (&self.helo, self.conn.is_tls()) {
+                (_, true) if self.login.is_some() => "ESMTPSA",
                 (_, true) => "ESMTPS",
                 (Some(h), false) if h.esmtp => "ESMTP",
                 _ => "SMTP",

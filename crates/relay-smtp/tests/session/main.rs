@@ -2,6 +2,7 @@
 //! loopback sockets for `serve`), against a recording fake backend. One
 //! file per behaviour.
 
+mod auth;
 mod bdat_chunking;
 mod commands;
 mod common;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use relay_smtp::{SmtpConfig, load_or_create_tls};
+use relay_smtp::{ServerTls, SmtpConfig, load_or_create_tls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tokio::io::DuplexStream;
@@ -13,13 +13,13 @@ use tokio_rustls::client::TlsStream;
 
 use crate::common::*;
 
-struct Tls {
+pub struct Tls {
     _dir: tempfile::TempDir,
-    config: SmtpConfig,
+    pub config: SmtpConfig,
     connector: TlsConnector,
 }
 
-fn tls_setup() -> Tls {
+pub fn tls_setup() -> Tls {
     let dir = tempfile::tempdir().unwrap();
     let server = load_or_create_tls(dir.path(), "mx.test").unwrap();
     let cert = CertificateDer::from_pem_file(dir.path().join("cert.pem")).unwrap();
@@ -34,12 +34,12 @@ fn tls_setup() -> Tls {
     .with_no_client_auth();
     Tls {
         _dir: dir,
-        config: config_with(|c| c.tls = Some(server)),
+        config: config_with(|c| c.tls = Some(ServerTls::new(server))),
         connector: TlsConnector::from(Arc::new(client)),
     }
 }
 
-async fn upgrade(tls: &Tls, client: Client<DuplexStream>) -> Client<TlsStream<DuplexStream>> {
+pub async fn upgrade(tls: &Tls, client: Client<DuplexStream>) -> Client<TlsStream<DuplexStream>> {
     let name = ServerName::try_from("mx.test").unwrap();
     let stream = tls
         .connector
@@ -126,4 +126,26 @@ async fn starttls_misuse_is_refused() {
     let mut h = start().await;
     h.client.ehlo().await;
     h.client.cmd("STARTTLS").await.expect(502, "5.5.1");
+}
+
+#[tokio::test]
+async fn a_replaced_certificate_is_used_by_the_next_handshake() {
+    // What SIGHUP does in relayd: swap in a new configuration; sessions
+    // that start TLS afterwards get the new certificate.
+    let old = tls_setup();
+    let new = tls_setup();
+    let live = old.config.tls.clone().unwrap();
+    let mut h = start_with(old.config.clone(), OUTSIDER, FakeBackend::new()).await;
+    h.client.ehlo().await;
+    h.client.cmd("STARTTLS").await.expect(220, "2.0.0");
+    upgrade(&old, h.client).await.ehlo().await;
+
+    live.replace(new.config.tls.as_ref().unwrap().current());
+    let mut h = start_with(old.config.clone(), OUTSIDER, FakeBackend::new()).await;
+    h.client.ehlo().await;
+    h.client.cmd("STARTTLS").await.expect(220, "2.0.0");
+    // A client trusting only the new certificate completes the handshake.
+    let mut c = upgrade(&new, h.client).await;
+    c.ehlo().await;
+    c.cmd("QUIT").await.expect(221, "2.0.0");
 }
