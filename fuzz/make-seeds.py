@@ -29,6 +29,15 @@ TRANSCRIPTS = {
     "RCPT TO:<ü@example.test>\r\nDATA\r\nSubject: ü\r\n\r\nü\r\n.\r\nQUIT\r\n".encode(),
     "starttls": b"EHLO c.example\r\nSTARTTLS\r\nEHLO c.example\r\nMAIL FROM:<a@c.example>\r\n"
     b"RCPT TO:<b@example.test>\r\nDATA\r\nSubject: tls\r\n\r\nsecret\r\n.\r\nQUIT\r\n",
+    "auth-plain": b"EHLO c.example\r\nSTARTTLS\r\nEHLO c.example\r\nAUTH PLAIN AHVzZXIAcGFzcw==\r\n"
+    b"MAIL FROM:<a@c.example>\r\nRCPT TO:<x@elsewhere.example>\r\nDATA\r\nSubject: out\r\n\r\n"
+    b"relayed after login\r\n.\r\nQUIT\r\n",
+    "auth-login": b"EHLO c.example\r\nSTARTTLS\r\nEHLO c.example\r\nAUTH LOGIN\r\ndXNlcg==\r\n"
+    b"cGFzcw==\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<x@elsewhere.example>\r\nBDAT 14 LAST\r\n"
+    b"Subject: x\r\n\r\nQUIT\r\n",
+    "auth-wrong": b"EHLO c.example\r\nSTARTTLS\r\nEHLO c.example\r\nAUTH PLAIN AHVzZXIAd3Jvbmc=\r\n"
+    b"AUTH LOGIN dXNlcg==\r\n*\r\nAUTH PLAIN\r\n=\r\nAUTH CRAM-MD5\r\nQUIT\r\n",
+    "auth-clear": b"EHLO c.example\r\nAUTH PLAIN AHVzZXIAcGFzcw==\r\nQUIT\r\n",
     "starttls-injected": b"EHLO c.example\r\nSTARTTLS\r\nMAIL FROM:<evil@x.example>\r\n"
     b"RCPT TO:<b@example.test>\r\n",
     "smuggling": b"EHLO c.example\r\nMAIL FROM:<a@c.example>\r\nRCPT TO:<b@example.test>\r\n"
@@ -106,6 +115,9 @@ def main():
         write("session", f"{name}-outside", bytes([0, 0, 200, 200, 200, 200]) + t)
         write("session", f"{name}-inside-chunked", bytes([1, 0, 1, 7, 13, 64]) + t)
         write("session", f"{name}-tls", bytes([2 | 16, 0, 255, 255, 255, 255]) + t)
+    for name in ["auth-plain", "auth-login", "auth-wrong", "auth-clear"]:
+        write("session", f"{name}-auth", bytes([2 | 16 | 128, 0, 255, 255, 255, 255])
+              + TRANSCRIPTS[name])
     write("session", "starttls-real-inject", bytes([2 | 16 | 64, 0, 255, 255, 255, 255])
           + TRANSCRIPTS["starttls"])
     write("session", "starttls-garbage", bytes([2, 0, 255, 255, 255, 255])

@@ -10,7 +10,9 @@
 //! 8 shutdown fires before chunk `arg & 7`, 16 a real rustls client upgrades
 //! after the first `STARTTLS` line and sends the rest encrypted, 32 small
 //! limits, 64 (with 16) plaintext commands are pipelined right after
-//! `STARTTLS`. Cuts are chunk lengths used cyclically.
+//! `STARTTLS`, 128 AUTH is configured (user `user`, password `pass`, a
+//! cheap argon2 hash; the failure limit is off so runs stay independent).
+//! Cuts are chunk lengths used cyclically.
 //!
 //! Time is tokio's paused clock on one current-thread runtime: a stalled
 //! session reaches its timeout at once, so every run ends.
@@ -21,8 +23,10 @@
 //!   line ends and no NUL, ends with CRLF, and its client part is within the
 //!   size limit; the info size is the stored size;
 //! - every submission has 1..=max_recipients distinct recipients, and from
-//!   outside the authorized networks each is a plain mailbox in the relay
-//!   domain (as delivery will route it);
+//!   outside the authorized networks without a login each is a plain
+//!   mailbox in the relay domain (as delivery will route it);
+//! - a message carries a login only if AUTH is configured, the session was
+//!   upgraded to TLS, and the login is the configured user (sent over TLS);
 //! - `250 … queued as <id>` is sent exactly for the submissions the backend
 //!   accepted, in order, with their ids (none for failed submits);
 //! - every reply line is `ddd` + space/dash + text + CRLF;
@@ -39,7 +43,8 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use relay_smtp::address::Mailbox;
-use relay_smtp::{SessionBackend, SmtpConfig, Submission, SubmitError, run_session};
+use relay_smtp::auth::{AuthFailures, Credentials, SmtpAuth};
+use relay_smtp::{ServerTls, SessionBackend, SmtpConfig, Submission, SubmitError, run_session};
 use relay_types::Recipient;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -50,15 +55,20 @@ use tokio_util::sync::CancellationToken;
 
 const RELAY_DOMAIN: &str = "example.test";
 const INJECTED: &str = "injected@evil.test";
+const USER: &str = "user";
 
 struct Setup {
     rt: Runtime,
-    /// The four configurations, by `[tls configured][small limits]`.
-    configs: [[Arc<SmtpConfig>; 2]; 2],
+    /// The configurations, by `[tls configured][small limits][auth]`.
+    configs: [[[Arc<SmtpConfig>; 2]; 2]; 2],
     connector: TlsConnector,
 }
 
-fn config(tls: Option<Arc<rustls::ServerConfig>>, small: bool) -> Arc<SmtpConfig> {
+fn config(
+    tls: Option<Arc<ServerTls>>,
+    small: bool,
+    auth: Option<Arc<SmtpAuth>>,
+) -> Arc<SmtpConfig> {
     let mut config = SmtpConfig {
         hostname: "mx.test".into(),
         command_timeout: Duration::from_secs(5),
@@ -66,6 +76,7 @@ fn config(tls: Option<Arc<rustls::ServerConfig>>, small: bool) -> Arc<SmtpConfig
         tls_handshake_timeout: Duration::from_secs(5),
         shutdown_grace: Duration::from_secs(1),
         tls,
+        auth,
         ..SmtpConfig::default()
     };
     if small {
@@ -99,12 +110,26 @@ fn setup() -> &'static Setup {
         .expect("versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let tls = ServerTls::new(tls);
+        // A cheap argon2 hash (m=8 KiB, t=1), so a correct login costs
+        // microseconds; unknown users still pay for relay-smtp's decoy.
+        let params = argon2::Params::new(8, 1, 1, None).expect("params");
+        let hasher =
+            argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        let salt = argon2::password_hash::SaltString::encode_b64(b"fuzz-salt-16byte").unwrap();
+        let hash = argon2::PasswordHasher::hash_password(&hasher, b"pass", &salt)
+            .expect("hash")
+            .to_string();
+        let auth = Arc::new(SmtpAuth {
+            credentials: Credentials::new([(USER.to_string(), hash)].into()).expect("creds"),
+            failures: AuthFailures::new(u32::MAX, Duration::from_secs(300)),
+        });
+        let c =
+            |t: bool, s: bool, a: bool| config(t.then(|| tls.clone()), s, a.then(|| auth.clone()));
         Setup {
             rt,
-            configs: [
-                [config(None, false), config(None, true)],
-                [config(Some(tls.clone()), false), config(Some(tls), true)],
-            ],
+            configs: [false, true]
+                .map(|t| [false, true].map(|s| [false, true].map(|a| c(t, s, a)))),
             connector: TlsConnector::from(Arc::new(client)),
         }
     })
@@ -402,8 +427,9 @@ fuzz_target!(|data: &[u8]| {
         stream: &data[6..],
     };
     let setup = setup();
-    let config =
-        setup.configs[usize::from(case.tls_configured)][usize::from(flags & 32 != 0)].clone();
+    let config = setup.configs[usize::from(case.tls_configured)][usize::from(flags & 32 != 0)]
+        [usize::from(flags & 128 != 0)]
+    .clone();
     let fail = (flags & 4 != 0).then(|| match (arg >> 4) & 3 {
         0 => SubmitError::NoQuorum("fuzz".into()),
         1 => SubmitError::Timeout,
@@ -422,6 +448,15 @@ fuzz_target!(|data: &[u8]| {
     let accepted = backend.accepted.lock().unwrap().clone();
     for s in &accepted {
         check_submission(s, &case, &config);
+    }
+    // Nothing submitted in clear carries a login.
+    let clear = if outcome.tls.is_some() {
+        outcome.before_tls
+    } else {
+        accepted.len()
+    };
+    for s in &accepted[..clear] {
+        assert_eq!(s.envelope.auth_user, None, "login in clear");
     }
     // `250 queued` exactly for accepted submissions, in order.
     let mut ids = replies(&outcome.plain, case.tls_configured);
