@@ -242,7 +242,10 @@ mod tests {
         // `5@`, the policy would have read the domain `""`.
         assert_eq!(split_path("RCPT TO:<5@\"\">\r\n"), None);
         assert_eq!(split_path("RCPT TO:<bob@\"exa mple\".test>\r\n"), None);
-        assert_eq!(split_path("MAIL FROM:<a@b.test\"@example.test\">\r\n"), None);
+        assert_eq!(
+            split_path("MAIL FROM:<a@b.test\"@example.test\">\r\n"),
+            None
+        );
         // Quotes belong in the local part only.
         let p = split_path("RCPT TO:<\"b@b\"@example.test>\r\n").unwrap();
         assert_eq!(Mailbox::parse(p.text).domain, "example.test");
