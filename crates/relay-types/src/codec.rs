@@ -63,10 +63,10 @@ fn decode_limited<T: DeserializeOwned>(
     }
     match bytes.len() {
         0..=0x1000 => with::<T, 0x1000>(bytes),
-        ..=0x1_0000 => with::<T, 0x1_0000>(bytes),
-        ..=0x10_0000 => with::<T, 0x10_0000>(bytes),
-        ..=0x100_0000 => with::<T, 0x100_0000>(bytes),
-        ..=0x1000_0000 => with::<T, 0x1000_0000>(bytes),
+        0x1001..=0x1_0000 => with::<T, 0x1_0000>(bytes),
+        0x1_0001..=0x10_0000 => with::<T, 0x10_0000>(bytes),
+        0x10_0001..=0x100_0000 => with::<T, 0x100_0000>(bytes),
+        0x100_0001..=0x1000_0000 => with::<T, 0x1000_0000>(bytes),
         // Over 256 MiB of input: allocations are of the input's order anyway.
         _ => bincode::serde::decode_from_slice(bytes, config()),
     }
