@@ -400,12 +400,20 @@ fn check_submission(s: &Submission, case: &Case<'_>, config: &SmtpConfig) {
     assert_eq!(s.info.size, body.len() as u64);
     let rcpts = &s.envelope.recipients;
     assert!(!rcpts.is_empty() && rcpts.len() <= config.max_recipients);
+    if let Some(user) = &s.envelope.auth_user {
+        assert!(
+            config.auth.is_some() && case.real_tls,
+            "login without AUTH/TLS"
+        );
+        assert_eq!(user, USER, "login as an unknown user");
+    }
     for (i, r) in rcpts.iter().enumerate() {
         assert!(
             rcpts[..i].iter().all(|o| o.address != r.address),
             "duplicate rcpt"
         );
-        if !case.authorized {
+        // A login may relay anywhere; then the envelope must say who.
+        if !case.authorized && s.envelope.auth_user.is_none() {
             assert_eq!(Recipient::new(r.address.clone()).domain(), RELAY_DOMAIN);
             assert_eq!(Mailbox::parse(&r.address).routing_form(), None);
         }
