@@ -116,6 +116,8 @@ pub struct ClusterOptions {
     pub keep_logs: u64,
     /// Routes: (domain, target host:port).
     pub routes: Vec<(String, String)>,
+    /// Outbound TLS policy per route domain (`none` when not listed).
+    pub route_tls: BTreeMap<String, String>,
     /// First retry delay (`[delivery] min_backoff`).
     pub min_backoff: String,
     /// `[cluster] submit_timeout`.
@@ -138,6 +140,7 @@ impl Default for ClusterOptions {
             snapshot_every: 10_000,
             keep_logs: 1_000,
             routes: Vec::new(),
+            route_tls: BTreeMap::new(),
             min_backoff: "300s".into(),
             submit_timeout: "5s".into(),
             cluster_extra: String::new(),
@@ -201,8 +204,9 @@ impl ProcessCluster {
         }
         let mut routes = String::new();
         for (domain, target) in &options.routes {
+            let tls = options.route_tls.get(domain).map_or("none", String::as_str);
             routes.push_str(&format!(
-                "[[routes]]\ndomain = \"{domain}\"\ntargets = [\"{target}\"]\ntls = \"none\"\n\n"
+                "[[routes]]\ndomain = \"{domain}\"\ntargets = [\"{target}\"]\ntls = \"{tls}\"\n\n"
             ));
         }
         let mut nodes = Vec::new();

@@ -715,3 +715,92 @@ async fn ten_thousand_idle_sessions_are_cheap_and_a_new_one_is_served() {
     drop(idle_tls);
     f.finish().await;
 }
+
+/// Outbound TLS per route through relayd: `required` to a target whose
+/// certificate nobody trusts is never sent (deferred, nothing stored at the
+/// target); `required` with the target's CA in `delivery.ca_file` is
+/// delivered over TLS; `opportunistic` encrypts without verifying.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_tls_policy_is_enforced_per_route() {
+    let tls_target = || {
+        TestTarget::start_with(relay_testkit::TargetOptions {
+            starttls: true,
+            ..relay_testkit::TargetOptions::default()
+        })
+    };
+    let trusted = tls_target().await.unwrap();
+    let untrusted = tls_target().await.unwrap();
+    let opportunistic = tls_target().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("private-ca.pem");
+    std::fs::write(&ca_file, trusted.certificate_pem().unwrap()).unwrap();
+    let options = ClusterOptions {
+        routes: vec![
+            ("private.test".into(), trusted.target()),
+            ("untrusted.test".into(), untrusted.target()),
+            ("opportunistic.test".into(), opportunistic.target()),
+        ],
+        route_tls: [
+            ("private.test".to_string(), "required".to_string()),
+            ("untrusted.test".to_string(), "required".to_string()),
+            (
+                "opportunistic.test".to_string(),
+                "opportunistic".to_string(),
+            ),
+        ]
+        .into(),
+        delivery_extra: format!("ca_file = \"{}\"", ca_file.display()),
+        ..ClusterOptions::default()
+    };
+    let cluster = ProcessCluster::start(options).unwrap();
+    cluster.wait_for_leader(LONG, None).await.unwrap();
+    let addr = cluster.smtp_addr(1);
+    for (domain, marker) in [
+        ("untrusted.test", "never-in-clear"),
+        ("private.test", "private"),
+        ("opportunistic.test", "opportunistic"),
+    ] {
+        let to = format!("r@{domain}");
+        let r = send_mail(addr, "s@sender.test", &[&to], &message(marker))
+            .await
+            .unwrap();
+        assert_reply(&r, 250, "2.0.0", marker);
+    }
+    for target in [&trusted, &opportunistic] {
+        let got = target.wait_for_messages(1, LONG).await.unwrap();
+        assert!(got[0].tls, "delivered without TLS");
+    }
+    // The untrusted target was tried (a handshake that failed) and got
+    // nothing; the message is still stored, deferred, on every node.
+    let deadline = Instant::now() + LONG;
+    loop {
+        let mut deferred = Vec::new();
+        for id in 1..=3 {
+            let s = cluster.status(id, true).await.unwrap();
+            deferred.push((s.queue.unwrap_or_default().deferred, s.stored_bodies));
+        }
+        if untrusted.connection_count() > 0 && deferred.iter().all(|&d| d == (1, 1)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "untrusted route: connections {}, (deferred, stored) per node {deferred:?}",
+            untrusted.connection_count()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        untrusted.messages().is_empty(),
+        "sent over an untrusted TLS session"
+    );
+    let again = send_mail(
+        addr,
+        "s@sender.test",
+        &["r@private.test"],
+        &message("again"),
+    )
+    .await
+    .unwrap();
+    assert_reply(&again, 250, "2.0.0", "after the refused route");
+    trusted.wait_for_messages(2, LONG).await.unwrap();
+}
