@@ -19,6 +19,9 @@ use tokio::time::Instant;
 use crate::free_ports;
 use crate::load::subject;
 
+/// The `cluster.secret` in `cluster-config/compose/node*.toml`.
+pub const COMPOSE_CLUSTER_SECRET: &str = "demo-cluster-secret-change-me";
+
 /// The repository root (this crate lives in `tests/`).
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -218,7 +221,8 @@ impl ComposeCluster {
             .timeout(Duration::from_secs(5))
             .connect()
             .await?;
-        Ok(RaftServiceClient::new(channel)
+        let secret = crate::SecretHeader(COMPOSE_CLUSTER_SECRET.to_string());
+        Ok(RaftServiceClient::with_interceptor(channel, secret)
             .node_status(NodeStatusRequest { with_digest })
             .await?
             .into_inner())

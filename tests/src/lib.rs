@@ -25,6 +25,31 @@ pub mod compose;
 pub mod load;
 pub mod smtp;
 
+/// The `cluster.secret` every test node is configured with.
+pub const CLUSTER_SECRET: &str = "test-cluster-secret-0123456789";
+
+/// A Raft-service client that sends the cluster secret.
+pub type RaftClient = RaftServiceClient<
+    tonic::service::interceptor::InterceptedService<tonic::transport::Channel, SecretHeader>,
+>;
+
+/// Adds `authorization: Bearer <secret>` to every call.
+#[derive(Clone, Debug)]
+pub struct SecretHeader(pub String);
+
+impl tonic::service::Interceptor for SecretHeader {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        let value = format!("Bearer {}", self.0)
+            .parse()
+            .map_err(|_| tonic::Status::internal("secret is not a header value"))?;
+        request.metadata_mut().insert("authorization", value);
+        Ok(request)
+    }
+}
+
 /// Path of a workspace binary next to the running test executable.
 pub fn bin_path(name: &str) -> PathBuf {
     if let Ok(dir) = std::env::var("QR_BIN_DIR") {
@@ -91,6 +116,8 @@ pub struct ClusterOptions {
     pub keep_logs: u64,
     /// Routes: (domain, target host:port).
     pub routes: Vec<(String, String)>,
+    /// Outbound TLS policy per route domain (`none` when not listed).
+    pub route_tls: BTreeMap<String, String>,
     /// First retry delay (`[delivery] min_backoff`).
     pub min_backoff: String,
     /// `[cluster] submit_timeout`.
@@ -113,6 +140,7 @@ impl Default for ClusterOptions {
             snapshot_every: 10_000,
             keep_logs: 1_000,
             routes: Vec::new(),
+            route_tls: BTreeMap::new(),
             min_backoff: "300s".into(),
             submit_timeout: "5s".into(),
             cluster_extra: String::new(),
@@ -176,8 +204,9 @@ impl ProcessCluster {
         }
         let mut routes = String::new();
         for (domain, target) in &options.routes {
+            let tls = options.route_tls.get(domain).map_or("none", String::as_str);
             routes.push_str(&format!(
-                "[[routes]]\ndomain = \"{domain}\"\ntargets = [\"{target}\"]\ntls = \"none\"\n\n"
+                "[[routes]]\ndomain = \"{domain}\"\ntargets = [\"{target}\"]\ntls = \"{tls}\"\n\n"
             ));
         }
         let mut nodes = Vec::new();
@@ -197,7 +226,7 @@ admin = "127.0.0.1:{admin}"
 http = "127.0.0.1:{http}"
 
 [cluster]
-secret = "test-cluster-secret-0123456789"
+secret = "{CLUSTER_SECRET}"
 bootstrap = {bootstrap}
 submit_timeout = "{submit_timeout}"
 heartbeat = "100ms"
@@ -209,7 +238,7 @@ keep_logs = {keep_logs}
 
 {members}
 [smtp]
-tls = "off"
+{smtp_tls}
 {smtp_extra}
 
 [delivery]
@@ -232,6 +261,16 @@ token = "{token}"
                 submit_timeout = options.submit_timeout,
                 cluster_extra = options.cluster_extra,
                 smtp_extra = options.smtp_extra,
+                // STARTTLS off unless the test sets `tls` itself.
+                smtp_tls = if options
+                    .smtp_extra
+                    .lines()
+                    .any(|l| l.trim_start().starts_with("tls "))
+                {
+                    ""
+                } else {
+                    "tls = \"off\""
+                },
                 delivery_extra = options.delivery_extra,
             );
             std::fs::write(&config, text)?;
@@ -344,18 +383,39 @@ token = "{token}"
         std::fs::read_to_string(self.dir.path().join(format!("node{id}.log"))).unwrap_or_default()
     }
 
-    /// A Raft-service client for node `id`.
-    pub async fn raft_client(
+    /// A Raft-service client for node `id`, with the cluster secret.
+    pub async fn raft_client(&self, id: NodeId) -> anyhow::Result<RaftClient> {
+        self.raft_client_with_secret(id, CLUSTER_SECRET).await
+    }
+
+    /// A Raft-service client for node `id` that sends `secret` (a wrong
+    /// one, for tests of strangers).
+    pub async fn raft_client_with_secret(
         &self,
         id: NodeId,
-    ) -> anyhow::Result<RaftServiceClient<tonic::transport::Channel>> {
+        secret: &str,
+    ) -> anyhow::Result<RaftClient> {
         let addr = format!("http://127.0.0.1:{}", self.node(id).ports.raft);
         let channel = tonic::transport::Endpoint::from_shared(addr)?
             .connect_timeout(Duration::from_millis(500))
             .timeout(Duration::from_secs(10))
             .connect()
             .await?;
-        Ok(RaftServiceClient::new(channel).max_decoding_message_size(64 << 20))
+        Ok(
+            RaftServiceClient::with_interceptor(channel, SecretHeader(secret.to_string()))
+                .max_decoding_message_size(64 << 20)
+                .max_encoding_message_size(128 << 20),
+        )
+    }
+
+    /// The PID of node `id`'s process, if running.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.node(id).child.as_ref().map(Child::id)
+    }
+
+    /// Sends SIGHUP to node `id` (reload the STARTTLS certificate).
+    pub fn hangup(&self, id: NodeId) {
+        self.signal(id, "HUP");
     }
 
     /// Node `id`'s own status, optionally with its state digest.

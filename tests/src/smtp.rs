@@ -6,12 +6,12 @@
 //! instead of hanging it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 /// How long one reply may take (a commit through Raft included).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,11 +45,23 @@ impl std::fmt::Display for SmtpReply {
     }
 }
 
+/// The connection under a client: plain TCP, or TLS after STARTTLS.
+pub trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> ClientStream for T {}
+
 /// A client connection.
-#[derive(Debug)]
 pub struct SmtpClient {
-    reader: BufReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    stream: BufReader<Box<dyn ClientStream>>,
+    /// The server's certificate (DER), once TLS is up.
+    peer_certificate: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for SmtpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpClient")
+            .field("tls", &self.peer_certificate.is_some())
+            .finish()
+    }
 }
 
 impl SmtpClient {
@@ -59,13 +71,69 @@ impl SmtpClient {
             .await
             .with_context(|| format!("connect to {addr} timed out"))?
             .with_context(|| format!("connect to {addr}"))?;
-        let (read, write) = stream.into_split();
+        Self::over(stream).await
+    }
+
+    /// Reads the greeting on an already connected stream (e.g. a socket
+    /// bound to a chosen loopback source address).
+    pub async fn over(stream: TcpStream) -> anyhow::Result<(SmtpClient, SmtpReply)> {
         let mut client = SmtpClient {
-            reader: BufReader::new(read),
-            writer: write,
+            stream: BufReader::new(Box::new(stream)),
+            peer_certificate: None,
         };
         let greeting = client.read_reply().await?;
         Ok((client, greeting))
+    }
+
+    /// `STARTTLS`, then a TLS handshake that accepts any certificate (the
+    /// tests check which one was presented). Fails if the server sent
+    /// anything after its `220` (that would be injected plaintext).
+    pub async fn starttls(&mut self) -> anyhow::Result<()> {
+        self.starttls_pipelining(b"").await
+    }
+
+    /// [`starttls`](Self::starttls), with `extra` written in the same
+    /// packet right after `STARTTLS` (the CVE-2011-0411 injection).
+    pub async fn starttls_pipelining(&mut self, extra: &[u8]) -> anyhow::Result<()> {
+        self.send_raw(&[&b"STARTTLS\r\n"[..], extra].concat())
+            .await?;
+        let reply = self.read_reply().await?;
+        if reply.code != 220 {
+            bail!("STARTTLS refused: {reply}");
+        }
+        if !self.stream.buffer().is_empty() {
+            bail!("the server sent bytes after 220 to STARTTLS");
+        }
+        let placeholder: Box<dyn ClientStream> = Box::new(tokio::io::duplex(1).0);
+        let plain = std::mem::replace(&mut self.stream, BufReader::new(placeholder)).into_inner();
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(any_certificate_client()));
+        let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
+        let tls = tokio::time::timeout(REPLY_TIMEOUT, connector.connect(name, plain))
+            .await
+            .context("TLS handshake timed out")?
+            .context("TLS handshake")?;
+        self.peer_certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
+        self.stream = BufReader::new(Box::new(tls));
+        Ok(())
+    }
+
+    /// The certificate the server presented in the TLS handshake.
+    pub fn peer_certificate(&self) -> Option<&[u8]> {
+        self.peer_certificate.as_deref()
+    }
+
+    /// Has the server closed the connection (EOF within the deadline)?
+    pub async fn is_closed(&mut self) -> bool {
+        let mut line = String::new();
+        matches!(
+            tokio::time::timeout(REPLY_TIMEOUT, self.stream.read_line(&mut line)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        )
     }
 
     /// Connects, checks the greeting and says EHLO.
@@ -83,8 +151,9 @@ impl SmtpClient {
 
     /// Writes raw bytes.
     pub async fn send_raw(&mut self, bytes: &[u8]) -> anyhow::Result<()> {
-        self.writer.write_all(bytes).await?;
-        self.writer.flush().await?;
+        let stream = self.stream.get_mut();
+        stream.write_all(bytes).await?;
+        stream.flush().await?;
         Ok(())
     }
 
@@ -93,7 +162,7 @@ impl SmtpClient {
         let mut lines = Vec::new();
         loop {
             let mut line = String::new();
-            let n = tokio::time::timeout(REPLY_TIMEOUT, self.reader.read_line(&mut line))
+            let n = tokio::time::timeout(REPLY_TIMEOUT, self.stream.read_line(&mut line))
                 .await
                 .context("no reply within the deadline")??;
             if n == 0 {
@@ -130,6 +199,66 @@ impl SmtpClient {
         self.send_raw(&dot_stuff(message)).await?;
         self.send_raw(b".\r\n").await?;
         self.read_reply().await
+    }
+}
+
+/// A rustls client that accepts any server certificate: the tests talk to
+/// nodes with self-signed certificates and compare the certificate itself.
+fn any_certificate_client() -> rustls::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth()
+}
+
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

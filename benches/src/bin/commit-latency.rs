@@ -20,12 +20,28 @@ struct Args {
     /// Entries to commit, one after another.
     #[arg(long, default_value_t = 1000)]
     count: usize,
+    /// The cluster's `cluster.secret` (the local development cluster's by
+    /// default).
+    #[arg(
+        long,
+        env = "QR_CLUSTER_SECRET",
+        default_value = "dev-cluster-secret-change-me"
+    )]
+    secret: String,
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let mut client = RaftServiceClient::connect(format!("http://{}", args.addr)).await?;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", args.addr))?
+        .connect()
+        .await?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {}", args.secret).parse()?;
+    let mut client =
+        RaftServiceClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
     let mut samples = Vec::with_capacity(args.count);
     for i in 0..args.count {
         let command = Command::SetRoute {

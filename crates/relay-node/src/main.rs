@@ -53,6 +53,13 @@ fn main() -> ExitCode {
         LogFormat::Json => builder.json().init(),
     }
 
+    // Every SMTP session is a file descriptor: use the hard limit, as
+    // Postfix's master does, so 10,000 idle sessions fit (S5).
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(limit = n, "open file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
+    }
+
     let config = match NodeConfig::load(&config_path) {
         Ok(c) => c,
         Err(e) => {
