@@ -29,7 +29,8 @@
 # Environment: SESSIONS_LIST, SIZES, COUNT_1, COUNT_10, COUNT_50 (a count for
 # another session number: COUNT_<n>, else COUNT_DEFAULT=20000), NAME
 # [relay-vs-postfix-matrix], SYSTEMS [qr pfx], E2E_TIMEOUT [300] seconds,
-# QR_SHARED_BENCH [../shared/bench].
+# QR_SHARED_BENCH [../shared/bench], QR_SKIP_BUILD=1 (use the binaries in
+# $CARGO_TARGET_DIR/release as they are, e.g. to compare two builds).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../scripts/build-env.sh"
@@ -186,7 +187,7 @@ run() {
     row="$row delivered=$got cpu_s=$(awk -v t="$((c1 - c0))" -v h="$TCK" 'BEGIN { printf "%.1f", t / h }')"
     row="$row rss_mib=${rss// /_}"
     if [ "$sys" = qr ]; then
-        local i leader=0 le=0 la=0 l1=0 lall=0 fe=0 fa=0 b a
+        local i leader=0 le=0 la=0 l1=0 lall=0 fe=0 fa=0 ds=0 dn=0 b a
         for i in 1 2 3; do
             b=$work/before.$i a=$work/after.$i
             local e n f1 fall
@@ -194,6 +195,8 @@ run() {
             n=$(awk -v x="$(metric "$a" relay_raft_append_batch_entries_count)" -v y="$(metric "$b" relay_raft_append_batch_entries_count)" 'BEGIN { print x - y }')
             f1=$(awk -v x="$(metric "$a" 'relay_raft_append_batch_entries_bucket{le="1"}')" -v y="$(metric "$b" 'relay_raft_append_batch_entries_bucket{le="1"}')" 'BEGIN { print x - y }')
             fall=$(awk -v x="$(fsyncs_all "$a")" -v y="$(fsyncs_all "$b")" 'BEGIN { print x - y }')
+            ds=$(awk -v s="$ds" -v x="$(metric "$a" relay_delivery_attempt_seconds_sum)" -v y="$(metric "$b" relay_delivery_attempt_seconds_sum)" 'BEGIN { print s + x - y }')
+            dn=$(awk -v s="$dn" -v x="$(metric "$a" relay_delivery_attempt_seconds_count)" -v y="$(metric "$b" relay_delivery_attempt_seconds_count)" 'BEGIN { print s + x - y }')
             if [ "$(metric "$a" relay_raft_is_leader)" = 1 ]; then
                 leader=$i le=$e la=$n l1=$f1 lall=$fall
             else
@@ -203,6 +206,7 @@ run() {
         done
         row="$row leader=$leader leader_entries=$le leader_appends=$la leader_single_appends=$l1"
         row="$row leader_fsyncs_all=$lall follower_entries=$fe follower_appends=$fa"
+        row="$row delivery_attempt_ms=$(awk -v s="$ds" -v n="$dn" 'BEGIN { printf "%.1f", (n > 0 ? 1000 * s / n : 0) }')"
     fi
     stop_sink
     if [ "$sys" = qr ]; then stop_qr; else stop_pfx; fi
@@ -215,9 +219,13 @@ for p in 2525 2526 2527 2535 $SINK_PORT 7101 7102 7103 7201 7202 7203 9101 9102 
     if port_busy "$p"; then echo "port $p is in use; stop whatever runs there first" >&2; exit 1; fi
 done
 command -v smtp-sink >/dev/null || { echo "smtp-sink not found (scripts/setup.sh installs postfix)" >&2; exit 1; }
-log "building (release)"
-qr_ensure_rocksdb
-cargo build --release --locked --bin relayd --bin relayctl --bin smtp-latency 2>&1 | tail -1 >&2
+if [ "${QR_SKIP_BUILD:-0}" = 1 ]; then
+    log "using the binaries in $QR_BIN_DIR (QR_SKIP_BUILD=1)"
+else
+    log "building (release)"
+    qr_ensure_rocksdb
+    cargo build --release --locked --bin relayd --bin relayctl --bin smtp-latency 2>&1 | tail -1 >&2
+fi
 : >"$work/rows"
 total=0
 for s in $SESSIONS_LIST; do for z in $SIZES; do for sys in $SYSTEMS; do total=$((total + 1)); done; done; done
@@ -310,9 +318,11 @@ mkdir -p benches/results
     echo "Group commit in quorum-relay (from /metrics before and after each run:"
     echo "relay_raft_append_batch_entries, relay_raft_log_fsyncs_total). Entries are"
     echo "all log entries appended in the window (Enqueue, delivery reports, blanks)."
+    echo "Mean delivery attempt = relay_delivery_attempt_seconds (SMTP work to the sink"
+    echo "only), over the three nodes."
     echo
-    echo "| sessions | size | accepted msgs/s | leader: entries per append fsync | leader: appends of 1 entry | followers: entries per append fsync | leader: all WAL fsyncs per message |"
-    echo "|---:|---:|---:|---:|---:|---:|---:|"
+    echo "| sessions | size | accepted msgs/s | leader: entries per append fsync | leader: appends of 1 entry | followers: entries per append fsync | leader: all WAL fsyncs per message | mean delivery attempt ms |"
+    echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
     awk '$1 == "sys=qr" {
         for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = substr($i, length(kv[1]) + 2) }
         size = (v["size"] % 1024 == 0 ? v["size"] / 1024 " KiB" : v["size"] " B")
@@ -320,7 +330,7 @@ mkdir -p benches/results
         l1 = (v["leader_appends"] > 0 ? sprintf("%.0f%%", 100 * v["leader_single_appends"] / v["leader_appends"]) : "-")
         fe = (v["follower_appends"] > 0 ? sprintf("%.2f", v["follower_entries"] / v["follower_appends"]) : "-")
         fm = sprintf("%.2f", v["leader_fsyncs_all"] / v["count"])
-        printf "| %s | %s | %s | %s | %s | %s | %s |\n", v["sessions"], size, v["msgs_per_s"], le, l1, fe, fm
+        printf "| %s | %s | %s | %s | %s | %s | %s | %s |\n", v["sessions"], size, v["msgs_per_s"], le, l1, fe, fm, v["delivery_attempt_ms"]
     }' "$work/rows"
     echo
     echo "Raw lines:"
