@@ -9,6 +9,8 @@
 #
 # Data, logs and PID files live in data/local/ (ignored by git). Ports: see
 # cluster-config/local/node{1,2,3}.toml and DESIGN.md's operator contract.
+# For benchmarks: QR_SKIP_BUILD=1 starts the binaries already built, and
+# QR_NO_TARGET=1 leaves port 2600 to another target (e.g. smtp-sink).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/build-env.sh"
 cd "$QR_ROOT"
@@ -71,8 +73,8 @@ stop_pid_file() {
 
 case "${1:-}" in
 start)
-    build
-    start_target
+    [ "${QR_SKIP_BUILD:-0}" = 1 ] || build
+    [ "${QR_NO_TARGET:-0}" = 1 ] || start_target
     for n in 1 2 3; do start_node "$n"; done
     wait_for_leader
     cat <<EOT

@@ -3,7 +3,8 @@
 //! gauges current.
 //!
 //! The library crates record through the `metrics` facade and declare
-//! their own names (`relay_smtp::metrics`, `relay_delivery::metrics`); this
+//! their own names (`relay_smtp::metrics`, `relay_delivery::metrics`,
+//! `relay_store::metrics`); this
 //! module installs the one recorder, registers every crate's descriptions,
 //! and renders the text format for `/metrics`. No HTTP listener of the
 //! exporter is used: the node's own HTTP server serves the page.
@@ -137,6 +138,12 @@ pub fn install(node: NodeId) -> Result<PrometheusHandle, MetricsError> {
                 &END_TO_END_BUCKETS,
             )
         })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(relay_store::metrics::APPEND_BATCH_ENTRIES.into()),
+                &relay_store::metrics::APPEND_BATCH_BUCKETS,
+            )
+        })
         .map_err(|e| MetricsError::Build(e.to_string()))?
         .build_recorder();
     let handle = recorder.handle();
@@ -144,6 +151,7 @@ pub fn install(node: NodeId) -> Result<PrometheusHandle, MetricsError> {
     describe();
     relay_smtp::metrics::describe();
     relay_delivery::metrics::describe();
+    relay_store::metrics::describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "node" => node.to_string())
         .set(1.0);
     // Counters exist from the start, so `rate()` and `increase()` see the
@@ -154,6 +162,7 @@ pub fn install(node: NodeId) -> Result<PrometheusHandle, MetricsError> {
     metrics::counter!(RAFT_SNAPSHOTS_TOTAL).absolute(0);
     metrics::counter!(RAFT_PURGES_TOTAL).absolute(0);
     metrics::counter!(TAKEOVERS_TOTAL).absolute(0);
+    metrics::counter!(relay_store::metrics::LOG_FSYNCS_TOTAL, "op" => "append").absolute(0);
     Ok(INSTALLED.get_or_init(|| handle).clone())
 }
 

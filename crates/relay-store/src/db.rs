@@ -34,6 +34,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::StoreError;
 use crate::failpoint::SyncGate;
+use crate::metrics::SyncOp;
 
 pub(crate) const CF_LOG: &str = "raft_log";
 pub(crate) const CF_RAFT_META: &str = "raft_meta";
@@ -247,15 +248,18 @@ impl Store {
     }
 
     /// Syncs the WAL: everything written before this call (by any writer,
-    /// log or state machine) is on disk when it returns `Ok`.
-    pub(crate) fn sync_wal(&self) -> std::io::Result<()> {
-        self.sync.sync(|| self.db.flush_wal(true))
+    /// log or state machine) is on disk when it returns `Ok`. `op` says who
+    /// asked, for `relay_raft_log_fsyncs_total`.
+    pub(crate) fn sync_wal(&self, op: SyncOp) -> std::io::Result<()> {
+        self.sync.sync(|| self.db.flush_wal(true))?;
+        crate::metrics::synced(op);
+        Ok(())
     }
 
     /// Writes a batch, then syncs the WAL.
-    pub(crate) fn write_synced(&self, batch: WriteBatch) -> Result<(), StoreError> {
+    pub(crate) fn write_synced(&self, batch: WriteBatch, op: SyncOp) -> Result<(), StoreError> {
         self.write(batch)?;
-        self.sync_wal().map_err(StoreError::Sync)
+        self.sync_wal(op).map_err(StoreError::Sync)
     }
 
     /// Bytes this store holds on disk and in memtables, over every column
@@ -466,7 +470,7 @@ mod power_loss_failpoint_tests {
         };
         let store = Store::open(std::path::Path::new(&dir), options).unwrap();
         put(&store, b"synced");
-        store.sync_wal().unwrap();
+        store.sync_wal(crate::metrics::SyncOp::Append).unwrap();
         put(&store, b"unsynced");
         println!("READY");
         loop {

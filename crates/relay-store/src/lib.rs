@@ -30,6 +30,8 @@
 //!   `route`, `trace`, `digest` ([`StateDigest`]).
 //! - `snapshot.rs`: [`SnapshotBuilder`], install, the current snapshot.
 //! - `failpoint.rs`: the WAL sync step, its failpoint and poison flag.
+//! - [`metrics`]: append batch sizes and WAL fsyncs (group-commit
+//!   visibility), and how batches form today.
 //! - `error.rs`: [`StoreError`].
 
 // `declare_raft_types!` names `Cursor` unqualified.
@@ -41,6 +43,7 @@ mod db;
 mod error;
 mod failpoint;
 mod log_store;
+pub mod metrics;
 mod queries;
 mod snapshot;
 mod state_machine;

@@ -16,6 +16,7 @@ use crate::db::{
     CF_LOG, CF_RAFT_META, KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, Store, log_index, log_key,
 };
 use crate::error::{StoreError, read_logs, read_vote, write_logs, write_vote};
+use crate::metrics::SyncOp;
 
 /// The Raft log and vote, in the node's RocksDB. Cheap to clone (one `Arc`).
 ///
@@ -121,6 +122,8 @@ impl LogStore {
     /// (readable afterwards), then syncs the WAL. `Ok` means the entries are
     /// on disk. The outer `Err` is a failed write (nothing readable
     /// guaranteed); the inner one a failed sync (written, not durable).
+    /// A synced batch is recorded in `relay_raft_append_batch_entries` (how
+    /// batches form is described in `metrics.rs`).
     pub(crate) fn write_then_sync(
         &self,
         entries: impl IntoIterator<Item = Entry<TypeConfig>>,
@@ -130,8 +133,13 @@ impl LogStore {
         for entry in entries {
             batch.put_cf(cf, log_key(entry.log_id.index), relay_types::encode(&entry));
         }
+        let count = batch.len();
         self.store.write(batch)?;
-        Ok(self.store.sync_wal())
+        let synced = self.store.sync_wal(SyncOp::Append);
+        if synced.is_ok() {
+            crate::metrics::appended(count);
+        }
+        Ok(synced)
     }
 }
 
@@ -171,7 +179,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.store
             .put(&mut batch, CF_RAFT_META, KEY_VOTE, vote)
             .map_err(write_vote)?;
-        self.store.write_synced(batch).map_err(write_vote)
+        self.store
+            .write_synced(batch, SyncOp::Vote)
+            .map_err(write_vote)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
@@ -191,7 +201,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.store
             .put(&mut batch, CF_RAFT_META, KEY_COMMITTED, &committed)
             .map_err(write_logs)?;
-        self.store.write_synced(batch).map_err(write_logs)
+        self.store
+            .write_synced(batch, SyncOp::Committed)
+            .map_err(write_logs)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
@@ -229,7 +241,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(cf, log_key(log_id.index), log_key(u64::MAX));
         batch.delete_cf(cf, log_key(u64::MAX));
-        self.store.write_synced(batch).map_err(write_logs)
+        self.store
+            .write_synced(batch, SyncOp::Truncate)
+            .map_err(write_logs)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
@@ -243,7 +257,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // entries, sync the WAL: everything applied up to now (and any
         // snapshot written to the snapshot CF) is on disk first.
         self.store
-            .sync_wal()
+            .sync_wal(SyncOp::Purge)
             .map_err(|e| write_logs(StoreError::Sync(e)))?;
         let cf = self.store.cf(CF_LOG).map_err(write_logs)?;
         let mut batch = WriteBatch::default();

@@ -50,7 +50,8 @@ impl StateMachine {
             id.as_bytes(),
             relay_types::encode(report),
         );
-        self.store.write_synced(batch)
+        self.store
+            .write_synced(batch, crate::metrics::SyncOp::PendingReport)
     }
 
     /// Forgets a pending report once its entry committed (or was refused).

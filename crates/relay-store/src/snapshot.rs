@@ -209,7 +209,7 @@ pub(crate) fn install(
     )?;
     store.put(&mut batch, CF_SNAPSHOT, KEY_SNAPSHOT_META, meta)?;
     batch.put_cf(store.cf(CF_SNAPSHOT)?, KEY_SNAPSHOT_DATA, &data);
-    store.write_synced(batch)?;
+    store.write_synced(batch, crate::metrics::SyncOp::SnapshotInstall)?;
     sm.set_applied(meta.last_log_id);
     tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "installed snapshot");
     Ok(())

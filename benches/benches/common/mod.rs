@@ -1,0 +1,42 @@
+//! Entries shared by the microbenchmarks.
+// Each bench uses part of it.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use relay_types::{Command, Enqueue, Envelope, MessageId, MessageInfo, Recipient, UnixMillis};
+
+/// A message body of about `size` octets: a small header section and
+/// 64-octet CRLF lines, as a relay stores it.
+pub fn body(size: usize) -> Bytes {
+    let mut body = String::from("Received: from bench.test\r\nSubject: bench\r\n\r\n");
+    while body.len() < size {
+        body.push_str("0123456789012345678901234567890123456789012345678901234567890\r\n");
+    }
+    Bytes::from(body)
+}
+
+/// An `Enqueue` of `body` with id `n`, owned by node 1.
+pub fn enqueue(n: u64, body: Bytes) -> Command {
+    let mut id = [0u8; 16];
+    id[8..].copy_from_slice(&n.to_be_bytes());
+    Command::Enqueue(Box::new(Enqueue {
+        id: MessageId(id),
+        received_at: UnixMillis(1_700_000_000_000 + n),
+        accepted_by: 1,
+        owner: 1,
+        envelope: Envelope {
+            reverse_path: "bench@load.test".into(),
+            recipients: vec![Recipient::new("rcpt@dest.test")],
+            helo: "bench.test".into(),
+            client_addr: "127.0.0.1:40000".into(),
+            ..Default::default()
+        },
+        info: MessageInfo {
+            size: body.len() as u64,
+            ..Default::default()
+        },
+        checksum: relay_queue::body_checksum(&body),
+        expires_at: UnixMillis(1_700_000_000_000 + 5 * 86_400_000),
+        body,
+    }))
+}
