@@ -129,10 +129,16 @@ pub fn parse_target(target: &str) -> Result<(String, u16), String> {
     } else {
         match t.rsplit_once(':') {
             Some((host, port)) if !host.contains(':') => (host, Some(port)),
+            // Several colons without brackets: only a bare IPv6 address.
+            // `2001:db8::1]:2525` used to become a host named the whole
+            // string on port 25, dropping the port that was written
+            // (found by fuzz/admin_request).
+            Some(_) if t.parse::<std::net::Ipv6Addr>().is_err() => return Err(bad()),
             _ => (t, None),
         }
     };
-    if host.is_empty() {
+    // No host name or address contains brackets or white space.
+    if host.is_empty() || host.contains(['[', ']']) || host.contains(char::is_whitespace) {
         return Err(bad());
     }
     let port = match port {
@@ -485,6 +491,13 @@ mod tests {
         assert!(parse_target("host:notaport").is_err());
         assert!(parse_target("host:0").is_err());
         assert!(parse_target(":25").is_err());
+        // fuzz/artifacts/admin_request/target-bracket-min: the port was lost.
+        assert!(parse_target("{2001:db8::1]:2525").is_err());
+        assert!(parse_target("2001:db8::1]:2525").is_err());
+        assert!(parse_target("[[x]:25").is_err());
+        assert!(parse_target("[ a]:25").is_err());
+        assert!(parse_target("a]:25").is_err());
+        assert_eq!(parse_target("2001:db8::1"), Ok(("2001:db8::1".into(), 25)));
         assert!(parse_target("[::1]x").is_err());
     }
 

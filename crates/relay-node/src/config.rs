@@ -605,6 +605,10 @@ struct Validator {
 /// Shortest cluster secret accepted.
 const MIN_SECRET_LEN: usize = 16;
 
+/// The longest duration any setting accepts (ten years): far beyond any
+/// sensible timeout or lifetime, far below what overflows a deadline.
+const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
+
 /// `[smtp.auth]` → settings; problems name `smtp.auth.users.<name>` or
 /// the users file and line.
 fn smtp_auth(v: &mut Validator, base: &Path, a: &FileSmtpAuth) -> SmtpAuthSettings {
@@ -768,6 +772,13 @@ impl Validator {
     fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
         let text = value.unwrap_or(default);
         match humantime::parse_duration(text) {
+            // A deadline is `Instant::now() + d`, which panics on overflow:
+            // "10000000000000000000s" validated, and then every SMTP session
+            // panicked at its first read (found by fuzz/config).
+            Ok(d) if d > MAX_DURATION => {
+                self.problem(key, "must be at most 3650 days".into());
+                Duration::from_secs(1)
+            }
             Ok(d) if !d.is_zero() => d,
             Ok(_) => {
                 self.problem(key, "must be greater than zero".into());
@@ -790,6 +801,28 @@ mod tests {
             .join(format!("../../cluster-config/local/node{n}.toml"));
         let text = std::fs::read_to_string(&path).expect("shipped local config");
         (path, text)
+    }
+
+    #[test]
+    fn durations_that_would_overflow_a_deadline_are_refused() {
+        // fuzz/artifacts/config/huge-duration: accepted before, then every
+        // SMTP session panicked computing `Instant::now() + timeout`.
+        let (path, text) = local(1);
+        let text = text.replace(
+            "[smtp]\n",
+            "[smtp]\ncommand_timeout = \"10000000000000000000s\"\n",
+        );
+        let Err(ConfigError::Invalid(problems)) = NodeConfig::parse(&path, &text) else {
+            panic!("a 3e11-year timeout must not validate");
+        };
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("smtp.command_timeout: must be at most")),
+            "{problems:?}"
+        );
+        let ok = text.replace("10000000000000000000s", "3650d");
+        assert!(NodeConfig::parse(&path, &ok).is_ok());
     }
 
     #[test]

@@ -20,7 +20,8 @@ pub struct RawPath<'a> {
 }
 
 /// Finds the path in a command line: from the first `<` to the first `>`
-/// outside a quoted string. `None` if there is none.
+/// outside a quoted string. `None` if there is none, or if the path's
+/// domain holds a `"` (then the path is malformed; see below).
 pub fn split_path(line: &str) -> Option<RawPath<'_>> {
     let start = line.find('<')? + 1;
     let mut in_quote = false;
@@ -35,8 +36,18 @@ pub fn split_path(line: &str) -> Option<RawPath<'_>> {
             '"' => in_quote = !in_quote,
             '>' if !in_quote => {
                 let end = start + i;
+                let text = &line[start..end];
+                // A domain is never quoted (RFC 5321 4.1.2), but smtp-proto
+                // drops quote characters anywhere in an address, so it
+                // validates `bob@"x y".test` as `bob@x y.test` while the
+                // relay policy and the envelope use the raw text: two
+                // readings of one recipient (found by fuzz/smtp_command).
+                // Refuse such a path so MAIL/RCPT answer 501.
+                if Mailbox::parse(text).domain.contains('"') {
+                    return None;
+                }
                 return Some(RawPath {
-                    text: &line[start..end],
+                    text,
                     start,
                     params: line[end + 1..].trim_end_matches(['\r', '\n']),
                 });
@@ -223,6 +234,21 @@ mod tests {
         assert_eq!(raw_param(p.params, "SIZE"), None);
         assert_eq!(split_path("MAIL FROM:<>\r\n").unwrap().text, "");
         assert!(split_path("MAIL FROM:a@b\r\n").is_none());
+    }
+
+    #[test]
+    fn refuses_quotes_in_the_domain() {
+        // fuzz/artifacts/smtp_command/quoted-domain-min: smtp-proto reads
+        // `5@`, the policy would have read the domain `""`.
+        assert_eq!(split_path("RCPT TO:<5@\"\">\r\n"), None);
+        assert_eq!(split_path("RCPT TO:<bob@\"exa mple\".test>\r\n"), None);
+        assert_eq!(
+            split_path("MAIL FROM:<a@b.test\"@example.test\">\r\n"),
+            None
+        );
+        // Quotes belong in the local part only.
+        let p = split_path("RCPT TO:<\"b@b\"@example.test>\r\n").unwrap();
+        assert_eq!(Mailbox::parse(p.text).domain, "example.test");
     }
 
     #[test]

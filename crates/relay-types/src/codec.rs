@@ -29,11 +29,10 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
 /// record is corruption, not data).
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     let what = std::any::type_name::<T>();
-    let (value, used) =
-        bincode::serde::decode_from_slice(bytes, config()).map_err(|e| CodecError {
-            what,
-            reason: e.to_string(),
-        })?;
+    let (value, used) = decode_limited(bytes).map_err(|e| CodecError {
+        what,
+        reason: e.to_string(),
+    })?;
     if used != bytes.len() {
         return Err(CodecError {
             what,
@@ -41,4 +40,59 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         });
     }
     Ok(value)
+}
+
+/// bincode with a read limit of at least `bytes.len()`.
+///
+/// Without a limit, bincode allocates a `String`/byte vector of the length
+/// the input announces *before* it checks that the input holds that many
+/// bytes: 9 octets announcing 2^40 made the process abort on a failed
+/// allocation (found by fuzz/log_entry; Raft RPC payloads and RocksDB
+/// values are decoded here). Through serde, only those byte containers
+/// count against the limit, and a value that decodes never counts more than
+/// the input's length, so a limit >= `bytes.len()` refuses nothing valid;
+/// stepping limits by 16 bounds a bogus allocation by 16 x the input.
+/// The limit only affects decoding: encodings are unchanged.
+fn decode_limited<T: DeserializeOwned>(
+    bytes: &[u8],
+) -> Result<(T, usize), bincode::error::DecodeError> {
+    fn with<T: DeserializeOwned, const LIMIT: usize>(
+        bytes: &[u8],
+    ) -> Result<(T, usize), bincode::error::DecodeError> {
+        bincode::serde::decode_from_slice(bytes, config().with_limit::<LIMIT>())
+    }
+    match bytes.len() {
+        0..=0x1000 => with::<T, 0x1000>(bytes),
+        0x1001..=0x1_0000 => with::<T, 0x1_0000>(bytes),
+        0x1_0001..=0x10_0000 => with::<T, 0x10_0000>(bytes),
+        0x10_0001..=0x100_0000 => with::<T, 0x100_0000>(bytes),
+        0x100_0001..=0x1000_0000 => with::<T, 0x1000_0000>(bytes),
+        // Over 256 MiB of input: allocations are of the input's order anyway.
+        _ => bincode::serde::decode_from_slice(bytes, config()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_huge_announced_length_is_an_error_not_an_abort() {
+        // fuzz/artifacts/log_entry/oom-huge-length-min: a string length of
+        // 2^40 (varint marker 253 = u64 follows) with nothing behind it.
+        let bytes = [253, 0, 0, 0, 0, 0, 1, 0, 0];
+        assert!(decode::<String>(&bytes).is_err());
+        assert!(decode::<Vec<u8>>(&bytes).is_err());
+        assert!(decode::<Vec<String>>(&[1, 253, 0, 0, 0, 0, 0, 1, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn values_at_every_limit_step_still_decode() {
+        for len in [0, 1, 4090, 4096, 5000, 65_530, 65_536, 70_000, 1_048_600] {
+            let value = (vec!["x".repeat(len)], bytes::Bytes::from(vec![7u8; len]));
+            let encoded = encode(&value);
+            let back: (Vec<String>, bytes::Bytes) = decode(&encoded).expect("decodes");
+            assert_eq!(back, value, "len {len}");
+        }
+    }
 }

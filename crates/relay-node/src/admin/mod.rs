@@ -10,7 +10,7 @@
 //! - `convert`: records ↔ API messages, filters, trace kinds.
 //! - `drill`: the `Drill` checks.
 
-mod convert;
+pub mod convert;
 mod drill;
 
 use std::sync::Arc;

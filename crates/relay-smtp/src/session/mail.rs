@@ -69,7 +69,9 @@ where
             },
             helo: helo.name.clone(),
             client_addr: self.peer.to_string(),
-            auth_user: None,
+            // Who relayed it, as the envelope promises; it was None even
+            // after a login (found by fuzz/session).
+            auth_user: self.login.clone(),
         };
         self.tx = Some(Transaction {
             envelope,

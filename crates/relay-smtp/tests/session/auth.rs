@@ -85,6 +85,9 @@ async fn plain_login_lets_an_outsider_relay() {
     let body = String::from_utf8_lossy(&h.backend.submitted()[0].body).into_owned();
     assert!(body.contains(" with ESMTPSA id "), "{body}");
     assert!(!body.contains("correct horse"));
+    // The envelope records the login (fuzz/artifacts/session/auth-user-lost).
+    let envelope = &h.backend.submitted()[0].envelope;
+    assert_eq!(envelope.auth_user.as_deref(), Some("alice"));
 }
 
 #[tokio::test]
