@@ -11,7 +11,7 @@ use relay_smtp::SmtpConfig;
 use relay_smtp::auth::{AuthFailures, Credentials, SmtpAuth, hash_password};
 
 use crate::common::*;
-use crate::starttls::{tls_setup, upgrade};
+use crate::starttls::{Tls, tls_setup, upgrade};
 
 fn b64(s: &[u8]) -> String {
     STANDARD.encode(s)
@@ -24,6 +24,21 @@ fn with_auth(mut config: SmtpConfig, max_failures: u32) -> SmtpConfig {
         failures: AuthFailures::new(max_failures, Duration::from_secs(600)),
     }));
     config
+}
+
+/// A session from `peer` that said EHLO, started TLS and said EHLO again.
+async fn tls_session(
+    tls: &Tls,
+    config: SmtpConfig,
+    peer: &str,
+    backend: Arc<FakeBackend>,
+) -> Client<tokio_rustls::client::TlsStream<tokio::io::DuplexStream>> {
+    let mut h = start_with(config, peer, backend).await;
+    h.client.ehlo().await;
+    h.client.cmd("STARTTLS").await.expect(220, "2.0.0");
+    let mut c = upgrade(tls, h.client).await;
+    c.ehlo().await;
+    c
 }
 
 #[tokio::test]
@@ -94,11 +109,7 @@ async fn plain_login_lets_an_outsider_relay() {
 async fn login_mechanism_and_cancel() {
     let tls = tls_setup();
     let config = with_auth(tls.config.clone(), 5);
-    let mut h = start_with(config, OUTSIDER, FakeBackend::new()).await;
-    h.client.ehlo().await;
-    h.client.cmd("STARTTLS").await.expect(220, "2.0.0");
-    let mut c = upgrade(&tls, h.client).await;
-    c.ehlo().await;
+    let mut c = tls_session(&tls, config, OUTSIDER, FakeBackend::new()).await;
     assert_eq!(c.cmd("AUTH LOGIN").await.lines, ["334 VXNlcm5hbWU6"]);
     c.cmd("*").await.expect(501, "5.0.0");
     c.cmd("AUTH CRAM-MD5").await.expect(504, "5.5.4");
@@ -116,11 +127,7 @@ async fn failed_logins_are_limited_per_client_address() {
     let tls = tls_setup();
     let config = with_auth(tls.config.clone(), 3);
     let backend = FakeBackend::new();
-    let mut h = start_with(config.clone(), OUTSIDER, backend.clone()).await;
-    h.client.ehlo().await;
-    h.client.cmd("STARTTLS").await.expect(220, "2.0.0");
-    let mut c = upgrade(&tls, h.client).await;
-    c.ehlo().await;
+    let mut c = tls_session(&tls, config.clone(), OUTSIDER, backend.clone()).await;
     let bad = format!("AUTH PLAIN {}", b64(b"\0alice\0guess"));
     c.cmd(&bad).await.expect(535, "5.7.8");
     c.cmd(&bad).await.expect(535, "5.7.8");
@@ -130,21 +137,13 @@ async fn failed_logins_are_limited_per_client_address() {
 
     // A new session from the same address is refused even with the right
     // password until the window passes.
-    let mut h = start_with(config.clone(), OUTSIDER, backend.clone()).await;
-    h.client.ehlo().await;
-    h.client.cmd("STARTTLS").await.expect(220, "2.0.0");
-    let mut c = upgrade(&tls, h.client).await;
-    c.ehlo().await;
+    let mut c = tls_session(&tls, config.clone(), OUTSIDER, backend.clone()).await;
     c.cmd(&format!("AUTH PLAIN {}", b64(b"\0alice\0correct horse")))
         .await
         .expect(421, "4.7.0");
 
     // Another address is not affected.
-    let mut h = start_with(config, "192.0.2.99:4000", backend).await;
-    h.client.ehlo().await;
-    h.client.cmd("STARTTLS").await.expect(220, "2.0.0");
-    let mut c = upgrade(&tls, h.client).await;
-    c.ehlo().await;
+    let mut c = tls_session(&tls, config, "192.0.2.99:4000", backend).await;
     c.cmd(&format!("AUTH PLAIN {}", b64(b"\0alice\0correct horse")))
         .await
         .expect(235, "2.7.0");
