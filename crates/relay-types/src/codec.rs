@@ -42,17 +42,20 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     Ok(value)
 }
 
-/// bincode with a read limit of at least `bytes.len()`.
+/// bincode with a read limit of 16 times `bytes.len()` (rounded up).
 ///
 /// Without a limit, bincode allocates a `String`/byte vector of the length
 /// the input announces *before* it checks that the input holds that many
 /// bytes: 9 octets announcing 2^40 made the process abort on a failed
 /// allocation (found by fuzz/log_entry; Raft RPC payloads and RocksDB
-/// values are decoded here). Through serde, only those byte containers
-/// count against the limit, and a value that decodes never counts more than
-/// the input's length, so a limit >= `bytes.len()` refuses nothing valid;
-/// stepping limits by 16 bounds a bogus allocation by 16 x the input.
-/// The limit only affects decoding: encodings are unchanged.
+/// values are decoded here). The limit counts in-memory sizes, not encoded
+/// ones: a varint `u64` of one octet claims 8, a `u128` 16, a byte buffer
+/// its length. So a value that decodes claims at most 16 times its input,
+/// and a limit of 16 x the input refuses nothing valid (a limit of 1 x
+/// refused real snapshots); a bogus length can make it allocate at most
+/// that. Inputs over 16 MiB (large snapshots, which come only from members
+/// holding the cluster secret) decode without a limit. The limit only
+/// affects decoding: encodings are unchanged.
 fn decode_limited<T: DeserializeOwned>(
     bytes: &[u8],
 ) -> Result<(T, usize), bincode::error::DecodeError> {
@@ -62,12 +65,10 @@ fn decode_limited<T: DeserializeOwned>(
         bincode::serde::decode_from_slice(bytes, config().with_limit::<LIMIT>())
     }
     match bytes.len() {
-        0..=0x1000 => with::<T, 0x1000>(bytes),
-        0x1001..=0x1_0000 => with::<T, 0x1_0000>(bytes),
-        0x1_0001..=0x10_0000 => with::<T, 0x10_0000>(bytes),
-        0x10_0001..=0x100_0000 => with::<T, 0x100_0000>(bytes),
-        0x100_0001..=0x1000_0000 => with::<T, 0x1000_0000>(bytes),
-        // Over 256 MiB of input: allocations are of the input's order anyway.
+        0..=0x1000 => with::<T, 0x1_0000>(bytes),
+        0x1001..=0x1_0000 => with::<T, 0x10_0000>(bytes),
+        0x1_0001..=0x10_0000 => with::<T, 0x100_0000>(bytes),
+        0x10_0001..=0x100_0000 => with::<T, 0x1000_0000>(bytes),
         _ => bincode::serde::decode_from_slice(bytes, config()),
     }
 }
@@ -93,6 +94,20 @@ mod tests {
             let encoded = encode(&value);
             let back: (Vec<String>, bytes::Bytes) = decode(&encoded).expect("decodes");
             assert_eq!(back, value, "len {len}");
+        }
+    }
+
+    #[test]
+    fn small_integers_that_claim_more_than_they_take_still_decode() {
+        // A one-octet varint claims 8 (u64) or 16 (u128) octets against
+        // the limit; the snapshot test failed on this with a 1 x limit.
+        for n in [1usize, 500, 4_093, 4_094, 70_000, 1_000_000] {
+            let wide = vec![1u128; n];
+            let back: Vec<u128> = decode(&encode(&wide)).expect("u128s decode");
+            assert_eq!(back, wide);
+            let narrow = vec![1u64; n];
+            let back: Vec<u64> = decode(&encode(&narrow)).expect("u64s decode");
+            assert_eq!(back, narrow);
         }
     }
 }
