@@ -5,13 +5,10 @@
 //! `cargo bench -p relay-benches --bench apply`
 
 use std::cell::Cell;
-use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use openraft::storage::RaftStateMachine;
-use openraft::{Entry, EntryPayload};
 use relay_queue::MemQueue;
-use relay_store::TypeConfig;
 use relay_types::{Command, UnixMillis};
 
 mod common;
@@ -65,12 +62,7 @@ fn store_apply(c: &mut Criterion) {
             || {
                 let first = next.get();
                 next.set(first + BATCH);
-                (first..first + BATCH)
-                    .map(|i| Entry::<TypeConfig> {
-                        log_id: openraft::testing::log_id(1, 1, i),
-                        payload: EntryPayload::Normal(common::enqueue(i, body.clone())),
-                    })
-                    .collect::<Vec<_>>()
+                common::enqueue_entries(first, BATCH, &body)
             },
             |entries| rt.block_on(sm.apply(entries)).unwrap(),
             BatchSize::SmallInput,
@@ -81,10 +73,7 @@ fn store_apply(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    config = common::short_runs();
     targets = pure_apply, store_apply
 }
 criterion_main!(benches);

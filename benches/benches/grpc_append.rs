@@ -9,12 +9,11 @@
 //! `cargo bench -p relay-benches --bench grpc_append`
 
 use std::cell::Cell;
-use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use openraft::Vote;
 use openraft::error::RaftError;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
-use openraft::{Entry, EntryPayload, Vote};
 use relay_proto::raft::raft_service_client::RaftServiceClient;
 use relay_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
 use relay_proto::raft::{
@@ -125,12 +124,7 @@ fn round_trip(c: &mut Criterion) {
                         vote: Vote::new_committed(1, 1),
                         prev_log_id: Some(openraft::testing::log_id(1, 1, first - 1)),
                         leader_commit: Some(openraft::testing::log_id(1, 1, first - 1)),
-                        entries: (first..first + entries)
-                            .map(|i| Entry::<TypeConfig> {
-                                log_id: openraft::testing::log_id(1, 1, i),
-                                payload: EntryPayload::Normal(common::enqueue(i, body.clone())),
-                            })
-                            .collect(),
+                        entries: common::enqueue_entries(first, entries, &body),
                     }
                 },
                 |rpc| {
@@ -152,10 +146,7 @@ fn round_trip(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    config = common::short_runs();
     targets = round_trip
 }
 criterion_main!(benches);

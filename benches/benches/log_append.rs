@@ -7,12 +7,9 @@
 //! (the temporary directory is on the filesystem of `TMPDIR`).
 
 use std::cell::Cell;
-use std::time::Duration;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use openraft::storage::RaftLogStorageExt;
-use openraft::{Entry, EntryPayload};
-use relay_store::TypeConfig;
 
 mod common;
 
@@ -39,12 +36,7 @@ fn append(c: &mut Criterion) {
                 || {
                     let first = next.get();
                     next.set(first + entries);
-                    (first..first + entries)
-                        .map(|i| Entry::<TypeConfig> {
-                            log_id: openraft::testing::log_id(1, 1, i),
-                            payload: EntryPayload::Normal(common::enqueue(i, body.clone())),
-                        })
-                        .collect::<Vec<_>>()
+                    common::enqueue_entries(first, entries, &body)
                 },
                 |batch| rt.block_on(log.blocking_append(batch)).unwrap(),
                 BatchSize::SmallInput,
@@ -56,10 +48,7 @@ fn append(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    config = common::short_runs();
     targets = append
 }
 criterion_main!(benches);

@@ -10,7 +10,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use relay_smtp::data::{dot_stuff, scan_data};
@@ -117,10 +116,7 @@ fn session(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(500))
-        .measurement_time(Duration::from_secs(3));
+    config = common::short_runs();
     targets = scanner, session
 }
 criterion_main!(benches);

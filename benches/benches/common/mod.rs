@@ -2,7 +2,12 @@
 // Each bench uses part of it.
 #![allow(dead_code)]
 
+use std::time::Duration;
+
 use bytes::Bytes;
+use criterion::Criterion;
+use openraft::{Entry, EntryPayload};
+use relay_store::TypeConfig;
 use relay_types::{Command, Enqueue, Envelope, MessageId, MessageInfo, Recipient, UnixMillis};
 
 /// A message body of about `size` octets: a small header section and
@@ -39,4 +44,23 @@ pub fn enqueue(n: u64, body: Bytes) -> Command {
         expires_at: UnixMillis(1_700_000_000_000 + 5 * 86_400_000),
         body,
     }))
+}
+
+/// `n` term-1 log entries from index `first`, each an `Enqueue` of `body`.
+pub fn enqueue_entries(first: u64, n: u64, body: &Bytes) -> Vec<Entry<TypeConfig>> {
+    (first..first + n)
+        .map(|i| Entry::<TypeConfig> {
+            log_id: openraft::testing::log_id(1, 1, i),
+            payload: EntryPayload::Normal(enqueue(i, body.clone())),
+        })
+        .collect()
+}
+
+/// The criterion settings every microbenchmark uses: few, short samples,
+/// so each bench finishes in under a minute on two cores.
+pub fn short_runs() -> Criterion {
+    Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
 }
