@@ -1,8 +1,11 @@
 //! `apply(state, index, command)`: the whole replicated state transition.
 
+use std::collections::HashMap;
+
 use relay_types::{
-    AdminAction, AttemptOutcome, Command, CommandResult, Enqueue, MessageFilter, MessageId,
-    MessageRecord, RecipientStatus, Rejection, Route, Selector, TraceEvent, UnixMillis, node_name,
+    AdminAction, AttemptOutcome, Command, CommandResult, Enqueue, MAX_BATCH_COMMANDS,
+    MessageFilter, MessageId, MessageRecord, RecipientStatus, Rejection, Route, Selector,
+    TraceEvent, UnixMillis, node_name,
 };
 use sha2::{Digest, Sha256};
 
@@ -51,6 +54,18 @@ pub fn body_checksum(body: &[u8]) -> [u8; 32] {
 /// Applies one committed entry at log `index`. Pure: the result depends only
 /// on the state `state` shows, `index` and `command`.
 pub fn apply<R: QueueRead>(state: &R, index: u64, command: &Command) -> Result<Applied, R::Error> {
+    match command {
+        Command::Batch(commands) => apply_batch(state, index, commands),
+        single => apply_command(state, index, single),
+    }
+}
+
+/// Applies one command that is not a batch.
+fn apply_command<R: QueueRead>(
+    state: &R,
+    index: u64,
+    command: &Command,
+) -> Result<Applied, R::Error> {
     match command {
         Command::Enqueue(enqueue) => {
             let mut changes = Vec::new();
@@ -249,6 +264,11 @@ pub fn apply<R: QueueRead>(state: &R, index: u64, command: &Command) -> Result<A
             }],
             result: CommandResult::Applied { affected: 1 },
         }),
+        // Unreachable through `apply`; a batch inside a batch is not
+        // batchable, so `apply_batch` never passes one here either.
+        Command::Batch(_) => Ok(Applied::rejected(Rejection::Invalid(
+            "a batch cannot nest".into(),
+        ))),
         Command::RemoveRoute { domain } => {
             if state.route(domain)?.is_none() {
                 return Ok(Applied {
@@ -263,6 +283,108 @@ pub fn apply<R: QueueRead>(state: &R, index: u64, command: &Command) -> Result<A
                 result: CommandResult::Applied { affected: 1 },
             })
         }
+    }
+}
+
+/// Applies each command of a batch in order against the state plus the
+/// changes of the commands before it, and concatenates their changes (the
+/// store writes them in one batch, in order). A command that may not ride
+/// in a batch is rejected alone; a batch over [`MAX_BATCH_COMMANDS`] is
+/// rejected whole.
+fn apply_batch<R: QueueRead>(
+    state: &R,
+    index: u64,
+    commands: &[Command],
+) -> Result<Applied, R::Error> {
+    if commands.len() > MAX_BATCH_COMMANDS {
+        return Ok(Applied::rejected(Rejection::Invalid(format!(
+            "batch of {} commands, more than {MAX_BATCH_COMMANDS}",
+            commands.len()
+        ))));
+    }
+    let mut view = BatchView {
+        state,
+        written: HashMap::new(),
+    };
+    let mut changes = Vec::new();
+    let mut results = Vec::with_capacity(commands.len());
+    for command in commands {
+        if !command.batchable() {
+            results.push(CommandResult::Rejected(Rejection::Invalid(format!(
+                "a {} command cannot ride in a batch",
+                command.kind()
+            ))));
+            continue;
+        }
+        let applied = apply_command(&view, index, command)?;
+        view.record(&applied.changes);
+        changes.extend(applied.changes);
+        results.push(applied.result);
+    }
+    Ok(Applied {
+        changes,
+        result: CommandResult::Batch(results),
+    })
+}
+
+/// The state as a command inside a batch sees it: the store as of before
+/// the entry, overlaid with the messages earlier commands of the batch
+/// inserted, updated or removed (batchable commands touch only messages).
+struct BatchView<'a, R> {
+    state: &'a R,
+    /// `Some(record)`: written by an earlier command; `None`: removed.
+    written: HashMap<MessageId, Option<MessageRecord>>,
+}
+
+impl<R> BatchView<'_, R> {
+    fn record(&mut self, changes: &[Change]) {
+        for change in changes {
+            match change {
+                Change::Insert { record, .. } => {
+                    self.written.insert(record.id, Some(record.clone()));
+                }
+                Change::Update { after, .. } => {
+                    self.written.insert(after.id, Some(after.clone()));
+                }
+                Change::Remove { record } => {
+                    self.written.insert(record.id, None);
+                }
+                Change::PutRoute { .. } | Change::RemoveRoute { .. } | Change::Trace { .. } => {}
+            }
+        }
+    }
+}
+
+impl<R: QueueRead> QueueRead for BatchView<'_, R> {
+    type Error = R::Error;
+
+    fn message(&self, id: &MessageId) -> Result<Option<MessageRecord>, R::Error> {
+        match self.written.get(id) {
+            Some(written) => Ok(written.clone()),
+            None => self.state.message(id),
+        }
+    }
+
+    fn select(&self, filter: &MessageFilter) -> Result<Vec<MessageRecord>, R::Error> {
+        let mut out: Vec<MessageRecord> = self
+            .state
+            .select(filter)?
+            .into_iter()
+            .filter(|r| !self.written.contains_key(&r.id))
+            .collect();
+        out.extend(
+            self.written
+                .values()
+                .flatten()
+                .filter(|r| crate::filter::matches(filter, r))
+                .cloned(),
+        );
+        out.sort_by_key(|r| r.id);
+        Ok(out)
+    }
+
+    fn route(&self, domain: &str) -> Result<Option<Route>, R::Error> {
+        self.state.route(domain)
     }
 }
 

@@ -3,10 +3,11 @@
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use relay_queue::{MemQueue, body_checksum};
+use relay_queue::{MemQueue, QueueRead, body_checksum};
 use relay_types::{
-    AdminAction, AttemptOutcome, Command, Enqueue, Envelope, MessageFilter, MessageId, MessageInfo,
-    Recipient, RecipientOutcome, Route, Selector, TlsPolicy, UnixMillis,
+    AdminAction, AttemptOutcome, Command, CommandResult, Enqueue, Envelope, MessageFilter,
+    MessageId, MessageInfo, Recipient, RecipientOutcome, Rejection, Route, Selector, TlsPolicy,
+    UnixMillis,
 };
 
 fn id(n: u8) -> MessageId {
@@ -46,7 +47,16 @@ fn outcome() -> impl Strategy<Value = AttemptOutcome> {
     ]
 }
 
+/// Any command, or a batch of up to five (group commit), which may hold
+/// commands that cannot ride in a batch (they must be rejected alone).
 fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        4 => single_command(),
+        1 => prop::collection::vec(single_command(), 0..6).prop_map(Command::Batch),
+    ]
+}
+
+fn single_command() -> impl Strategy<Value = Command> {
     let n = 0u8..6;
     let node = 1u64..4;
     prop_oneof![
@@ -123,8 +133,16 @@ fn may_finish(command: &Command, victim: MessageId) -> bool {
             action: AdminAction::Delete,
             ..
         } => true,
+        Command::Batch(commands) => commands
+            .iter()
+            .any(|c| c.batchable() && may_finish(c, victim)),
         _ => false,
     }
+}
+
+/// Every id the generators use (messages and their DSNs).
+fn all_ids() -> Vec<MessageId> {
+    (0u8..6).chain(100..106).map(id).collect()
 }
 
 proptest! {
@@ -160,6 +178,72 @@ proptest! {
             prop_assert_eq!(after.len(), q.len());
         }
     }
+
+    /// Group commit must not change what happens: a batch leaves the same
+    /// messages and bodies, and answers the same, as its batchable commands
+    /// committed one entry each (commands that may not ride in a batch are
+    /// rejected alone). Traces differ only in their log index.
+    #[test]
+    fn a_batch_does_what_its_commands_do_one_entry_each(
+        prefix in prop::collection::vec(command(), 0..20),
+        batch in prop::collection::vec(single_command(), 0..8),
+    ) {
+        let mut batched = MemQueue::default();
+        let mut single = MemQueue::default();
+        for (i, c) in prefix.iter().enumerate() {
+            batched.apply(i as u64 + 1, c);
+            single.apply(i as u64 + 1, c);
+        }
+        let mut index = prefix.len() as u64;
+        let got = batched.apply(index + 1, &Command::Batch(batch.clone()));
+        let mut want = Vec::new();
+        for c in &batch {
+            if c.batchable() {
+                index += 1;
+                want.push(single.apply(index, c));
+            } else {
+                want.push(CommandResult::Rejected(Rejection::Invalid(format!(
+                    "a {} command cannot ride in a batch",
+                    c.kind()
+                ))));
+            }
+        }
+        prop_assert_eq!(got, CommandResult::Batch(want));
+        for id in all_ids() {
+            prop_assert_eq!(batched.message(&id).unwrap(), single.message(&id).unwrap());
+            prop_assert_eq!(batched.body(&id), single.body(&id));
+        }
+        prop_assert_eq!(batched.counts(), single.counts());
+    }
+}
+
+#[test]
+fn an_oversized_batch_is_rejected_whole() {
+    let mut q = MemQueue::default();
+    let batch = (0..=relay_types::MAX_BATCH_COMMANDS)
+        .map(|n| Command::Enqueue(Box::new(enqueue((n % 200) as u8, 1, 1, false))))
+        .collect();
+    let result = q.apply(1, &Command::Batch(batch));
+    assert!(matches!(
+        result,
+        CommandResult::Rejected(Rejection::Invalid(_))
+    ));
+    assert!(q.is_empty());
+}
+
+#[test]
+fn a_repeated_id_within_one_batch_is_a_duplicate() {
+    let mut q = MemQueue::default();
+    let e = Command::Enqueue(Box::new(enqueue(1, 1, 1, false)));
+    let result = q.apply(1, &Command::Batch(vec![e.clone(), e]));
+    assert_eq!(
+        result,
+        CommandResult::Batch(vec![
+            CommandResult::Enqueued(id(1)),
+            CommandResult::Rejected(Rejection::Duplicate(id(1))),
+        ])
+    );
+    assert_eq!(q.len(), 1);
 }
 
 #[test]

@@ -179,6 +179,14 @@ pub enum Command {
         /// The domain.
         domain: String,
     },
+    /// Several message commands committed as one log entry (group commit:
+    /// the leader's submit batcher packs concurrent proposals into one
+    /// Raft append and one fsync per node). Applied in order, each seeing
+    /// the changes of those before it, all in one atomic write. Only
+    /// [`Command::batchable`] commands may ride in a batch; anything else
+    /// is rejected on its own, deterministically, without affecting the
+    /// others.
+    Batch(Vec<Command>),
 }
 
 impl Command {
@@ -192,9 +200,24 @@ impl Command {
             Command::Admin { .. } => "admin",
             Command::SetRoute { .. } => "set_route",
             Command::RemoveRoute { .. } => "remove_route",
+            Command::Batch(_) => "batch",
         }
     }
+
+    /// Whether this command may ride in a [`Command::Batch`]: the
+    /// per-message commands that read and write single messages by id
+    /// (never routes, never a filter over the whole queue, never a batch).
+    pub fn batchable(&self) -> bool {
+        matches!(
+            self,
+            Command::Enqueue(_) | Command::Attempt { .. } | Command::Delivered { .. }
+        )
+    }
 }
+
+/// Most commands one [`Command::Batch`] may carry; a longer batch is
+/// rejected whole.
+pub const MAX_BATCH_COMMANDS: usize = 1024;
 
 /// Why an entry changed nothing. Rejections are deterministic: every replica
 /// rejects the same entry the same way.
@@ -236,4 +259,6 @@ pub enum CommandResult {
     },
     /// The entry changed nothing, and why.
     Rejected(Rejection),
+    /// One result per command of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResult>),
 }

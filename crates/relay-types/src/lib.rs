@@ -28,8 +28,8 @@ pub mod time;
 
 pub use codec::{CodecError, decode, encode};
 pub use command::{
-    AdminAction, AttemptOutcome, Command, CommandResult, Enqueue, MessageFilter, MessageInfo,
-    RecipientOutcome, Rejection, Selector,
+    AdminAction, AttemptOutcome, Command, CommandResult, Enqueue, MAX_BATCH_COMMANDS,
+    MessageFilter, MessageInfo, RecipientOutcome, Rejection, Selector,
 };
 pub use envelope::{BodyType, DsnNotify, DsnRet, Envelope, Recipient};
 pub use id::{MessageId, NodeId};

@@ -121,7 +121,9 @@ fn affected(result: CommandResult) -> Result<u32, Status> {
     match result {
         CommandResult::Applied { affected } => Ok(affected),
         CommandResult::Rejected(r) => Err(Status::failed_precondition(r.to_string())),
-        CommandResult::Enqueued(_) => Err(Status::internal("unexpected enqueue result")),
+        CommandResult::Enqueued(_) | CommandResult::Batch(_) => {
+            Err(Status::internal("unexpected result for an admin command"))
+        }
     }
 }
 

@@ -163,7 +163,16 @@ fn filter() -> impl Strategy<Value = MessageFilter> {
 
 /// Random commands over a few ids, owners and routes (the same shape as
 /// relay-queue's property tests, plus filter-selected admin actions).
+/// Any command, or a batch of up to five (group commit), which may hold
+/// commands that cannot ride in a batch (they must be rejected alone).
 pub fn command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        4 => single_command(),
+        1 => prop::collection::vec(single_command(), 0..6).prop_map(Command::Batch),
+    ]
+}
+
+fn single_command() -> impl Strategy<Value = Command> {
     let n = 0u8..6;
     let node = 1u64..4;
     prop_oneof![
