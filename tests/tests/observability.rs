@@ -535,3 +535,79 @@ async fn json_logs_carry_the_message_id_and_never_the_body() -> anyhow::Result<(
     );
     Ok(())
 }
+
+/// Group commit (issue 8): messages whose final dots arrive together at the
+/// leader share log entries. The leader's `relay_raft_entry_commands`
+/// histogram must show an entry that carried more than one command, its
+/// sum must count every command, and the leader must have made more than
+/// one command durable per log-append fsync. Every message still arrives
+/// exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_messages_share_log_entries_on_the_leader() -> anyhow::Result<()> {
+    let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
+    let target = TestTarget::start().await?;
+    let cluster = ProcessCluster::start(ClusterOptions {
+        routes: vec![(DOMAIN.to_string(), target.target())],
+        ..Default::default()
+    })?;
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(20), None)
+        .await?;
+    wait_all_ready(&cluster, &[1, 2, 3]).await?;
+    let port = cluster.node(leader).ports.http;
+    poll(Duration::from_secs(20), "route applied", || async move {
+        let (_, page) = http_get(port, "/").await.ok()?;
+        page.contains(DOMAIN).then_some(())
+    })
+    .await?;
+
+    let before = scrape(port).await?;
+    const SESSIONS: u32 = 40;
+    let smtp = cluster.node(leader).ports.smtp;
+    let sessions: Vec<_> = (0..SESSIONS)
+        .map(|n| tokio::spawn(send_message(smtp, 1000 + n)))
+        .collect();
+    for session in sessions {
+        let reply = session.await??;
+        ensure!(reply.contains("queued as"), "{reply}");
+    }
+    target
+        .wait_for_messages(SESSIONS as usize, Duration::from_secs(60))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}\n{}", logs(&cluster)))?;
+    // Every Delivered entry has applied on the leader once its queue is
+    // empty again.
+    let after = poll(Duration::from_secs(30), "queue empty", || async move {
+        let m = scrape(port).await.ok()?;
+        (value(&m, "relay_queue_messages{state=\"queued\"}") == 0.0
+            && value(&m, "relay_queue_messages{state=\"deferred\"}") == 0.0)
+            .then_some(m)
+    })
+    .await?;
+
+    let delta = |series: &str| value(&after, series) - value(&before, series);
+    let commands = delta("relay_raft_entry_commands_sum");
+    let entries = delta("relay_raft_entry_commands_count");
+    let single = delta("relay_raft_entry_commands_bucket{le=\"1\"}");
+    let append_fsyncs = delta("relay_raft_log_fsyncs_total{op=\"append\"}");
+    // One Enqueue and one Delivered per message.
+    ensure!(
+        commands == f64::from(2 * SESSIONS),
+        "commands applied {commands}, expected {}",
+        2 * SESSIONS
+    );
+    ensure!(
+        single < entries,
+        "no entry carried more than one command ({entries} entries, all single)"
+    );
+    ensure!(
+        append_fsyncs < commands,
+        "leader fsynced its log {append_fsyncs} times for {commands} commands"
+    );
+    ensure!(
+        target.accepted_count() == u64::from(SESSIONS),
+        "target got {} copies of {SESSIONS} messages",
+        target.accepted_count()
+    );
+    Ok(())
+}

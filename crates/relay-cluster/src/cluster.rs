@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::Raft;
+use crate::batcher::{BatchWriteError, WriteBatcher};
 use crate::channels::{Channels, MAX_GRPC_MESSAGE};
 use crate::config::ClusterConfig;
 use crate::contact::LeaderContact;
@@ -32,6 +33,8 @@ const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(800);
 pub struct Cluster {
     pub(crate) config: ClusterConfig,
     raft: Raft,
+    /// Group commit of message commands on the leader.
+    batcher: WriteBatcher,
     store: StateMachine,
     channels: Channels,
     shutdown: CancellationToken,
@@ -112,9 +115,11 @@ impl Cluster {
         .await
         .map_err(|e| ClusterError::Start(e.to_string()))?;
 
+        let batcher = WriteBatcher::start(raft.clone(), shutdown.clone());
         let cluster = Arc::new(Cluster {
             config,
             raft,
+            batcher,
             store: state_machine,
             channels,
             shutdown: shutdown.clone(),
@@ -356,13 +361,13 @@ impl Cluster {
             };
             match (leader, leader_addr) {
                 (Some(leader), _) if leader == self.config.node_id => {
-                    match self.raft.client_write(command.clone()).await {
-                        Ok(written) => return Ok(written.data),
-                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                        Err(RaftError::APIError(e)) => {
-                            return Err(ProposeError::Fatal(e.to_string()));
+                    match self.write_as_leader(command.clone()).await {
+                        Ok(result) => return Ok(result),
+                        Err(BatchWriteError::ForwardToLeader(_)) => {}
+                        Err(BatchWriteError::Fatal(e)) => return Err(ProposeError::Fatal(e)),
+                        Err(BatchWriteError::ShuttingDown) => {
+                            return Err(ProposeError::ShuttingDown);
                         }
-                        Err(RaftError::Fatal(e)) => return Err(ProposeError::Fatal(e.to_string())),
                     }
                 }
                 (Some(_), Some(addr)) => {
@@ -400,6 +405,26 @@ impl Cluster {
                     ProposeError::Timeout(self.config.submit_timeout)
                 });
             }
+        }
+    }
+
+    /// Writes `command` through this node's Raft as the leader: message
+    /// commands through the group-commit batcher, anything else as an
+    /// entry of its own. Fails with `ForwardToLeader` on a follower.
+    pub(crate) async fn write_as_leader(
+        &self,
+        command: Command,
+    ) -> Result<CommandResult, BatchWriteError> {
+        if command.batchable() {
+            return self.batcher.write(command).await;
+        }
+        match self.raft.client_write(command).await {
+            Ok(written) => Ok(written.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(BatchWriteError::ForwardToLeader(f.leader_id))
+            }
+            Err(RaftError::APIError(e)) => Err(BatchWriteError::Fatal(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(BatchWriteError::Fatal(e.to_string())),
         }
     }
 

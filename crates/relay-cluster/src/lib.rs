@@ -13,6 +13,8 @@
 //! # Layout
 //! - [`config`]: `ClusterConfig` (ids, addresses, timing) → openraft `Config`.
 //! - [`network`]: `GrpcNetworkFactory`, the openraft network over tonic.
+//! - [`batcher`]: group commit: concurrent message commands on the leader
+//!   share one `Command::Batch` entry (one append, one fsync per node).
 //! - [`channels`]: one lazily connected tonic channel per peer address.
 //! - [`service`]: the `RaftService` gRPC server (Raft RPCs, Submit,
 //!   NodeStatus).
@@ -26,6 +28,7 @@
 //! - [`probe`]: the hook a node installs for drill SMTP connect tests.
 //! - [`error`]: `ProposeError`, `ClusterError`, `AdminError`.
 
+pub mod batcher;
 pub mod channels;
 pub mod cluster;
 pub mod config;

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use relay_proto::raft::raft_service_server::RaftService;
 use relay_proto::raft::{
@@ -13,6 +12,7 @@ use relay_types::{Command, NodeId, decode, encode};
 use tonic::{Request, Response, Status};
 
 use crate::TypeConfig;
+use crate::batcher::BatchWriteError;
 use crate::cluster::Cluster;
 use crate::error::AdminError;
 use crate::leadership::LeadershipStep;
@@ -113,20 +113,23 @@ impl RaftService for RaftGrpc {
     ) -> Result<Response<SubmitReply>, Status> {
         let command: Command =
             decode(&request.into_inner().command).map_err(|e| bad_payload("Submit", e))?;
-        match self.cluster.raft().client_write(command).await {
-            Ok(written) => Ok(Response::new(SubmitReply {
-                result: encode(&written.data),
+        match self.cluster.write_as_leader(command).await {
+            Ok(result) => Ok(Response::new(SubmitReply {
+                result: encode(&result),
             })),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(BatchWriteError::ForwardToLeader(leader)) => {
                 let mut status = Status::failed_precondition("not the leader");
-                if let Some(leader) = f.leader_id
+                if let Some(leader) = leader
                     && let Ok(v) = leader.to_string().parse()
                 {
                     status.metadata_mut().insert("x-leader-id", v);
                 }
                 Err(status)
             }
-            Err(e) => Err(Status::unavailable(format!("cannot commit: {e}"))),
+            Err(BatchWriteError::Fatal(e)) => {
+                Err(Status::unavailable(format!("cannot commit: {e}")))
+            }
+            Err(BatchWriteError::ShuttingDown) => Err(Status::unavailable("node is shutting down")),
         }
     }
 

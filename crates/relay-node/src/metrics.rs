@@ -144,6 +144,12 @@ pub fn install(node: NodeId) -> Result<PrometheusHandle, MetricsError> {
                 &relay_store::metrics::APPEND_BATCH_BUCKETS,
             )
         })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
+                Matcher::Full(relay_store::metrics::ENTRY_COMMANDS.into()),
+                &relay_store::metrics::ENTRY_COMMANDS_BUCKETS,
+            )
+        })
         .map_err(|e| MetricsError::Build(e.to_string()))?
         .build_recorder();
     let handle = recorder.handle();

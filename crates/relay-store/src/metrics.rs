@@ -15,7 +15,10 @@
 //!   next queued write. Writes that arrive during an fsync wait in
 //!   openraft's API channel and are then appended one by one, so the
 //!   leader's batches are 1 entry per append (blank and membership entries
-//!   included); there is no group commit on the leader.
+//!   included). Group commit on the leader therefore happens one level up:
+//!   `relay_cluster::batcher` packs concurrent message commands into one
+//!   `Command::Batch` entry, and [`ENTRY_COMMANDS`] shows how many each
+//!   entry carried.
 //! - **Followers**: the leader's replication stream sends everything the
 //!   follower lacks (up to `max_payload_entries` = 256) in one
 //!   AppendEntries, and the follower appends it in one call, one fsync.
@@ -40,6 +43,18 @@ pub const LOG_FSYNCS_TOTAL: &str = "relay_raft_log_fsyncs_total";
 /// Buckets for [`APPEND_BATCH_ENTRIES`]: powers of two up to openraft's
 /// `max_payload_entries` (256), the largest AppendEntries a follower gets.
 pub const APPEND_BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+
+/// Histogram: commands per applied normal log entry (1 for a plain entry,
+/// the command count for a `Command::Batch`). With group commit on the
+/// leader (`relay_cluster::batcher`) this is messages per leader append:
+/// `rate(ENTRY_COMMANDS_sum) / rate(LOG_FSYNCS_TOTAL{op="append"})` on the
+/// leader is commands made durable per log fsync.
+pub const ENTRY_COMMANDS: &str = "relay_raft_entry_commands";
+
+/// Buckets for [`ENTRY_COMMANDS`]: powers of two up to the batch limit.
+pub const ENTRY_COMMANDS_BUCKETS: [f64; 11] = [
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
 
 /// What asked for a WAL fsync (the `op` label of [`LOG_FSYNCS_TOTAL`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,11 +99,20 @@ pub(crate) fn appended(entries: usize) {
     metrics::histogram!(APPEND_BATCH_ENTRIES).record(entries as f64);
 }
 
+/// Records one applied normal entry carrying `commands` commands.
+pub(crate) fn applied_entry(commands: usize) {
+    metrics::histogram!(ENTRY_COMMANDS).record(commands as f64);
+}
+
 /// Registers descriptions of every instrument with the installed recorder.
 pub fn describe() {
     describe_histogram!(
         APPEND_BATCH_ENTRIES,
         "Entries per Raft log append (one RocksDB write batch and one WAL fsync)."
+    );
+    describe_histogram!(
+        ENTRY_COMMANDS,
+        "Commands per applied log entry (a group-commit batch counts each of its commands)."
     );
     describe_counter!(
         LOG_FSYNCS_TOTAL,

@@ -120,6 +120,10 @@ impl StateMachine {
         let result = match entry.payload {
             EntryPayload::Blank => CommandResult::Applied { affected: 0 },
             EntryPayload::Normal(command) => {
+                crate::metrics::applied_entry(match &command {
+                    relay_types::Command::Batch(commands) => commands.len(),
+                    _ => 1,
+                });
                 let view = LiveView::new(&self.store);
                 let applied = relay_queue::apply(&view, log_id.index, &command)?;
                 self.write_changes(&mut batch, applied.changes)?;
