@@ -26,8 +26,9 @@ use std::path::{Path, PathBuf};
 
 use relay_types::{MessageId, NodeId, UnixMillis};
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBIteratorWithThreadMode,
-    DBRecoveryMode, Direction, IteratorMode, Options, ReadOptions, Snapshot, WriteBatch,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    DBIteratorWithThreadMode, DBRecoveryMode, Direction, IteratorMode, Options, ReadOptions,
+    Snapshot, WriteBatch,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -164,6 +165,13 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
+/// All memtables of the store together (RocksDB `db_write_buffer_size`).
+const MEMTABLE_BUDGET: usize = 64 * 1024 * 1024;
+/// The one block cache every column family shares.
+const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Memtable size of the due and owner indexes (small keys, many deletes).
+const INDEX_MEMTABLE_BYTES: usize = 1024 * 1024;
+
 /// The shared store: one RocksDB, the sync gate, and where it lives.
 pub(crate) struct Store {
     db: DB,
@@ -190,9 +198,29 @@ impl Store {
         // until `flush_wal`, which every durability point calls with sync.
         opts.set_manual_wal_flush(options.unsynced_writes_die_with_process);
 
+        // Memory is bounded whatever the queue size (issue 8: a million
+        // queued messages in at most 512 MiB per node): every column family
+        // shares one block cache, index and filter blocks included, and
+        // all memtables together flush at MEMTABLE_BUDGET.
+        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&cache);
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+
         let cfs = ALL_CFS.iter().map(|name| {
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(DBCompressionType::Lz4);
+            cf_opts.set_block_based_table_factory(&table);
+            if [CF_DUE, CF_OWNER].contains(name) {
+                // Delivered messages leave tombstones in the indexes, and a
+                // scan from the start of an owner's range walks every
+                // tombstone still in the memtable. A small memtable flushes
+                // (and compaction drops) them soon, so `due` stays
+                // O(due), not O(due + delivered since the last flush).
+                cf_opts.set_write_buffer_size(INDEX_MEMTABLE_BYTES);
+            }
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
         let db = DB::open_cf_descriptors(&opts, dir, cfs).map_err(|source| StoreError::Open {
