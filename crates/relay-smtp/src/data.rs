@@ -166,13 +166,24 @@ impl LineCheck {
     }
 }
 
+/// Room kept in front of the body for the `Received:` header the node
+/// prepends once the message is complete (typically 250-400 octets), so
+/// the stored message is made without copying the body again.
+pub const HEADER_ROOM: usize = 1024;
+
 /// A body buffer that never holds more than `limit` octets. It grows on
 /// demand (never reserving past the limit), so an idle or small session
 /// costs little; once more than `limit` octets were offered it frees its
 /// memory and only counts.
+///
+/// The first octet stored also reserves [`HEADER_ROOM`] in front of the
+/// body: [`into_stored`](Self::into_stored) writes the trace header there
+/// and hands the whole message out as `Bytes` over the same allocation.
 #[derive(Debug)]
 pub struct BodyBuffer {
+    /// `front` octets of header room, then the body.
     buf: Vec<u8>,
+    front: usize,
     limit: usize,
     total: u64,
     discarding: bool,
@@ -183,6 +194,7 @@ impl BodyBuffer {
     pub fn new(limit: usize) -> Self {
         BodyBuffer {
             buf: Vec::new(),
+            front: 0,
             limit,
             total: 0,
             discarding: false,
@@ -199,15 +211,37 @@ impl BodyBuffer {
             self.discard();
             return;
         }
+        if self.front == 0 && !bytes.is_empty() {
+            self.front = HEADER_ROOM;
+            self.buf.resize(HEADER_ROOM, 0);
+        }
         let needed = self.buf.len() + bytes.len();
         if needed > self.buf.capacity() {
             let target = needed
                 .max(self.buf.capacity().saturating_mul(2))
                 .max(4096)
-                .min(self.limit);
+                .min(self.limit + self.front);
             self.buf.reserve_exact(target - self.buf.len());
         }
         self.buf.extend_from_slice(bytes);
+    }
+
+    /// The message as stored: `header` followed by the body, as one
+    /// `Bytes`. The header goes into the room kept in front of the body, so
+    /// the body is not copied again (only a header longer than
+    /// [`HEADER_ROOM`] costs one copy).
+    pub fn into_stored(mut self, header: &[u8]) -> bytes::Bytes {
+        if header.len() <= self.front {
+            let start = self.front - header.len();
+            self.buf[start..self.front].copy_from_slice(header);
+            bytes::Bytes::from(self.buf).slice(start..)
+        } else {
+            let body = self.as_slice();
+            let mut stored = Vec::with_capacity(header.len() + body.len());
+            stored.extend_from_slice(header);
+            stored.extend_from_slice(body);
+            bytes::Bytes::from(stored)
+        }
     }
 
     /// Stops storing (the message is refused anyway) and frees the memory.
@@ -215,6 +249,7 @@ impl BodyBuffer {
     pub fn discard(&mut self) {
         self.discarding = true;
         self.buf = Vec::new();
+        self.front = 0;
     }
 
     /// More than `limit` octets were offered.
@@ -234,12 +269,12 @@ impl BodyBuffer {
 
     /// The stored content.
     pub fn as_slice(&self) -> &[u8] {
-        &self.buf
+        &self.buf[self.front..]
     }
 
-    /// The stored content, by value.
+    /// The stored content, by value (a copy; for tests and tools).
     pub fn into_vec(self) -> Vec<u8> {
-        self.buf
+        self.as_slice().to_vec()
     }
 }
 
@@ -503,7 +538,11 @@ mod tests {
         let mut b = BodyBuffer::new(10_000);
         b.put(&[b'x'; 6_000]);
         b.put(&[b'x'; 3_000]);
-        assert!(b.buf.capacity() <= 10_000, "capacity {}", b.buf.capacity());
+        assert!(
+            b.buf.capacity() <= 10_000 + HEADER_ROOM,
+            "capacity {}",
+            b.buf.capacity()
+        );
         b.put(&[b'x'; 1_001]);
         assert!(b.oversize());
         assert_eq!(
@@ -512,6 +551,35 @@ mod tests {
             "memory is released once over the limit"
         );
         assert_eq!(b.total(), 10_001);
+    }
+
+    #[test]
+    fn the_stored_message_shares_the_body_allocation() {
+        let mut b = BodyBuffer::new(100_000);
+        b.put(b"Subject: x\r\n\r\n");
+        b.put(&[b'y'; 50_000]);
+        let body_at = b.as_slice().as_ptr() as usize;
+        let header = b"Received: from a by b; now\r\n";
+        let stored = b.into_stored(header);
+        assert_eq!(&stored[..header.len()], header);
+        assert_eq!(
+            &stored[header.len()..header.len() + 14],
+            b"Subject: x\r\n\r\n"
+        );
+        assert_eq!(stored.len(), header.len() + 14 + 50_000);
+        assert_eq!(
+            stored.as_ptr() as usize + header.len(),
+            body_at,
+            "the body was copied"
+        );
+
+        // A header longer than the room still gives the right message.
+        let mut b = BodyBuffer::new(100);
+        b.put(b"body\r\n");
+        let long = vec![b'h'; HEADER_ROOM + 1];
+        let stored = b.into_stored(&long);
+        assert_eq!(&stored[..long.len()], &long[..]);
+        assert_eq!(&stored[long.len()..], b"body\r\n");
     }
 
     #[test]

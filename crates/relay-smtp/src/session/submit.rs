@@ -1,7 +1,6 @@
 //! End of a message (DATA `.` or BDAT LAST): checks, `Received:`, submit,
 //! and the reply. Every path ends the transaction.
 
-use bytes::Bytes;
 use relay_types::{MessageId, UnixMillis};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::Instrument;
@@ -28,8 +27,7 @@ where
             tracing::info!(?verdict, "message refused");
             return self.refuse_message(verdict_reply(verdict));
         }
-        let body = sink.into_vec();
-        let header_len = match check_header_section(&body, self.config.max_header_size) {
+        let header_len = match check_header_section(sink.as_slice(), self.config.max_header_size) {
             Ok(len) => len,
             Err(HeaderProblem::Missing) => return self.refuse_message(reply::no_header_section()),
             Err(HeaderProblem::TooLarge) => {
@@ -62,19 +60,18 @@ where
                 recipient,
                 at: received_at,
             });
-            let mut stored = Vec::with_capacity(header.len() + body.len());
-            stored.extend_from_slice(header.as_bytes());
-            stored.extend_from_slice(&body);
-            let info = message_info(&body[..header_len], stored.len() as u64);
-            drop(body);
-            let size = stored.len();
+            let size = header.len() + sink.as_slice().len();
+            let info = message_info(&sink.as_slice()[..header_len], size as u64);
+            // The header goes into the room the buffer kept in front of the
+            // body: the body is not copied again on its way to the log.
+            let stored = sink.into_stored(header.as_bytes());
             let recipients = envelope.recipients.len();
             let submission = Submission {
                 id,
                 received_at,
                 envelope,
                 info,
-                body: Bytes::from(stored),
+                body: stored,
             };
             match self.backend.submit(submission).await {
                 Ok(()) => {
