@@ -23,6 +23,8 @@
 //! openraft types included, except bodies and snapshot data (raw bytes).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use relay_types::{MessageId, NodeId, UnixMillis};
 use rocksdb::{
@@ -177,6 +179,12 @@ pub(crate) struct Store {
     db: DB,
     path: PathBuf,
     pub(crate) sync: SyncGate,
+    /// Group commit of local syncs: see [`Store::sync_wal`].
+    sync_tickets: AtomicU64,
+    /// The highest ticket a completed sync covers. Held while syncing, so
+    /// one sync runs at a time and callers behind it can see whether it
+    /// covered them.
+    synced_ticket: Mutex<u64>,
 }
 
 impl Store {
@@ -231,6 +239,8 @@ impl Store {
             db,
             path: dir.to_path_buf(),
             sync: SyncGate::default(),
+            sync_tickets: AtomicU64::new(0),
+            synced_ticket: Mutex::new(0),
         };
         for name in ALL_CFS {
             store.cf(name)?;
@@ -278,8 +288,26 @@ impl Store {
     /// Syncs the WAL: everything written before this call (by any writer,
     /// log or state machine) is on disk when it returns `Ok`. `op` says who
     /// asked, for `relay_raft_log_fsyncs_total`.
+    ///
+    /// Concurrent callers share fsyncs (group commit of local writes, e.g.
+    /// the delivery tasks' pending reports and the log's appends): each
+    /// caller takes a ticket after its write; a sync records the last
+    /// ticket taken before it started, and every ticket up to that one was
+    /// written before the sync began, so a caller whose ticket a finished
+    /// sync covers returns without syncing again. A failed sync covers
+    /// nobody (and poisons the gate, so the callers behind it fail too).
     pub(crate) fn sync_wal(&self, op: SyncOp) -> std::io::Result<()> {
+        let ticket = self.sync_tickets.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut synced = self
+            .synced_ticket
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if *synced >= ticket {
+            return Ok(());
+        }
+        let covers = self.sync_tickets.load(Ordering::SeqCst);
         self.sync.sync(|| self.db.flush_wal(true))?;
+        *synced = covers;
         crate::metrics::synced(op);
         Ok(())
     }
@@ -551,5 +579,76 @@ mod power_loss_failpoint_tests {
     #[test]
     fn without_it_the_page_cache_keeps_the_unsynced_write() {
         assert_eq!(survivors_after_kill(false), (true, true));
+    }
+}
+
+#[cfg(test)]
+mod sync_coalescing_tests {
+    //! Concurrent syncs share fsyncs, and a failed sync covers nobody.
+
+    use std::sync::Arc;
+
+    use rocksdb::WriteBatch;
+
+    use super::{CF_PENDING_REPORTS, Store};
+    use crate::StoreOptions;
+    use crate::metrics::SyncOp;
+
+    const THREADS: u64 = 8;
+    const CALLS: u64 = 100;
+
+    fn write_and_sync(store: &Store, t: u64, i: u64) -> std::io::Result<()> {
+        let mut batch = WriteBatch::default();
+        let key = [t.to_be_bytes(), i.to_be_bytes()].concat();
+        batch.put_cf(store.cf(CF_PENDING_REPORTS).unwrap(), key, b"r");
+        store.write(batch).unwrap();
+        store.sync_wal(SyncOp::PendingReport)
+    }
+
+    #[test]
+    fn concurrent_callers_share_fsyncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    for i in 0..CALLS {
+                        write_and_sync(&store, t, i).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let fsyncs = store.sync.synced();
+        assert!(fsyncs >= 1);
+        assert!(
+            fsyncs < THREADS * CALLS,
+            "{fsyncs} fsyncs for {} concurrent syncs: none shared",
+            THREADS * CALLS
+        );
+        println!("{fsyncs} fsyncs for {} syncs", THREADS * CALLS);
+    }
+
+    #[test]
+    fn a_failed_sync_covers_nobody() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).unwrap());
+        store.sync.set_fail(true);
+        let threads: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    (0..10)
+                        .filter(|&i| write_and_sync(&store, t, i).is_ok())
+                        .count()
+                })
+            })
+            .collect();
+        let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(ok, 0, "a caller returned Ok although no sync succeeded");
+        assert_eq!(store.sync.synced(), 0);
     }
 }

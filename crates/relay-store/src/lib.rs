@@ -14,8 +14,9 @@
 //! apply, or decide queue policy.
 //!
 //! Durability in one paragraph: a log append is reported flushed only after
-//! the RocksDB WAL sync returned; vote, committed and truncate are synced
-//! before they return. State-machine batches are not synced on their own:
+//! the RocksDB WAL sync returned; vote and truncate are synced before they
+//! return; the committed index is written unsynced (a hint, see
+//! [`LogStore`]). State-machine batches are not synced on their own:
 //! they share the one WAL with the log, so a later synced append makes them
 //! durable, and `purge` syncs before deleting any log entry, so anything a
 //! crash loses is re-applied from the log. Details on [`LogStore`].

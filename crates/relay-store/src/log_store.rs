@@ -26,8 +26,15 @@ use crate::metrics::SyncOp;
 ///   then syncs the WAL, and only then reports
 ///   `callback.log_io_completed(Ok(()))`. If the sync fails the callback
 ///   gets the error, never `Ok`, and openraft stops the node's Raft core.
-/// - `save_vote`, `save_committed` and `truncate` return only after their
-///   write is synced.
+/// - `save_vote` and `truncate` return only after their write is synced.
+/// - `save_committed` is written but not synced (issue 8: it sat on every
+///   node's commit path, one fsync per commit advance). The committed
+///   index is a hint openraft may lose: after a crash a node applies up to
+///   what it read back and learns the rest from the leader, and a stale
+///   (lower) value is always safe. It shares the WAL with everything else,
+///   so the next synced append makes it durable; RocksDB recovers a prefix
+///   of the WAL, so a state-machine batch that survives a crash implies the
+///   committed index written before it survived too.
 /// - After a failed sync the store is poisoned (see `failpoint.rs`):
 ///   every later `LogStore` call, `get_log_state` included, fails, so entries
 ///   whose sync failed are never reported as part of the log by this
@@ -56,7 +63,7 @@ impl LogStore {
     }
 
     /// Fault injection: while `fail` is true, every WAL sync step of this
-    /// store (log appends, vote, committed, truncate, the flush before
+    /// store (log appends, vote, truncate, pending reports, the flush before
     /// purge, snapshot install) fails with an I/O error instead of syncing.
     /// The first failure poisons the log store until it is reopened.
     pub fn set_sync_failpoint(&self, fail: bool) {
@@ -201,9 +208,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.store
             .put(&mut batch, CF_RAFT_META, KEY_COMMITTED, &committed)
             .map_err(write_logs)?;
-        self.store
-            .write_synced(batch, SyncOp::Committed)
-            .map_err(write_logs)
+        self.store.write(batch).map_err(write_logs)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {

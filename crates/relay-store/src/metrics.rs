@@ -24,8 +24,7 @@
 //!   AppendEntries, and the follower appends it in one call, one fsync.
 //!   Entries that pile up while a follower fsyncs therefore share its next
 //!   fsync: follower batches grow with load.
-//! - Besides appends, openraft's `save_committed` syncs once per commit
-//!   advance on every node (`op="committed"`), and `save_vote`, `truncate`,
+//! - Besides appends, `save_vote`, `truncate`,
 //!   `purge`, snapshot installs and the delivery side's pending reports
 //!   sync too; each is counted under its own `op`.
 
@@ -35,7 +34,7 @@ use metrics::{describe_counter, describe_histogram};
 /// followed by one WAL fsync). Recorded once per append whose fsync
 /// succeeded, with the number of entries it made durable.
 pub const APPEND_BATCH_ENTRIES: &str = "relay_raft_append_batch_entries";
-/// Counter, label `op` = `append` | `vote` | `committed` | `truncate` |
+/// Counter, label `op` = `append` | `vote` | `truncate` |
 /// `purge` | `snapshot_install` | `pending_report`: successful fsyncs of the
 /// node's RocksDB WAL (the Raft log lives in it), by what asked for them.
 pub const LOG_FSYNCS_TOTAL: &str = "relay_raft_log_fsyncs_total";
@@ -63,8 +62,6 @@ pub(crate) enum SyncOp {
     Append,
     /// `save_vote`.
     Vote,
-    /// `save_committed`.
-    Committed,
     /// Truncating conflicting log entries.
     Truncate,
     /// The sync before a log purge.
@@ -80,7 +77,6 @@ impl SyncOp {
         match self {
             SyncOp::Append => "append",
             SyncOp::Vote => "vote",
-            SyncOp::Committed => "committed",
             SyncOp::Truncate => "truncate",
             SyncOp::Purge => "purge",
             SyncOp::SnapshotInstall => "snapshot_install",
