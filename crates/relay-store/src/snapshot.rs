@@ -260,7 +260,7 @@ pub(crate) fn build(sm: &StateMachine) -> Result<Snapshot<TypeConfig>, StoreErro
             writer.row(&key, &value)?;
         }
     }
-    drop(reader);
+    // Release the RocksDB snapshot (it pins old versions) before fsync.
     drop(db_snapshot);
     let (mut file, rows, bytes) = writer.finish()?;
     file.seek(SeekFrom::Start(0))

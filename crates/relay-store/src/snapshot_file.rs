@@ -140,6 +140,9 @@ fn len32(len: usize, path: &Path) -> Result<u32, StoreError> {
     u32::try_from(len).map_err(|_| invalid(path, format!("a row part of {len} bytes (over 4 GiB)")))
 }
 
+/// Called with (column family, key, value) for every row loaded.
+pub(crate) type OnRow<'a> = &'a mut dyn FnMut(&'static str, &[u8], &[u8]) -> Result<(), StoreError>;
+
 /// What a verified file holds.
 #[derive(Debug)]
 pub(crate) struct Verified {
@@ -159,7 +162,7 @@ pub(crate) fn verify(file: &mut File, path: &Path) -> Result<Verified, StoreErro
 pub(crate) fn load(
     file: &mut File,
     path: &Path,
-    on_row: &mut dyn FnMut(&'static str, &[u8], &[u8]) -> Result<(), StoreError>,
+    on_row: OnRow<'_>,
 ) -> Result<Verified, StoreError> {
     Parser::new(file, path, false)?.run(Some(on_row))
 }
@@ -268,10 +271,7 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    fn run(
-        mut self,
-        mut on_row: Option<&mut dyn FnMut(&'static str, &[u8], &[u8]) -> Result<(), StoreError>>,
-    ) -> Result<Verified, StoreError> {
+    fn run(mut self, mut on_row: Option<OnRow<'_>>) -> Result<Verified, StoreError> {
         let magic: [u8; 8] = self.bytes("magic")?;
         if &magic != MAGIC {
             return Err(invalid(
