@@ -787,3 +787,92 @@ mod crash_tests {
         killed_midway_then_reopened(true);
     }
 }
+
+#[cfg(test)]
+mod legacy_tests {
+    //! A store written before snapshot files kept its snapshot as one
+    //! value; opening it with this build converts that to a file.
+
+    use bytes::Bytes;
+    use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
+    use rocksdb::WriteBatch;
+    use serde::Serialize;
+
+    use crate::db::{
+        CF_ROUTES, CF_SM_META, CF_SNAPSHOT, KEY_LAST_APPLIED, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
+    };
+
+    /// Format 1's shape, as the previous build wrote it.
+    #[derive(Serialize)]
+    struct V1 {
+        format: u32,
+        last_applied: Option<LogId<u64>>,
+        last_membership: StoredMembership<u64, BasicNode>,
+        tables: Vec<V1Table>,
+    }
+
+    #[derive(Serialize)]
+    struct V1Table {
+        cf: String,
+        rows: Vec<(Bytes, Bytes)>,
+    }
+
+    #[test]
+    fn a_snapshot_stored_by_the_previous_build_becomes_a_file_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let log_id = openraft::testing::log_id(2, 1, 7);
+        let meta = SnapshotMeta {
+            last_log_id: Some(log_id),
+            last_membership: StoredMembership::default(),
+            snapshot_id: "old".into(),
+        };
+        let data = V1 {
+            format: 1,
+            last_applied: Some(log_id),
+            last_membership: StoredMembership::default(),
+            tables: vec![
+                V1Table {
+                    cf: CF_SM_META.into(),
+                    rows: vec![(
+                        Bytes::from_static(KEY_LAST_APPLIED),
+                        Bytes::from(relay_types::encode(&log_id)),
+                    )],
+                },
+                V1Table {
+                    cf: CF_ROUTES.into(),
+                    rows: vec![(Bytes::from_static(b"a.test"), Bytes::from_static(b"r"))],
+                },
+            ],
+        };
+        {
+            let store = crate::db::Store::open(dir.path(), crate::StoreOptions::default()).unwrap();
+            let mut batch = WriteBatch::default();
+            store
+                .put(&mut batch, CF_SNAPSHOT, KEY_SNAPSHOT_META, &meta)
+                .unwrap();
+            store
+                .put(&mut batch, CF_SNAPSHOT, KEY_SNAPSHOT_DATA, &data)
+                .unwrap();
+            store
+                .write_synced(batch, crate::metrics::SyncOp::Append)
+                .unwrap();
+        }
+
+        let (_log, sm) = crate::open(dir.path()).unwrap();
+        let current = super::current(&sm).unwrap().expect("converted snapshot");
+        assert_eq!(current.meta, meta);
+        let path = current.snapshot.path().to_path_buf();
+        let mut file = std::fs::File::open(&path).unwrap();
+        let verified = crate::snapshot_file::verify(&mut file, &path).unwrap();
+        assert_eq!(
+            (verified.head.last_applied, verified.rows),
+            (Some(log_id), 2)
+        );
+        let raw = sm
+            .store
+            .live()
+            .get_raw(CF_SNAPSHOT, KEY_SNAPSHOT_DATA)
+            .unwrap();
+        assert!(raw.is_none(), "the old value is gone");
+    }
+}

@@ -420,3 +420,62 @@ async fn a_newer_build_replaces_and_deletes_the_older_snapshot_file() {
     let current = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(current.meta, second.meta);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_receiving_file_is_deleted() {
+    let dir = TempDir::new().unwrap();
+    let (_log, mut sm) = relay_store::open(dir.path()).unwrap();
+    let receiving = sm.begin_receiving_snapshot().await.unwrap();
+    let name = receiving.path().file_name().unwrap().to_str().unwrap();
+    assert!(
+        name.starts_with("receiving-") && name.ends_with(".tmp"),
+        "{name}"
+    );
+    assert_eq!(snapshot_files(dir.path()).len(), 1);
+    // openraft drops it when the leader moves on to another snapshot.
+    drop(receiving);
+    assert!(snapshot_files(dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opening_keeps_the_current_snapshot_file_and_deletes_the_rest() {
+    let dir = TempDir::new().unwrap();
+    let current_name = {
+        let (_log, mut sm, _) = populated(&dir).await;
+        let snapshot = sm
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        snapshot.snapshot.path().file_name().unwrap().to_owned()
+    };
+    // What a crash can leave: a half-received and a half-built file.
+    let snapshots = dir.path().join("snapshots");
+    std::fs::write(snapshots.join("receiving-1-1.tmp"), b"half").unwrap();
+    std::fs::write(snapshots.join("00000000000000000099-1-1.tmp"), b"half").unwrap();
+
+    let (_log, mut sm) = relay_store::open(dir.path()).unwrap();
+    assert_eq!(
+        snapshot_files(dir.path()),
+        vec![current_name.to_str().unwrap().to_string()]
+    );
+    assert!(sm.get_current_snapshot().await.unwrap().is_some());
+    drop((_log, sm));
+
+    // The current file itself gone (an operator deleted it): the state is
+    // intact, the snapshot is forgotten and openraft builds a new one.
+    std::fs::remove_file(snapshots.join(&current_name)).unwrap();
+    let (_log, mut sm) = relay_store::open(dir.path()).unwrap();
+    assert!(sm.get_current_snapshot().await.unwrap().is_none());
+    let rebuilt = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(
+        sm.get_current_snapshot().await.unwrap().unwrap().meta,
+        rebuilt.meta
+    );
+}
