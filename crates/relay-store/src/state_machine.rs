@@ -55,7 +55,9 @@ pub(crate) struct Shared {
     pub(crate) snapshot_seq: AtomicU64,
     /// Serialises "make this the current snapshot" between a build that
     /// finishes late and an install, so an older snapshot never replaces a
-    /// newer one.
+    /// newer one. Held for a whole install (which is not one batch), so a
+    /// build never takes its view in the middle of one, and while the
+    /// current snapshot file is opened, so it is not deleted in between.
     pub(crate) snapshot_lock: Mutex<()>,
 }
 
