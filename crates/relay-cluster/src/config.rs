@@ -61,7 +61,9 @@ impl ClusterConfig {
             max_in_snapshot_log_to_keep: self.keep_logs,
             // Bounded AppendEntries: bodies travel in entries.
             max_payload_entries: 256,
-            install_snapshot_timeout: 10_000,
+            // openraft 0.9 installs inside the last chunk's RPC; a million
+            // queued messages take 9-18 s to install on this hardware.
+            install_snapshot_timeout: 60_000,
             ..Default::default()
         };
         config

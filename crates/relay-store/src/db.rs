@@ -16,11 +16,12 @@
 //! | `owner_index` | owner (u64) \| id | empty |
 //! | `routes` | normalised domain (UTF-8) | `Route` |
 //! | `traces` | id \| log index (u64) \| seq (u32) | `TraceEvent` |
-//! | `snapshot` | `meta` / `data` | `SnapshotMeta` / snapshot bytes |
+//! | `snapshot` | `meta` / `file` / `install` | current `SnapshotMeta` / its file name in `snapshots/` (UTF-8) / `InstallMarker` while an install runs |
 //! | `pending_reports` | id | `Command` (this node's own, never replicated) |
 //!
 //! Values are `relay_types::encode` (bincode, fixed configuration), the
-//! openraft types included, except bodies and snapshot data (raw bytes).
+//! openraft types included, except bodies (raw bytes). The snapshot data
+//! itself lives in files beside the RocksDB files (see `snapshot.rs`).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -89,6 +90,11 @@ pub(crate) const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
 pub(crate) const KEY_COUNTS: &[u8] = b"counts";
 /// `snapshot` keys.
 pub(crate) const KEY_SNAPSHOT_META: &[u8] = b"meta";
+/// The current snapshot's file name.
+pub(crate) const KEY_SNAPSHOT_FILE: &[u8] = b"file";
+/// Present while an install runs (see `snapshot.rs`).
+pub(crate) const KEY_SNAPSHOT_INSTALL: &[u8] = b"install";
+/// Format 1 kept the whole snapshot here; converted to a file on open.
 pub(crate) const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 
 /// `raft_log` key.
@@ -460,6 +466,18 @@ impl<'a> Reader<'a> {
             opts,
             IteratorMode::From(from, Direction::Forward),
         );
+        Ok(Scan { iter })
+    }
+
+    /// Every key/value of `cf`, without filling the block cache (a bulk
+    /// read such as a snapshot build must not evict what queries use).
+    pub(crate) fn scan_uncached(&self, cf: &'static str) -> Result<Scan<'a>, StoreError> {
+        let mut opts = self.read_opts();
+        opts.fill_cache(false);
+        let iter = self
+            .store
+            .db
+            .iterator_cf_opt(self.store.cf(cf)?, opts, IteratorMode::Start);
         Ok(Scan { iter })
     }
 

@@ -69,6 +69,27 @@ pub enum StoreError {
     #[error("invalid snapshot: {0}")]
     Snapshot(String),
 
+    /// A snapshot file that is corrupt, truncated or of another format. The
+    /// state is left as it was.
+    #[error("snapshot file {path} is unusable: {problem}")]
+    SnapshotFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        problem: String,
+    },
+
+    /// Reading, writing or syncing a snapshot file (or its directory) failed.
+    #[error("snapshot file {path}: {op} failed: {source}")]
+    SnapshotIo {
+        /// The file or directory.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+
     /// A blocking task panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),

@@ -1,7 +1,8 @@
 //! The WAL sync step, with a failpoint and a poison flag.
 //!
 //! Every durability point of the store (log append, vote, committed,
-//! truncate, the flush before purge, snapshot install) goes through
+//! truncate, the flush before purge, snapshot install, making a built
+//! snapshot current) goes through
 //! [`SyncGate::sync`]. Tests (and fault-injection runs of whole clusters)
 //! switch the failpoint on with `LogStore::set_sync_failpoint(true)`: the
 //! sync step then returns an I/O error instead of syncing.

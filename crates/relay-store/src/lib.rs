@@ -21,6 +21,10 @@
 //! durable, and `purge` syncs before deleting any log entry, so anything a
 //! crash loses is re-applied from the log. Details on [`LogStore`].
 //!
+//! On disk: the store directory is RocksDB's own; snapshot files live in its
+//! `snapshots/` subdirectory, which RocksDB ignores (see `snapshot.rs` for
+//! what an operator finds there).
+//!
 //! # Layout
 //! - `db.rs`: RocksDB options, column families and key layouts (a table of
 //!   them heads the file), readers over the live DB or one snapshot.
@@ -29,14 +33,17 @@
 //! - `queries.rs`: `message`, `body`, `due`, `list`, `counts`, `oldest`,
 //!   `stored_bytes`, `routes`,
 //!   `route`, `trace`, `digest` ([`StateDigest`]).
-//! - `snapshot.rs`: [`SnapshotBuilder`], install, the current snapshot.
+//! - `snapshot.rs`: [`SnapshotBuilder`], install, the current snapshot, and
+//!   where snapshot files live (`snapshots/` in the store directory) and why
+//!   a crash during an install cannot leave a mix of two states.
+//! - `snapshot_file.rs`: the snapshot file format (rows, SHA-256 trailer),
+//!   its streaming writer and verifying reader, and [`SnapshotFile`]
+//!   (openraft's snapshot data).
 //! - `failpoint.rs`: the WAL sync step, its failpoint and poison flag.
 //! - [`metrics`]: append batch sizes and WAL fsyncs (group-commit
 //!   visibility), and how batches form today.
 //! - `error.rs`: [`StoreError`].
 
-// `declare_raft_types!` names `Cursor` unqualified.
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -47,22 +54,25 @@ mod log_store;
 pub mod metrics;
 mod queries;
 mod snapshot;
+mod snapshot_file;
 mod state_machine;
 
 pub use error::StoreError;
 pub use log_store::LogStore;
 pub use queries::StateDigest;
 pub use snapshot::SnapshotBuilder;
+pub use snapshot_file::SnapshotFile;
 pub use state_machine::StateMachine;
 
 openraft::declare_raft_types!(
     /// quorum-relay's openraft type configuration: entries carry
     /// [`relay_types::Command`], applying one answers a
     /// [`relay_types::CommandResult`]; node ids are `u64`, nodes are
-    /// `openraft::BasicNode`, snapshots are `Cursor<Vec<u8>>`.
+    /// `openraft::BasicNode`, snapshot data is a [`SnapshotFile`].
     pub TypeConfig:
         D = relay_types::Command,
         R = relay_types::CommandResult,
+        SnapshotData = SnapshotFile,
 );
 
 /// Opens (or creates) the store at `dir`: one RocksDB, so the log and the

@@ -68,6 +68,8 @@ pub(crate) enum SyncOp {
     Purge,
     /// Installing a snapshot.
     SnapshotInstall,
+    /// Making a built snapshot the current one.
+    SnapshotBuild,
     /// A delivery report kept until its entry commits.
     PendingReport,
 }
@@ -80,6 +82,7 @@ impl SyncOp {
             SyncOp::Truncate => "truncate",
             SyncOp::Purge => "purge",
             SyncOp::SnapshotInstall => "snapshot_install",
+            SyncOp::SnapshotBuild => "snapshot_build",
             SyncOp::PendingReport => "pending_report",
         }
     }

@@ -11,7 +11,6 @@
 //! (they share the WAL with the synced log, and purge syncs first).
 
 use std::fmt;
-use std::io::Cursor;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
@@ -33,6 +32,7 @@ use crate::db::{
 use crate::error::{StoreError, read_sm, read_snapshot, write_snapshot};
 use crate::queries::LiveView;
 use crate::snapshot::{self, SnapshotBuilder};
+use crate::snapshot_file::SnapshotFile;
 
 /// Last applied log id and last membership, as openraft asks for them.
 type AppliedState = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
@@ -55,7 +55,9 @@ pub(crate) struct Shared {
     pub(crate) snapshot_seq: AtomicU64,
     /// Serialises "make this the current snapshot" between a build that
     /// finishes late and an install, so an older snapshot never replaces a
-    /// newer one.
+    /// newer one. Held for a whole install (which is not one batch), so a
+    /// build never takes its view in the middle of one, and while the
+    /// current snapshot file is opened, so it is not deleted in between.
     pub(crate) snapshot_lock: Mutex<()>,
 }
 
@@ -70,6 +72,9 @@ impl fmt::Debug for StateMachine {
 
 impl StateMachine {
     pub(crate) fn new(store: Arc<Store>) -> Result<Self, StoreError> {
+        // Before the first read of the state: may finish an interrupted
+        // snapshot install.
+        snapshot::recover(&store)?;
         let last_applied: Option<LogId<u64>> = store.live().get(CF_SM_META, KEY_LAST_APPLIED)?;
         let (applied_tx, _) = watch::channel(last_applied.map(|l| l.index).unwrap_or(0));
         Ok(StateMachine {
@@ -289,29 +294,38 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         SnapshotBuilder::new(self.clone())
     }
 
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotFile>, StorageError<u64>> {
+        snapshot::begin_receiving(&self.store)
+            .map(Box::new)
+            .map_err(write_snapshot)
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, BasicNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotFile>,
     ) -> Result<(), StorageError<u64>> {
+        let failed = |e: StoreError| -> StorageError<u64> {
+            StorageIOError::write_snapshot(Some(meta.signature()), &e).into()
+        };
+        let path = snapshot.path().to_path_buf();
+        let (file, path, temporary) = snapshot
+            .take()
+            .await
+            .map_err(|e| failed(crate::snapshot_file::io_error(&path, "flush")(e)))?;
         let sm = self.clone();
         let meta_owned = meta.clone();
-        let data = (*snapshot).into_inner();
-        tokio::task::spawn_blocking(move || snapshot::install(&sm, &meta_owned, data))
-            .await
-            .map_err(|e| write_snapshot(StoreError::Task(e.to_string())))?
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e).into())
+        tokio::task::spawn_blocking(move || {
+            snapshot::install(&sm, &meta_owned, file, path, temporary)
+        })
+        .await
+        .map_err(|e| write_snapshot(StoreError::Task(e.to_string())))?
+        .map_err(failed)
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<u64>> {
-        snapshot::current(&self.store).map_err(read_snapshot)
+        snapshot::current(self).map_err(read_snapshot)
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{LEADER, TERM, membership, normal, sample_commands};
+use common::{LEADER, TERM, membership, normal, sample_commands, snapshot_bytes};
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::testing::log_id;
 use openraft::{Entry, RaftLogReader, RaftSnapshotBuilder, Vote};
@@ -83,5 +83,6 @@ async fn reopened_store_has_the_same_log_vote_state_and_snapshot() {
         .unwrap()
         .expect("snapshot survives reopen");
     assert_eq!(current.meta, snapshot.meta);
-    assert_eq!(current.snapshot.get_ref(), snapshot.snapshot.get_ref());
+    assert_eq!(current.snapshot.path(), snapshot.snapshot.path());
+    assert_eq!(snapshot_bytes(&current), snapshot_bytes(&snapshot));
 }

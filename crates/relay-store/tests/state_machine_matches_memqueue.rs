@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::io::Cursor;
-
-use common::{all_ids, apply_one, command, filters, normal};
+use common::{all_ids, apply_one, command, filters, normal, transfer};
 use openraft::RaftSnapshotBuilder;
 use openraft::storage::RaftStateMachine;
 use proptest::prelude::*;
@@ -110,9 +108,7 @@ proptest! {
         let (_other_log, mut other) = relay_store::open(other_dir.path()).unwrap();
         rt.block_on(async {
             let snapshot = sm.get_snapshot_builder().await.build_snapshot().await.unwrap();
-            let mut receiving = other.begin_receiving_snapshot().await.unwrap();
-            *receiving = Cursor::new((*snapshot.snapshot).into_inner());
-            other.install_snapshot(&snapshot.meta, receiving).await.unwrap();
+            transfer(&mut other, &snapshot).await.unwrap();
         });
         agrees(&other, &mem, last)?;
     }

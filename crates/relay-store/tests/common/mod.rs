@@ -267,3 +267,104 @@ pub fn filters() -> Vec<MessageFilter> {
     });
     out
 }
+
+/// Every byte of a snapshot's file.
+pub fn snapshot_bytes(snapshot: &openraft::Snapshot<TypeConfig>) -> Vec<u8> {
+    std::fs::read(snapshot.snapshot.path()).expect("read the snapshot file")
+}
+
+/// Sends `snapshot` to `target` as openraft does: streamed into the file
+/// `begin_receiving_snapshot` gives, then installed.
+pub async fn transfer(
+    target: &mut StateMachine,
+    snapshot: &openraft::Snapshot<TypeConfig>,
+) -> Result<(), openraft::StorageError<u64>> {
+    let mut source = tokio::fs::File::open(snapshot.snapshot.path())
+        .await
+        .expect("open the snapshot file");
+    let mut receiving = target.begin_receiving_snapshot().await?;
+    tokio::io::copy(&mut source, &mut *receiving)
+        .await
+        .expect("copy the snapshot");
+    tokio::io::AsyncWriteExt::shutdown(&mut *receiving)
+        .await
+        .expect("flush the received snapshot");
+    target.install_snapshot(&snapshot.meta, receiving).await
+}
+
+/// Installs `bytes` as if received from a leader with `meta`.
+pub async fn install_bytes(
+    target: &mut StateMachine,
+    meta: &openraft::SnapshotMeta<u64, openraft::BasicNode>,
+    bytes: &[u8],
+) -> Result<(), openraft::StorageError<u64>> {
+    let mut receiving = target.begin_receiving_snapshot().await?;
+    tokio::io::AsyncWriteExt::write_all(&mut *receiving, bytes)
+        .await
+        .expect("write the snapshot");
+    tokio::io::AsyncWriteExt::shutdown(&mut *receiving)
+        .await
+        .expect("flush the received snapshot");
+    target.install_snapshot(meta, receiving).await
+}
+
+/// Message number `i` with a body of `body_len` bytes that do not compress
+/// (so RocksDB and the snapshot file hold about what a real queue would).
+pub fn enqueue_sized(i: u64, owner: u64, body_len: usize) -> Enqueue {
+    let mut body = format!("Subject: m{i}\r\n\r\n").into_bytes();
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    while body.len() < body_len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        body.push(b'!' + (x % 90) as u8);
+    }
+    let body = Bytes::from(body);
+    let mut id = [0xAAu8; 16];
+    id[..8].copy_from_slice(&i.to_be_bytes());
+    Enqueue {
+        id: MessageId(id),
+        received_at: UnixMillis(1_000 + i),
+        accepted_by: owner,
+        owner,
+        envelope: Envelope {
+            reverse_path: format!("s{i}@sender.test"),
+            recipients: vec![Recipient::new(format!("r{i}@example.test"))],
+            ..Default::default()
+        },
+        info: MessageInfo::default(),
+        checksum: body_checksum(&body),
+        expires_at: UnixMillis(10_000_000),
+        body,
+    }
+}
+
+/// Applies `count` messages (`enqueue_sized(first_id + k, owner 1..=3,
+/// body_len)`) as entries from log index `first_index`, a thousand entries
+/// per `apply`; returns the last index.
+pub async fn enqueue_many(
+    sm: &mut StateMachine,
+    first_index: u64,
+    first_id: u64,
+    count: u64,
+    body_len: usize,
+) -> u64 {
+    let mut index = first_index;
+    let mut k = 0;
+    while k < count {
+        let n = (count - k).min(1_000);
+        let entries: Vec<Entry<TypeConfig>> = (0..n)
+            .map(|j| {
+                let i = first_id + k + j;
+                normal(
+                    index + j,
+                    Command::Enqueue(Box::new(enqueue_sized(i, 1 + i % 3, body_len))),
+                )
+            })
+            .collect();
+        sm.apply(entries).await.expect("apply");
+        index += n;
+        k += n;
+    }
+    index - 1
+}
