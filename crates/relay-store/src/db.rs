@@ -178,7 +178,7 @@ const MEMTABLE_BUDGET: usize = 64 * 1024 * 1024;
 /// The one block cache every column family shares.
 const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Memtable size of the due and owner indexes (small keys, many deletes).
-const INDEX_MEMTABLE_BYTES: usize = 1024 * 1024;
+const INDEX_MEMTABLE_BYTES: usize = 256 * 1024;
 
 /// The shared store: one RocksDB, the sync gate, and where it lives.
 pub(crate) struct Store {

@@ -224,17 +224,23 @@ impl StateMachine {
         Ok(())
     }
 
+    /// Index keys go with `single_delete`: each key is put once (a record's
+    /// keys are deleted before its new ones are put, and ids are never
+    /// enqueued twice), so the tombstone vanishes with its key at the next
+    /// flush instead of lingering in the SST files, where every due scan
+    /// from the start of an owner's range would step over it (issue 8:
+    /// due scans stay O(due)).
     fn delete_index_keys(
         &self,
         batch: &mut WriteBatch,
         record: &MessageRecord,
     ) -> Result<(), StoreError> {
-        batch.delete_cf(
+        batch.single_delete_cf(
             self.store.cf(CF_OWNER)?,
             owner_key(record.owner, &record.id),
         );
         if record.held.is_none() {
-            batch.delete_cf(
+            batch.single_delete_cf(
                 self.store.cf(CF_DUE)?,
                 due_key(record.owner, record.next_attempt_at, &record.id),
             );

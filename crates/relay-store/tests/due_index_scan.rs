@@ -75,9 +75,12 @@ async fn due_scan_does_not_walk_the_tombstones_of_delivered_messages() {
     set_perf_stats(PerfStatsLevel::Disable);
 
     assert_eq!(due.len() as u64, STILL_QUEUED);
-    // Without the small index memtables every one of the ~200,000
-    // tombstones is still in the memtable and the scan steps over each.
-    let bound = (MESSAGES - STILL_QUEUED) / 2;
+    // With RocksDB's defaults every one of the ~200,000 tombstones is
+    // still in the 64 MiB memtable and the scan steps over each. With the
+    // small index memtables and single deletes, what is left is what the
+    // last few flushed files hold until compaction meets their keys
+    // (about 16,000 here), whatever the number of deliveries.
+    let bound = (MESSAGES - STILL_QUEUED) / 5;
     assert!(
         skipped < bound,
         "the due scan skipped {skipped} deleted keys to find {} due messages (bound {bound})",
