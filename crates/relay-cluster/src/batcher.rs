@@ -33,7 +33,7 @@ use crate::Raft;
 
 /// Most body bytes one batch entry carries (the proposal that crosses the
 /// line still rides along, so one large message is never held back).
-pub const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
+pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 
 /// Proposals that may wait for the batcher before proposers wait for room.
 const QUEUE_DEPTH: usize = 4 * MAX_BATCH_COMMANDS;

@@ -121,6 +121,11 @@ impl RaftNetwork<TypeConfig> for GrpcNetwork {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         let entries = rpc.entries.len() as u64;
+        if let Some(fit) = entries_within(&rpc.entries, MAX_APPEND_ENTRIES_BYTES) {
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(fit),
+            ));
+        }
         self.call(Rpc::AppendEntries, &rpc, &option, Some(entries))
             .await
     }
@@ -142,5 +147,84 @@ impl RaftNetwork<TypeConfig> for GrpcNetwork {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
         self.call(Rpc::Vote, &rpc, &option, None).await
+    }
+}
+
+/// Most body bytes one AppendEntries carries when it has more than one
+/// entry. openraft 0.9 gives an AppendEntries the heartbeat interval to
+/// complete (write and fsync on the follower included) and sends up to
+/// `max_payload_entries` entries at once; with group-commit entries of many
+/// messages each, a lagging follower was sent hundreds of MiB, timed out
+/// again and again and never caught up (found by the 1 M queue benchmark).
+pub const MAX_APPEND_ENTRIES_BYTES: usize = 2 * 1024 * 1024;
+
+/// `Some(n)`: only the first `n` entries (at least one) fit in `limit`
+/// body bytes, so the request must be split; `None`: send it as it is.
+/// Counts body bytes without encoding anything.
+fn entries_within(entries: &[openraft::Entry<TypeConfig>], limit: usize) -> Option<u64> {
+    if entries.len() < 2 {
+        return None;
+    }
+    let mut total = 0usize;
+    for (i, entry) in entries.iter().enumerate() {
+        total += match &entry.payload {
+            openraft::EntryPayload::Normal(command) => command_bytes(command),
+            _ => 0,
+        };
+        if total > limit {
+            return Some(i.max(1) as u64);
+        }
+    }
+    None
+}
+
+/// The body octets a command carries (what makes an entry large).
+fn command_bytes(command: &relay_types::Command) -> usize {
+    use relay_types::Command;
+    match command {
+        Command::Enqueue(e) => e.body.len(),
+        Command::Attempt { dsn: Some(d), .. } => d.body.len(),
+        Command::Batch(commands) => commands.iter().map(command_bytes).sum(),
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::{Entry, EntryPayload};
+    use relay_types::{Command, Enqueue, MessageId, UnixMillis};
+
+    use super::{TypeConfig, entries_within};
+
+    fn entry(index: u64, body_bytes: usize) -> Entry<TypeConfig> {
+        let enqueue = Enqueue {
+            id: MessageId([index as u8; 16]),
+            received_at: UnixMillis(1),
+            accepted_by: 1,
+            owner: 1,
+            envelope: Default::default(),
+            info: Default::default(),
+            checksum: [0; 32],
+            expires_at: UnixMillis(2),
+            body: Bytes::from(vec![b'x'; body_bytes]),
+        };
+        Entry {
+            log_id: openraft::testing::log_id(1, 1, index),
+            payload: EntryPayload::Normal(Command::Batch(vec![Command::Enqueue(Box::new(
+                enqueue,
+            ))])),
+        }
+    }
+
+    #[test]
+    fn appends_are_split_by_body_bytes_but_one_entry_always_goes() {
+        let small: Vec<_> = (1..=10).map(|i| entry(i, 1_000)).collect();
+        assert_eq!(entries_within(&small, 100_000), None);
+        let large: Vec<_> = (1..=10).map(|i| entry(i, 30_000)).collect();
+        assert_eq!(entries_within(&large, 100_000), Some(3));
+        let huge = vec![entry(1, 500_000), entry(2, 10)];
+        assert_eq!(entries_within(&huge, 100_000), Some(1));
+        assert_eq!(entries_within(&huge[..1], 100_000), None);
     }
 }
