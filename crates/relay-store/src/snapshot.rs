@@ -540,8 +540,10 @@ pub(crate) fn recover(store: &Store) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The snapshot data of format 1 (one RocksDB value).
+/// The snapshot data of format 1 (one RocksDB value). Tests write it too,
+/// as the previous build did.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct LegacyData {
     format: u32,
     last_applied: Option<LogId<u64>>,
@@ -550,6 +552,7 @@ struct LegacyData {
 }
 
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct LegacyTable {
     cf: String,
     rows: Vec<(Bytes, Bytes)>,
@@ -794,28 +797,12 @@ mod legacy_tests {
     //! value; opening it with this build converts that to a file.
 
     use bytes::Bytes;
-    use openraft::{BasicNode, LogId, SnapshotMeta, StoredMembership};
+    use openraft::{SnapshotMeta, StoredMembership};
     use rocksdb::WriteBatch;
-    use serde::Serialize;
 
     use crate::db::{
         CF_ROUTES, CF_SM_META, CF_SNAPSHOT, KEY_LAST_APPLIED, KEY_SNAPSHOT_DATA, KEY_SNAPSHOT_META,
     };
-
-    /// Format 1's shape, as the previous build wrote it.
-    #[derive(Serialize)]
-    struct V1 {
-        format: u32,
-        last_applied: Option<LogId<u64>>,
-        last_membership: StoredMembership<u64, BasicNode>,
-        tables: Vec<V1Table>,
-    }
-
-    #[derive(Serialize)]
-    struct V1Table {
-        cf: String,
-        rows: Vec<(Bytes, Bytes)>,
-    }
 
     #[test]
     fn a_snapshot_stored_by_the_previous_build_becomes_a_file_on_open() {
@@ -826,19 +813,19 @@ mod legacy_tests {
             last_membership: StoredMembership::default(),
             snapshot_id: "old".into(),
         };
-        let data = V1 {
+        let data = super::LegacyData {
             format: 1,
             last_applied: Some(log_id),
             last_membership: StoredMembership::default(),
             tables: vec![
-                V1Table {
+                super::LegacyTable {
                     cf: CF_SM_META.into(),
                     rows: vec![(
                         Bytes::from_static(KEY_LAST_APPLIED),
                         Bytes::from(relay_types::encode(&log_id)),
                     )],
                 },
-                V1Table {
+                super::LegacyTable {
                     cf: CF_ROUTES.into(),
                     rows: vec![(Bytes::from_static(b"a.test"), Bytes::from_static(b"r"))],
                 },

@@ -31,6 +31,15 @@ async fn populated(dir: &TempDir) -> (relay_store::LogStore, StateMachine, u64) 
     (log, sm, index)
 }
 
+/// Builds a snapshot of `sm` now.
+async fn build(sm: &mut StateMachine) -> openraft::Snapshot<relay_store::TypeConfig> {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap()
+}
+
 async fn install(
     target: &mut StateMachine,
     snapshot: &Snapshot<TypeConfig>,
@@ -81,12 +90,7 @@ fn assert_same_state(a: &StateMachine, b: &StateMachine) {
 async fn snapshot_built_on_one_store_installs_as_identical_state_on_a_fresh_one() {
     let a_dir = TempDir::new().unwrap();
     let (_a_log, mut a, last) = populated(&a_dir).await;
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = build(&mut a).await;
     assert_eq!(snapshot.meta.last_log_id.map(|l| l.index), Some(last));
     assert_eq!(
         a.get_current_snapshot().await.unwrap().map(|s| s.meta),
@@ -141,12 +145,7 @@ async fn snapshot_built_on_one_store_installs_as_identical_state_on_a_fresh_one(
 async fn installing_a_snapshot_replaces_all_existing_state() {
     let a_dir = TempDir::new().unwrap();
     let (_a_log, mut a, _) = populated(&a_dir).await;
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = build(&mut a).await;
 
     // C has other messages, owners, routes and traces, and a later
     // membership; after the install none of it may remain (no stale index
@@ -197,12 +196,7 @@ async fn installing_a_snapshot_replaces_all_existing_state() {
 async fn bad_snapshot_data_is_refused_and_changes_nothing() {
     let a_dir = TempDir::new().unwrap();
     let (_a_log, mut a, _) = populated(&a_dir).await;
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = build(&mut a).await;
 
     let b_dir = TempDir::new().unwrap();
     let (_b_log, mut b, _) = populated(&b_dir).await;
@@ -247,11 +241,7 @@ async fn store_with_own_snapshot(dir: &TempDir) -> (relay_store::LogStore, State
     let (log, mut sm) = relay_store::open(dir.path()).unwrap();
     apply_one(&mut sm, membership(1, &[1, 2, 3])).await;
     common::enqueue_many(&mut sm, 2, 5_000, 50, 300).await;
-    sm.get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    build(&mut sm).await;
     (log, sm)
 }
 
@@ -297,12 +287,7 @@ async fn assert_refused(
 async fn a_snapshot_with_one_corrupt_byte_is_refused_and_changes_nothing() {
     let a_dir = TempDir::new().unwrap();
     let (_a_log, mut a, _) = populated(&a_dir).await;
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = build(&mut a).await;
     let b_dir = TempDir::new().unwrap();
     let (_b_log, mut b) = store_with_own_snapshot(&b_dir).await;
 
@@ -322,12 +307,7 @@ async fn a_snapshot_with_one_corrupt_byte_is_refused_and_changes_nothing() {
 async fn a_truncated_snapshot_is_refused_and_changes_nothing() {
     let a_dir = TempDir::new().unwrap();
     let (_a_log, mut a, _) = populated(&a_dir).await;
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = build(&mut a).await;
     let b_dir = TempDir::new().unwrap();
     let (_b_log, mut b) = store_with_own_snapshot(&b_dir).await;
 
@@ -355,12 +335,7 @@ async fn a_snapshot_far_larger_than_one_write_batch_round_trips() {
     let (_a_log, mut a) = relay_store::open(a_dir.path()).unwrap();
     apply_one(&mut a, membership(1, &[1, 2, 3])).await;
     let last = common::enqueue_many(&mut a, 2, 0, 20_000, 4096).await;
-    let snapshot = a
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let snapshot = build(&mut a).await;
     let size = std::fs::metadata(snapshot.snapshot.path()).unwrap().len();
     assert!(size > 20 * 4 * 1024 * 1024, "snapshot of {size} bytes");
 
@@ -389,20 +364,10 @@ async fn a_snapshot_far_larger_than_one_write_batch_round_trips() {
 async fn a_newer_build_replaces_and_deletes_the_older_snapshot_file() {
     let dir = TempDir::new().unwrap();
     let (_log, mut sm, last) = populated(&dir).await;
-    let first = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let first = build(&mut sm).await;
     let next = Command::Enqueue(Box::new(enqueue(9, 2, 1, false)));
     apply_one(&mut sm, normal(last + 1, next)).await;
-    let second = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let second = build(&mut sm).await;
     assert_ne!(first.snapshot.path(), second.snapshot.path());
     assert!(!first.snapshot.path().exists(), "superseded file deleted");
     let name = second
@@ -442,12 +407,7 @@ async fn opening_keeps_the_current_snapshot_file_and_deletes_the_rest() {
     let dir = TempDir::new().unwrap();
     let current_name = {
         let (_log, mut sm, _) = populated(&dir).await;
-        let snapshot = sm
-            .get_snapshot_builder()
-            .await
-            .build_snapshot()
-            .await
-            .unwrap();
+        let snapshot = build(&mut sm).await;
         snapshot.snapshot.path().file_name().unwrap().to_owned()
     };
     // What a crash can leave: a half-received and a half-built file.
@@ -468,12 +428,7 @@ async fn opening_keeps_the_current_snapshot_file_and_deletes_the_rest() {
     std::fs::remove_file(snapshots.join(&current_name)).unwrap();
     let (_log, mut sm) = relay_store::open(dir.path()).unwrap();
     assert!(sm.get_current_snapshot().await.unwrap().is_none());
-    let rebuilt = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let rebuilt = build(&mut sm).await;
     assert_eq!(
         sm.get_current_snapshot().await.unwrap().unwrap().meta,
         rebuilt.meta
