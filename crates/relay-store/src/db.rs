@@ -516,8 +516,6 @@ mod power_loss_failpoint_tests {
     //! The child half runs in a separate process (this test binary started
     //! again with `QR_CHILD_DIR`), so it can be killed for real.
 
-    use std::process::{Command, Stdio};
-
     use rocksdb::WriteBatch;
 
     use super::{CF_SM_META, Store};
@@ -556,33 +554,15 @@ mod power_loss_failpoint_tests {
     /// tells which keys survived.
     fn survivors_after_kill(failpoint: bool) -> (bool, bool) {
         let dir = tempfile::tempdir().unwrap();
-        let mut command = Command::new(std::env::current_exe().unwrap());
-        command
-            .args([
-                "--exact",
-                "db::power_loss_failpoint_tests::child_writes_then_waits_to_be_killed",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .stdout(Stdio::piped());
+        let on = std::ffi::OsStr::new("1");
+        let mut envs = vec![(CHILD_DIR, dir.path().as_os_str())];
         if failpoint {
-            command.env(CHILD_FAILPOINT, "1");
+            envs.push((CHILD_FAILPOINT, on));
         }
-        let mut child = command.spawn().unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-            assert!(n > 0, "child exited before it was ready");
-            if line.contains("READY") {
-                break;
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        crate::child_process::kill_child_when_ready(
+            "db::power_loss_failpoint_tests::child_writes_then_waits_to_be_killed",
+            &envs,
+        );
         let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
         let reader = store.live();
         let has = |key: &[u8]| reader.get_raw(CF_SM_META, key).unwrap().is_some();

@@ -47,6 +47,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+#[cfg(test)]
+mod child_process;
 mod db;
 mod error;
 mod failpoint;

@@ -613,9 +613,7 @@ mod crash_tests {
     //! to be killed; the parent kills it with SIGKILL and reopens the store.
     //! The state must then be the snapshot's, not the old one and not a mix.
 
-    use std::io::BufRead;
     use std::path::Path;
-    use std::process::{Command, Stdio};
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     use openraft::{BasicNode, Entry, EntryPayload, SnapshotMeta};
@@ -723,34 +721,18 @@ mod crash_tests {
             assert_ne!(b.digest().unwrap(), want);
         }
 
-        let mut command = Command::new(std::env::current_exe().unwrap());
-        command
-            .args([
-                "--exact",
-                "snapshot::crash_tests::child_installs_and_stops_midway",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ])
-            .env(CHILD_DIR, b_dir.path())
-            .env(CHILD_SNAPSHOT, &file)
-            .stdout(Stdio::piped());
+        let on = std::ffi::OsStr::new("1");
+        let mut envs = vec![
+            (CHILD_DIR, b_dir.path().as_os_str()),
+            (CHILD_SNAPSHOT, file.as_os_str()),
+        ];
         if failpoint {
-            command.env(CHILD_FAILPOINT, "1");
+            envs.push((CHILD_FAILPOINT, on));
         }
-        let mut child = command.spawn().unwrap();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = out.read_line(&mut line).unwrap();
-            assert!(n > 0, "child exited before it stopped midway");
-            if line.contains("READY") {
-                break;
-            }
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
+        crate::child_process::kill_child_when_ready(
+            "snapshot::crash_tests::child_installs_and_stops_midway",
+            &envs,
+        );
 
         // The child died with the marker written and the state half
         // replaced (or, with the failpoint, the batches after the marker
