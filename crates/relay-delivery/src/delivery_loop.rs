@@ -36,9 +36,12 @@ use crate::config::DeliveryConfig;
 use crate::error::ProposeError;
 use crate::metrics as m;
 
-/// How often a running attempt re-checks the delivery lease.
-const LEASE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 use crate::report::{self, Report, ReportContext};
+
+/// A report still not committed after this long pauses new deliveries: a
+/// commit normally takes milliseconds, so the node may be cut off from the
+/// cluster, and anything it delivered now might not be reportable.
+const REPORT_STALL: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::transport::{self, RecipientResult, Transaction, TransportSettings};
 use crate::{DeliveryStore, Proposer};
 
@@ -80,6 +83,8 @@ struct Tracking {
     unreported: HashMap<MessageId, Unreported>,
     /// Report committed; skip stale due records until the replica catches up.
     settled: HashMap<MessageId, Settled>,
+    /// Reports being proposed right now, since when.
+    proposing: HashMap<MessageId, Instant>,
 }
 
 #[derive(Clone)]
@@ -233,7 +238,13 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             for (id, _) in &retries {
                 t.in_flight.insert(*id);
             }
-            let paused = t.unreported.values().any(|u| u.cluster_unavailable);
+            // A report that takes far longer than a commit normally does
+            // means this node may be cut off: start nothing new until it
+            // settles (a session started now might not be reportable).
+            let paused = t.unreported.values().any(|u| u.cluster_unavailable)
+                || t.proposing
+                    .values()
+                    .any(|since| since.elapsed() > REPORT_STALL);
             (retries, paused)
         };
         for (id, unreported) in retries {
@@ -248,11 +259,11 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             );
         }
         if paused {
-            debug!("no leader for the last reports: not starting deliveries");
+            debug!("reports are not committing: not starting deliveries");
             return;
         }
-        if !self.proposer.holds_lease() {
-            debug!("no recent contact with a working cluster: not starting deliveries");
+        if !self.proposer.may_start_session() {
+            debug!("no fresh contact with a working cluster: not starting deliveries");
             return;
         }
         if self.slots.available_permits() == 0 {
@@ -462,6 +473,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             }
         };
         let mut results: Vec<RecipientResult> = Vec::new();
+        let mut withheld = false;
         let local_failure = |index: u32, reply: String| RecipientResult {
             index,
             target: "-".into(),
@@ -504,24 +516,25 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                             smtputf8: envelope.smtputf8,
                             eight_bit,
                         };
-                        if !self.proposer.holds_lease() {
-                            info!("delivery lease lost before the session: abandoning the attempt");
-                            return None;
-                        }
-                        tokio::select! {
-                            // Lease first: a process that was frozen (SIGSTOP,
-                            // a VM pause) wakes with both ready, and must not
-                            // finish a session its lease no longer covers.
-                            biased;
-                            _ = self.lease_lost() => {
-                                warn!("delivery lease lost during the session: abandoning the attempt");
-                                return None;
+                        let proposer = &self.proposer;
+                        let gate = || proposer.may_start_session();
+                        match transport::send_gated(route, &tx, &self.transport, &gate).await {
+                            Some(sent) => results.extend(sent),
+                            None => {
+                                // Nothing reached this route's target. Earlier
+                                // groups did: report them; these recipients
+                                // stay pending.
+                                info!("start lease ran out before the session: not sending");
+                                withheld = true;
+                                break;
                             }
-                            sent = transport::send(route, &tx, &self.transport) => results.extend(sent),
                         }
                     }
                 }
             }
+        }
+        if withheld && results.is_empty() {
+            return None;
         }
         let ctx = ReportContext {
             node_id: self.config.node_id,
@@ -530,13 +543,6 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             now: UnixMillis::now(),
         };
         Some(report::build(record, &body, &results, &ctx))
-    }
-
-    /// Resolves when this node no longer holds its delivery lease.
-    async fn lease_lost(&self) {
-        while self.proposer.holds_lease() {
-            tokio::time::sleep(LEASE_CHECK_INTERVAL).await;
-        }
     }
 
     async fn read_body(self: &Arc<Self>, id: MessageId) -> Result<Option<Bytes>, String> {
@@ -548,7 +554,8 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
 
     /// Proposes a report and records what became of it. The message stays
     /// in flight until this returns.
-    async fn propose_report(&self, id: MessageId, mut unreported: Unreported) {
+    async fn propose_report(&self, id: MessageId, unreported: Unreported) {
+        lock(&self.tracking).proposing.insert(id, Instant::now());
         let result = self
             .proposer
             .propose(unreported.report.command.clone())
@@ -559,9 +566,25 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                 warn!(error = %e, "cannot clear a pending report (it is refused if proposed again)");
             }
         }
+        if let Some(report) = self.settle(id, unreported, result) {
+            self.record_duplicate(id, &report).await;
+        }
+    }
+
+    /// Records what became of a proposed report; returns the report if it
+    /// was a delivery the target accepted and the state machine refused
+    /// (a known duplicate).
+    fn settle(
+        &self,
+        id: MessageId,
+        mut unreported: Unreported,
+        result: Result<CommandResult, ProposeError>,
+    ) -> Option<Command> {
+        let mut known_duplicate = None;
         let mut guard = lock(&self.tracking);
         let t = &mut *guard;
         t.in_flight.remove(&id);
+        t.proposing.remove(&id);
         match result {
             Ok(CommandResult::Rejected(rejection)) => {
                 t.unreported.remove(&id);
@@ -580,6 +603,20 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                     _ => "other",
                 };
                 metrics::counter!(m::REPORTS_REJECTED_TOTAL, "reason" => reason).increment(1);
+                if unreported.report.counts.delivered > 0 {
+                    let why = match &rejection {
+                        Rejection::NotOwner { .. } => "not_owner",
+                        _ => "already_finished",
+                    };
+                    metrics::counter!(m::DUPLICATE_DELIVERIES_TOTAL, "reason" => why).increment(1);
+                    warn!(
+                        reason = why,
+                        duplicate = true,
+                        "the target accepted this message but its report was refused: \
+                         counted as a duplicate delivery"
+                    );
+                    known_duplicate = Some(unreported.report.command.clone());
+                }
                 match rejection {
                     Rejection::NotOwner { owner, .. } => warn!(
                         %owner,
@@ -622,6 +659,27 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             }
         }
         set_in_flight_gauge(t);
+        known_duplicate
+    }
+
+    /// Puts a known duplicate into the message's replicated trace
+    /// (`relayctl trace ID`), best effort: the metric already counted it.
+    async fn record_duplicate(&self, id: MessageId, report: &Command) {
+        let (target, reply) = match report {
+            Command::Delivered { target, reply, .. } => (target.clone(), reply.clone()),
+            Command::Attempt { target, .. } => (target.clone(), String::new()),
+            _ => return,
+        };
+        let note = Command::DuplicateDelivered {
+            id,
+            by: self.config.node_id,
+            at: UnixMillis::now(),
+            target,
+            reply,
+        };
+        if let Err(e) = self.proposer.propose(note).await {
+            debug!(error = %e, "could not trace a known duplicate");
+        }
     }
 }
 

@@ -21,6 +21,12 @@ pub const REPORT_FAILURES_TOTAL: &str = "relay_delivery_report_failures_total";
 /// reports the state machine rejected. `not_owner` after a successful
 /// delivery means the new owner may deliver the message again.
 pub const REPORTS_REJECTED_TOTAL: &str = "relay_delivery_reports_rejected_total";
+/// Counter, label `reason` = `not_owner` | `already_finished`: deliveries
+/// the target accepted whose report was refused because another node owns
+/// the message now (it may deliver it again) or already finished it. Each
+/// is a known duplicate at the target (or, after an operator deletion, a
+/// message delivered once that the queue no longer shows).
+pub const DUPLICATE_DELIVERIES_TOTAL: &str = "relay_duplicate_deliveries_total";
 /// Gauge: messages being delivered or waiting for their report to commit.
 pub const IN_FLIGHT: &str = "relay_delivery_in_flight";
 /// Histogram, seconds: from the start of an attempt to its report being
@@ -59,6 +65,14 @@ pub fn describe() {
         REPORTS_REJECTED_TOTAL,
         "Delivery reports the state machine rejected."
     );
+    describe_counter!(
+        DUPLICATE_DELIVERIES_TOTAL,
+        "Deliveries the target accepted whose report was refused because \
+         ownership had moved or the message was already finished."
+    );
+    for reason in ["not_owner", "already_finished"] {
+        metrics::counter!(DUPLICATE_DELIVERIES_TOTAL, "reason" => reason).increment(0);
+    }
     describe_gauge!(
         IN_FLIGHT,
         "Messages being delivered or waiting for their report to commit."
