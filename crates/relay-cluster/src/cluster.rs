@@ -20,9 +20,9 @@ use crate::Raft;
 use crate::batcher::{BatchWriteError, WriteBatcher};
 use crate::channels::{Channels, MAX_GRPC_MESSAGE};
 use crate::config::ClusterConfig;
-use crate::contact::LeaderContact;
 use crate::error::{ClusterError, ProposeError};
 use crate::network::GrpcNetworkFactory;
+use crate::ownership::{LeaderContact, QuorumAcks};
 use crate::probe::TargetProber;
 use crate::service::RaftGrpc;
 
@@ -39,6 +39,8 @@ pub struct Cluster {
     channels: Channels,
     shutdown: CancellationToken,
     contact: LeaderContact,
+    /// Accepted AppendEntries send times: the leader's quorum lease.
+    acks: Arc<QuorumAcks>,
     /// SMTP connect tests for drills, provided by the node after start
     /// (this crate never speaks SMTP itself).
     prober: OnceLock<Arc<dyn TargetProber>>,
@@ -104,7 +106,8 @@ impl Cluster {
         let raft_config = Arc::new(config.raft_config()?);
         let secret = config.secret.clone();
         let channels = Channels::new(secret.clone());
-        let network = GrpcNetworkFactory::new(channels.clone());
+        let acks = Arc::new(QuorumAcks::default());
+        let network = GrpcNetworkFactory::new(config.node_id, channels.clone(), acks.clone());
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -124,6 +127,7 @@ impl Cluster {
             channels,
             shutdown: shutdown.clone(),
             contact: LeaderContact::default(),
+            acks,
             prober: OnceLock::new(),
             election_pause: AtomicU64::new(0),
         });
@@ -153,6 +157,12 @@ impl Cluster {
                 server_shutdown.cancel();
             }
         });
+
+        tokio::spawn(publish_voters(
+            cluster.raft.metrics(),
+            cluster.acks.clone(),
+            shutdown.clone(),
+        ));
 
         tokio::spawn(crate::purge::run_log_purger(
             cluster.raft.clone(),
@@ -269,32 +279,44 @@ impl Cluster {
     }
 
     /// How long ago this node last had proof that it is part of a working
-    /// cluster: on the leader, since a quorum last acknowledged it; on a
-    /// follower, since the leader's last AppendEntries (heartbeats
-    /// included). `None`: never, or no leader is known.
+    /// cluster: on the leader, since a quorum last acknowledged an
+    /// AppendEntries it sent (its own clock, read now); on a follower, since
+    /// the leader's last AppendEntries arrived, plus the age of the leader's
+    /// own quorum proof it carried. `None`: never, or no leader is known.
     pub fn leader_contact_age(&self) -> Option<Duration> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        contact_age(&m, &self.contact)
+        self.contact_age(&m)
     }
 
-    /// The delivery lease (fencing): this node may open an outbound session
-    /// for a message it owns only while it has heard from a working cluster
-    /// within `delivery_lease`, and, after a gap, only once contact has been
-    /// back for an election timeout and it has applied what the leader had
-    /// committed meanwhile. The leader
-    /// reassigns an unreachable node's messages only after `takeover_after`
-    /// of silence, and the lease (`takeover_after / 2`) runs out well before
-    /// that, so a cut-off owner stops delivering before anyone else starts,
-    /// and on its return it sees the `Reassign` before it could act on its
-    /// stale view.
-    pub fn holds_lease(&self) -> bool {
-        // Called per round and every 200 ms per running attempt: read the
-        // metrics once, without cloning them.
+    fn contact_age(&self, m: &RaftMetrics<NodeId, BasicNode>) -> Option<Duration> {
+        if m.state == ServerState::Leader {
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            return self
+                .acks
+                .quorum_age(self.config.node_id, m.current_term, &voters);
+        }
+        let leader = m.current_leader?;
+        let contact = self.contact.last().filter(|c| c.leader == leader)?;
+        Some(contact.at.elapsed() + contact.leader_quorum_age)
+    }
+
+    /// The start lease (fencing, see [`crate::ownership`]): whether this
+    /// node may start handing a message it owns to a target now. It needs
+    /// proof of a working cluster younger than `start_lease` and, after a
+    /// gap in contact, to have applied what the leader had committed
+    /// meanwhile. The leader gives an unreachable node's mail away only
+    /// after `takeover_after`, far longer than the start lease, so a
+    /// cut-off owner stops starting sessions long before anyone else owns
+    /// its mail, and on its return it sees the takeover before it acts.
+    pub fn may_start_delivery(&self) -> bool {
+        // Called per round and before each session step: read the metrics
+        // once, without cloning them.
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let fresh =
-            contact_age(&m, &self.contact).is_some_and(|age| age < self.config.delivery_lease);
+        let fresh = self
+            .contact_age(&m)
+            .is_some_and(|age| age < self.config.start_lease);
         if !fresh {
             return false;
         }
@@ -305,7 +327,9 @@ impl Cluster {
             )
     }
 
-    /// The delivery lease length (`takeover_after / 2`).
+    /// The hold lease (`takeover_after / 2`): after this long without
+    /// contact a node treats its leader as gone (the gap after which it
+    /// must catch up before delivering again).
     pub fn delivery_lease(&self) -> Duration {
         self.config.delivery_lease
     }
@@ -620,13 +644,24 @@ fn local_status_from(
     Ok(reply)
 }
 
-/// See [`Cluster::leader_contact_age`].
-fn contact_age(m: &RaftMetrics<NodeId, BasicNode>, contact: &LeaderContact) -> Option<Duration> {
-    if m.state == ServerState::Leader {
-        return m.millis_since_quorum_ack.map(Duration::from_millis);
+/// Keeps `acks` told of the current term and voter set, for the quorum
+/// age the leader sends its followers.
+async fn publish_voters(
+    mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    acks: Arc<QuorumAcks>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            let voters = m.membership_config.membership().voter_ids().collect();
+            acks.set_voters(m.current_term, voters);
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
     }
-    m.current_leader?;
-    contact.last().map(|c| c.at.elapsed())
 }
 
 /// Lower-case role name.

@@ -20,7 +20,6 @@
 //!   tasks that keep Raft, queue and store gauges current.
 //! - [`status_page`]: the server-rendered status page with node lights.
 //! - [`recent`]: last committed delivery result per target (status page).
-//! - [`takeover`]: the leader reassigns an unreachable node's mail.
 
 pub mod adapters;
 pub mod admin;
@@ -31,6 +30,5 @@ pub mod metrics;
 pub mod node;
 pub mod recent;
 pub mod status_page;
-pub mod takeover;
 
 pub use config::{ConfigError, NodeConfig};
