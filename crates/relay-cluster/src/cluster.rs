@@ -14,11 +14,12 @@ use relay_types::{Command, CommandResult, NodeId, decode, encode};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::Raft;
 use crate::batcher::{BatchWriteError, WriteBatcher};
-use crate::channels::{Channels, MAX_GRPC_MESSAGE};
+use crate::channels::{Channels, LinkFaults, MAX_GRPC_MESSAGE};
 use crate::config::ClusterConfig;
 use crate::error::{ClusterError, ProposeError};
 use crate::network::GrpcNetworkFactory;
@@ -47,6 +48,8 @@ pub struct Cluster {
     /// Bumped by every leadership pause/resume, so only the latest pause's
     /// timer resumes elections (see `leadership`).
     pub(crate) election_pause: AtomicU64,
+    /// The tasks this cluster spawned.
+    tasks: TaskTracker,
 }
 
 // Manual: `openraft::Raft` is not `Debug`.
@@ -93,19 +96,42 @@ pub struct ClusterStatus {
 }
 
 impl Cluster {
-    /// Starts Raft on the store, serves the Raft gRPC service, and
-    /// initialises a new cluster if this is the bootstrap node of a cluster
-    /// that does not exist yet. Returns the handle and whether this call
-    /// initialised the cluster (the caller seeds initial state then).
+    /// Starts Raft on the store, serves the Raft gRPC service on
+    /// `config.listen`, and initialises a new cluster if this is the
+    /// bootstrap node of a cluster that does not exist yet. Returns the
+    /// handle and whether this call initialised the cluster (the caller
+    /// seeds initial state then).
     pub async fn start(
         config: ClusterConfig,
         log_store: LogStore,
         state_machine: StateMachine,
         shutdown: CancellationToken,
     ) -> Result<(Arc<Cluster>, bool), ClusterError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ClusterError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Self::start_with(listener, config, log_store, state_machine, shutdown, None).await
+    }
+
+    /// [`Cluster::start`] on a listener the caller bound (port 0 in tests),
+    /// with optional [`LinkFaults`] (in-process cluster tests cut links with
+    /// it). Every task it spawns is tracked; [`Cluster::shutdown`] waits
+    /// for them. A failing Raft gRPC server cancels `shutdown`, which stops
+    /// the node: a node its peers cannot reach must not keep serving SMTP.
+    pub async fn start_with(
+        listener: tokio::net::TcpListener,
+        config: ClusterConfig,
+        log_store: LogStore,
+        state_machine: StateMachine,
+        shutdown: CancellationToken,
+        faults: Option<Arc<LinkFaults>>,
+    ) -> Result<(Arc<Cluster>, bool), ClusterError> {
         let raft_config = Arc::new(config.raft_config()?);
         let secret = config.secret.clone();
-        let channels = Channels::new(secret.clone());
+        let channels = Channels::new(config.node_id, secret.clone(), faults);
         let acks = Arc::new(QuorumAcks::default());
         let network = GrpcNetworkFactory::new(config.node_id, channels.clone(), acks.clone());
         let raft = Raft::new(
@@ -130,14 +156,9 @@ impl Cluster {
             acks,
             prober: OnceLock::new(),
             election_pause: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
         });
 
-        let listener = tokio::net::TcpListener::bind(cluster.config.listen)
-            .await
-            .map_err(|source| ClusterError::Bind {
-                addr: cluster.config.listen,
-                source,
-            })?;
         let service = tonic::service::interceptor::InterceptedService::new(
             RaftServiceServer::new(RaftGrpc::new(cluster.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE)
@@ -145,7 +166,7 @@ impl Cluster {
             crate::secret::RequireClusterSecret(secret),
         );
         let server_shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        cluster.tasks.spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -158,13 +179,13 @@ impl Cluster {
             }
         });
 
-        tokio::spawn(publish_voters(
+        cluster.tasks.spawn(publish_voters(
             cluster.raft.metrics(),
             cluster.acks.clone(),
             shutdown.clone(),
         ));
 
-        tokio::spawn(crate::purge::run_log_purger(
+        cluster.tasks.spawn(crate::purge::run_log_purger(
             cluster.raft.clone(),
             cluster.config.purge_interval,
             shutdown.clone(),
@@ -572,9 +593,16 @@ impl Cluster {
     }
 
     /// Stops Raft. The store stays open until dropped.
+    /// Shuts Raft down and waits for this cluster's own tasks (gRPC
+    /// server, purger), which end once the `shutdown` token given to
+    /// [`Cluster::start`] is cancelled.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             warn!(error = %e, "raft shutdown failed");
+        }
+        self.tasks.close();
+        if self.shutdown.is_cancelled() {
+            self.tasks.wait().await;
         }
     }
 }

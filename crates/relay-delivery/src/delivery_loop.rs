@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use relay_queue::body_checksum;
 use relay_types::{
-    BodyType, Command, CommandResult, MessageId, MessageRecord, Rejection, Route, UnixMillis,
+    BodyType, Command, CommandResult, MessageId, MessageRecord, RecipientStatus, Rejection, Route,
+    UnixMillis,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
@@ -97,6 +98,9 @@ struct Unreported {
     cluster_unavailable: bool,
     /// When the message was accepted (for the accept-to-delivered latency).
     received_at: UnixMillis,
+    /// An earlier attempt lost the reply to its final dot (the target may
+    /// hold a copy already): a delivery now is a possible duplicate.
+    after_lost_reply: bool,
 }
 
 struct Settled {
@@ -216,6 +220,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                     attempts_after: u32::MAX,
                     cluster_unavailable: false,
                     received_at: UnixMillis::now(),
+                    after_lost_reply: false,
                 },
             );
         }
@@ -453,6 +458,10 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             attempts_after,
             cluster_unavailable: false,
             received_at: plan.record.received_at,
+            after_lost_reply: plan.record.recipients.iter().any(|r| {
+                matches!(r, RecipientStatus::Pending { last_reply: Some(reply) }
+                    if transport::is_lost_final_reply(reply))
+            }),
         };
         self.propose_report(id, unreported).await;
     }
@@ -566,20 +575,19 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                 warn!(error = %e, "cannot clear a pending report (it is refused if proposed again)");
             }
         }
-        if let Some(report) = self.settle(id, unreported, result) {
-            self.record_duplicate(id, &report).await;
+        if let Some((report, why)) = self.settle(id, unreported, result) {
+            self.record_duplicate(id, &report, why).await;
         }
     }
 
-    /// Records what became of a proposed report; returns the report if it
-    /// was a delivery the target accepted and the state machine refused
-    /// (a known duplicate).
+    /// Records what became of a proposed report; returns the report and why
+    /// if that delivery is, or may be, a second copy at the target.
     fn settle(
         &self,
         id: MessageId,
         mut unreported: Unreported,
         result: Result<CommandResult, ProposeError>,
-    ) -> Option<Command> {
+    ) -> Option<(Command, &'static str)> {
         let mut known_duplicate = None;
         let mut guard = lock(&self.tracking);
         let t = &mut *guard;
@@ -604,18 +612,22 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                 };
                 metrics::counter!(m::REPORTS_REJECTED_TOTAL, "reason" => reason).increment(1);
                 if unreported.report.counts.delivered > 0 {
-                    let why = match &rejection {
-                        Rejection::NotOwner { .. } => "not_owner",
-                        _ => "already_finished",
+                    let (label, why) = match &rejection {
+                        Rejection::NotOwner { .. } => (
+                            "not_owner",
+                            "ownership had moved; the new owner delivers it too",
+                        ),
+                        _ => ("already_finished", "another owner had already finished it"),
                     };
-                    metrics::counter!(m::DUPLICATE_DELIVERIES_TOTAL, "reason" => why).increment(1);
+                    metrics::counter!(m::DUPLICATE_DELIVERIES_TOTAL, "reason" => label)
+                        .increment(1);
                     warn!(
-                        reason = why,
+                        reason = label,
                         duplicate = true,
                         "the target accepted this message but its report was refused: \
                          counted as a duplicate delivery"
                     );
-                    known_duplicate = Some(unreported.report.command.clone());
+                    known_duplicate = Some((unreported.report.command.clone(), why));
                 }
                 match rejection {
                     Rejection::NotOwner { owner, .. } => warn!(
@@ -640,6 +652,19 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                     },
                 );
                 record_committed(&unreported.report, unreported.received_at);
+                if unreported.after_lost_reply && unreported.report.counts.delivered > 0 {
+                    metrics::counter!(m::DUPLICATE_DELIVERIES_TOTAL, "reason" => "outcome_unknown")
+                        .increment(1);
+                    warn!(
+                        duplicate = true,
+                        "delivered after an attempt whose reply to the final dot was lost: \
+                         counted as a possible duplicate"
+                    );
+                    known_duplicate = Some((
+                        unreported.report.command.clone(),
+                        "possible: an earlier attempt's reply to the final dot was lost",
+                    ));
+                }
                 debug!(
                     result = unreported.report.result_label(),
                     "report committed"
@@ -662,9 +687,9 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
         known_duplicate
     }
 
-    /// Puts a known duplicate into the message's replicated trace
+    /// Puts a (possible) duplicate into the message's replicated trace
     /// (`relayctl trace ID`), best effort: the metric already counted it.
-    async fn record_duplicate(&self, id: MessageId, report: &Command) {
+    async fn record_duplicate(&self, id: MessageId, report: &Command, why: &str) {
         let (target, reply) = match report {
             Command::Delivered { target, reply, .. } => (target.clone(), reply.clone()),
             Command::Attempt { target, .. } => (target.clone(), String::new()),
@@ -676,6 +701,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             at: UnixMillis::now(),
             target,
             reply,
+            why: why.to_string(),
         };
         if let Err(e) = self.proposer.propose(note).await {
             debug!(error = %e, "could not trace a known duplicate");

@@ -139,6 +139,17 @@ pub async fn send_gated(
     Some(all(tx, &target, &failure))
 }
 
+/// The step name in the reply text of a failure after the message text was
+/// sent: no reply to the final dot, or the connection lost while waiting.
+const FINAL_REPLY_STEP: &str = "end of data";
+
+/// Whether a deferral's reply text says the reply to the final dot was
+/// lost (timeout or broken connection): the target may have accepted that
+/// copy, so the next delivery is a possible duplicate.
+pub fn is_lost_final_reply(reply: &str) -> bool {
+    reply.starts_with(FINAL_REPLY_STEP)
+}
+
 /// Splits `host:port`, `[v6]:port`, `host` or a bare IPv6 address.
 pub fn parse_target(target: &str) -> Result<(String, u16), String> {
     let t = target.trim();
@@ -452,7 +463,7 @@ async fn transact(
         Ok(_) => {
             within(
                 settings.data_timeout,
-                "end of data",
+                FINAL_REPLY_STEP,
                 conn.message(&outbound::data_payload(tx.body)),
             )
             .await

@@ -122,7 +122,56 @@ async fn a_delivery_refused_because_ownership_moved_is_counted_and_traced() {
     assert_eq!(cluster.record(&id).map(|r| r.owner), Some(2));
     let trace = cluster.trace(&id);
     assert!(
-        trace.iter().any(|e| e.what.contains("known duplicate")),
+        trace
+            .iter()
+            .any(|e| e.what.starts_with("duplicate delivery") && e.what.contains("ownership")),
+        "{trace:?}"
+    );
+}
+
+/// The target stored the message but the connection broke before its reply
+/// to the final dot: the outcome is unknown, the message is retried, and
+/// the delivery that then succeeds is counted and traced as a possible
+/// duplicate (the target holds two copies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_after_a_lost_final_reply_is_counted_as_a_possible_duplicate() {
+    let target = TestTarget::start_with(TargetOptions {
+        behaviour: Behaviour::DropAfterData,
+        ..Default::default()
+    })
+    .await
+    .expect("target");
+    let cluster = FakeCluster::new();
+    cluster.set_route("example.test", vec![target.target()], TlsPolicy::None);
+    let id = cluster.enqueue(message("s@sender.test", &["a@example.test"], BODY));
+    let mut config = config();
+    config.retry.min_backoff_ms = 100;
+    config.retry.max_backoff_ms = 100;
+
+    let running = Running::start(&cluster, config);
+    wait_until(WAIT, || {
+        cluster.record(&id).is_some_and(|r| r.attempts == 1)
+    })
+    .await
+    .expect("the first attempt is recorded as deferred");
+    target.set_behaviour(Behaviour::AcceptAll);
+    wait_until(WAIT, || {
+        cluster
+            .committed_commands()
+            .iter()
+            .any(|c| matches!(c, Command::DuplicateDelivered { id: d, .. } if *d == id))
+    })
+    .await
+    .expect("the possible duplicate is traced");
+    running.stop().await;
+
+    assert_eq!(target.messages().len(), 2, "the target holds two copies");
+    assert!(cluster.record(&id).is_none(), "delivered");
+    let trace = cluster.trace(&id);
+    assert!(
+        trace
+            .iter()
+            .any(|e| e.what.starts_with("duplicate delivery") && e.what.contains("possible")),
         "{trace:?}"
     );
 }

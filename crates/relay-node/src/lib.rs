@@ -20,6 +20,8 @@
 //!   tasks that keep Raft, queue and store gauges current.
 //! - [`status_page`]: the server-rendered status page with node lights.
 //! - [`recent`]: last committed delivery result per target (status page).
+//! - `testing` (feature `testing`): an in-process cluster of real nodes
+//!   with cuttable links, for tests.
 
 pub mod adapters;
 pub mod admin;
@@ -30,5 +32,7 @@ pub mod metrics;
 pub mod node;
 pub mod recent;
 pub mod status_page;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{ConfigError, NodeConfig};

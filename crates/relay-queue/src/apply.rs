@@ -279,16 +279,14 @@ fn apply_command<R: QueueRead>(
             at,
             target,
             reply,
+            why,
         } => Ok(Applied {
             changes: vec![trace(
                 *id,
                 index,
                 *at,
                 node_name(*by),
-                format!(
-                    "delivered again via {target} after ownership moved or the message \
-                     finished (known duplicate): {reply}"
-                ),
+                format!("duplicate delivery via {target} ({why}): {reply}"),
             )],
             result: CommandResult::Applied { affected: 0 },
         }),
@@ -311,7 +309,7 @@ fn apply_command<R: QueueRead>(
                     index,
                     *at,
                     "leader",
-                    format!("taken over: owner node {from} -> node {new_owner}"),
+                    format!("owner node {from} -> node {new_owner} (taken over)"),
                 ));
                 let mut after = record.clone();
                 after.owner = new_owner;

@@ -135,6 +135,7 @@ fn single_command() -> impl Strategy<Value = Command> {
             at: UnixMillis(15),
             target: "t".into(),
             reply: "250 ok".into(),
+            why: "test".into(),
         }),
         // Ids here are [n; 16]: a cutoff of k << 40 ms forgets ids below k.
         (0u64..8).prop_map(|k| Command::Prune {

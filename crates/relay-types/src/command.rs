@@ -187,9 +187,11 @@ pub enum Command {
     /// is rejected on its own, deterministically, without affecting the
     /// others.
     Batch(Vec<Command>),
-    /// A delivery the target accepted whose report was refused (ownership
-    /// had moved, or the message was already finished): a known duplicate
-    /// at the target, recorded in the message's trace. Changes nothing else.
+    /// A delivery that is, or may be, a second copy at the target, recorded
+    /// in the message's trace: the target accepted but the report was
+    /// refused (ownership had moved, or the message was already finished),
+    /// or an earlier attempt's reply to the final dot was lost (the target
+    /// may have accepted that one too). Changes nothing else.
     DuplicateDelivered {
         /// The message.
         id: MessageId,
@@ -201,6 +203,8 @@ pub enum Command {
         target: String,
         /// The target's reply text.
         reply: String,
+        /// Why it is a duplicate, for people.
+        why: String,
     },
     /// One takeover decision: every message owned by `from` goes to the
     /// nodes in `to`, spread in turn in message-id order (deterministic, so
