@@ -142,7 +142,8 @@ async fn repeated_failover_under_load_loses_nothing_and_sends_nothing_twice() {
     let stop = CancellationToken::new();
     let nodes: Vec<(u64, std::net::SocketAddr)> =
         (1..=3).map(|id| (id, cluster.smtp_addr(id))).collect();
-    let senders = spawn_senders(&nodes, 1, &ledger, &stop);
+    // Three sequential senders per node.
+    let senders = spawn_senders(&nodes, 3, &ledger, &stop);
 
     let mut leaderless = Vec::new();
     for cycle in 0..env_cycles("QR_FAILOVER_CYCLES", 4) {

@@ -48,6 +48,10 @@ pub struct Cluster {
     /// Bumped by every leadership pause/resume, so only the latest pause's
     /// timer resumes elections (see `leadership`).
     pub(crate) election_pause: AtomicU64,
+    /// True while a leadership transfer pauses this node: as leader it
+    /// holds new writes, so its followers stop hearing from it and can
+    /// vote for the transfer's target (see `leadership`).
+    pub(crate) writes_paused: watch::Sender<bool>,
     /// The tasks this cluster spawned.
     tasks: TaskTracker,
 }
@@ -156,6 +160,7 @@ impl Cluster {
             acks,
             prober: OnceLock::new(),
             election_pause: AtomicU64::new(0),
+            writes_paused: watch::Sender::new(false),
             tasks: TaskTracker::new(),
         });
 
@@ -348,6 +353,37 @@ impl Cluster {
             )
     }
 
+    /// When this node's newest proof of a working cluster was made: on the
+    /// leader, the send time of the newest AppendEntries a quorum accepted;
+    /// on a follower, when the leader's last AppendEntries arrived, less the
+    /// age of the leader's own proof it carried.
+    pub fn lease_proof(&self) -> Option<std::time::Instant> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let age = self.contact_age(&m)?;
+        std::time::Instant::now().checked_sub(age)
+    }
+
+    /// Waits (at most one start lease) until this node holds proof of a
+    /// working cluster made after `since` and may still start deliveries;
+    /// false if none comes. The delivery loop asks this right before a
+    /// transaction's message text, with `since` = the transaction's start:
+    /// an owner cut off after it began never sends the text. A heartbeat
+    /// interval at most when idle; under load AppendEntries flow all the
+    /// time and the proof is already there.
+    pub async fn confirm_lease_since(&self, since: std::time::Instant) -> bool {
+        let deadline = Instant::now() + self.config.start_lease;
+        loop {
+            if self.lease_proof().is_some_and(|proof| proof > since) && self.may_start_delivery() {
+                return true;
+            }
+            if Instant::now() >= deadline || self.shutdown.is_cancelled() {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// The hold lease (`takeover_after / 2`): after this long without
     /// contact a node treats its leader as gone (the gap after which it
     /// must catch up before delivering again).
@@ -460,6 +496,15 @@ impl Cluster {
         &self,
         command: Command,
     ) -> Result<CommandResult, BatchWriteError> {
+        // During a leadership transfer new writes wait (bounded by the
+        // caller's submit deadline): replicating them would keep renewing
+        // the followers' leader lease, and they would refuse to vote for
+        // the target. After the transfer they go to whoever leads.
+        let mut paused = self.writes_paused.subscribe();
+        if *paused.borrow() {
+            let _ = paused.wait_for(|p| !*p).await;
+            return Err(BatchWriteError::ForwardToLeader(None));
+        }
         if command.batchable() {
             return self.batcher.write(command).await;
         }

@@ -42,7 +42,7 @@ use crate::report::{self, Report, ReportContext};
 /// A report still not committed after this long pauses new deliveries: a
 /// commit normally takes milliseconds, so the node may be cut off from the
 /// cluster, and anything it delivered now might not be reportable.
-const REPORT_STALL: std::time::Duration = std::time::Duration::from_secs(2);
+const REPORT_STALL: std::time::Duration = std::time::Duration::from_millis(500);
 use crate::transport::{self, RecipientResult, Transaction, TransportSettings};
 use crate::{DeliveryStore, Proposer};
 
@@ -525,8 +525,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                             smtputf8: envelope.smtputf8,
                             eight_bit,
                         };
-                        let proposer = &self.proposer;
-                        let gate = || proposer.may_start_session();
+                        let gate = LeaseGate(&*self.proposer);
                         match transport::send_gated(route, &tx, &self.transport, &gate).await {
                             Some(sent) => results.extend(sent),
                             None => {
@@ -706,6 +705,19 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
         if let Err(e) = self.proposer.propose(note).await {
             debug!(error = %e, "could not trace a known duplicate");
         }
+    }
+}
+
+/// The proposer's lease as a transaction's [`transport::SessionGate`].
+struct LeaseGate<'a, P>(&'a P);
+
+impl<P: Proposer> transport::SessionGate for LeaseGate<'_, P> {
+    fn may_start(&self) -> bool {
+        self.0.may_start_session()
+    }
+
+    fn confirm_since(&self, since: std::time::Instant) -> transport::BoxFuture<'_, bool> {
+        Box::pin(self.0.confirm_lease_since(since))
     }
 }
 

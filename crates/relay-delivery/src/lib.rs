@@ -25,8 +25,9 @@
 //! again on later rounds instead of delivering again.
 //!
 //! Fencing decides only whether a transaction may *start*
-//! ([`Proposer::may_start_session`], asked before `MAIL FROM` and before the
-//! message text). A transaction whose text is on its way always runs to its
+//! ([`Proposer::may_start_session`], asked before `MAIL FROM`; and right
+//! before the message text, [`Proposer::confirm_lease_since`] waits for
+//! proof of a working cluster newer than the transaction's start). A transaction whose text is on its way always runs to its
 //! final reply (bounded by the data timeout), and that reply is reported:
 //! abandoning it would leave a message the target may already hold
 //! unrecorded, and the next attempt would send it again.
@@ -135,5 +136,15 @@ pub trait Proposer: Send + Sync + 'static {
     /// reported, see the crate's delivery guarantee).
     fn may_start_session(&self) -> bool {
         true
+    }
+
+    /// Right before a transaction's message text: resolves `true` once
+    /// this node holds proof of a working cluster newer than `since` (the
+    /// transaction's start), `false` if none comes soon. Without it, an
+    /// owner cut off between `MAIL FROM` and the text would still send it.
+    /// The default asks [`Proposer::may_start_session`].
+    fn confirm_lease_since(&self, since: std::time::Instant) -> impl Future<Output = bool> + Send {
+        let _ = since;
+        std::future::ready(self.may_start_session())
     }
 }

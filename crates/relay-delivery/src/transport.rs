@@ -90,13 +90,40 @@ pub struct RecipientResult {
     pub result: Classified,
 }
 
-/// Whether this node may still hand a message to a target: asked right
-/// before `MAIL FROM` and again right before the message text is sent after
-/// `354`. At both points the target cannot have accepted anything yet, so
-/// stopping there can never cause a duplicate. Once the text is on its way
-/// nothing stops the transaction: the final reply is read (bounded by the
-/// data timeout) and reported, whatever happens to the lease meanwhile.
-pub type SessionGate<'a> = &'a (dyn Fn() -> bool + Send + Sync);
+/// Fencing for one transaction: whether this node may still hand the
+/// message to a target. Asked right before `MAIL FROM`, and again right
+/// before the message text is sent after `354`. At both points the target
+/// cannot have accepted anything yet, so stopping there can never cause a
+/// duplicate. Once the text is on its way nothing stops the transaction:
+/// the final reply is read (bounded by the data timeout) and reported,
+/// whatever happens to the lease meanwhile.
+pub trait SessionGate: Send + Sync {
+    /// May a transaction start now?
+    fn may_start(&self) -> bool;
+
+    /// Right before the message text: resolves `true` once this node holds
+    /// proof of a working cluster that is newer than `since` (when the
+    /// transaction started), `false` if none arrives soon. A node cut off
+    /// after it started the transaction therefore never sends the text.
+    fn confirm_since(&self, since: std::time::Instant) -> BoxFuture<'_, bool>;
+}
+
+/// A boxed future borrowing its gate.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A gate that is always open (no fencing: tests and tools).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoFencing;
+
+impl SessionGate for NoFencing {
+    fn may_start(&self) -> bool {
+        true
+    }
+
+    fn confirm_since(&self, _since: std::time::Instant) -> BoxFuture<'_, bool> {
+        Box::pin(std::future::ready(true))
+    }
+}
 
 /// Sends `tx` to the first target of `route` that answers. Never fails as
 /// a whole: every recipient of `tx` gets exactly one result.
@@ -105,7 +132,7 @@ pub async fn send(
     tx: &Transaction<'_>,
     settings: &TransportSettings,
 ) -> Vec<RecipientResult> {
-    send_gated(route, tx, settings, &|| true)
+    send_gated(route, tx, settings, &NoFencing)
         .await
         .unwrap_or_default()
 }
@@ -118,7 +145,7 @@ pub async fn send_gated(
     route: &Route,
     tx: &Transaction<'_>,
     settings: &TransportSettings,
-    gate: SessionGate<'_>,
+    gate: &dyn SessionGate,
 ) -> Option<Vec<RecipientResult>> {
     let mut last: Option<(String, Classified)> = None;
     for target in &route.targets {
@@ -366,8 +393,9 @@ async fn transact(
     target: &str,
     tx: &Transaction<'_>,
     settings: &TransportSettings,
-    gate: SessionGate<'_>,
+    gate: &dyn SessionGate,
 ) -> Option<Vec<RecipientResult>> {
+    let started = std::time::Instant::now();
     let result = |index: u32, result: Classified| RecipientResult {
         index,
         target: target.to_string(),
@@ -417,7 +445,7 @@ async fn transact(
     }
     mail.push_str("\r\n");
 
-    if !gate() {
+    if !gate.may_start() {
         quit(conn, settings).await;
         return None;
     }
@@ -459,7 +487,7 @@ async fn transact(
         Err(failure) => Err(failure),
         // Last chance to stop: without the final dot the target discards
         // the transaction when the connection closes.
-        Ok(_) if !gate() => return None,
+        Ok(_) if !gate.confirm_since(started).await => return None,
         Ok(_) => {
             within(
                 settings.data_timeout,

@@ -164,6 +164,10 @@ impl relay_delivery::Proposer for ClusterProposer {
     fn may_start_session(&self) -> bool {
         self.cluster.may_start_delivery()
     }
+
+    async fn confirm_lease_since(&self, since: std::time::Instant) -> bool {
+        self.cluster.confirm_lease_since(since).await
+    }
 }
 
 /// Drill SMTP connect tests (`relay_delivery::probe`) for the cluster's

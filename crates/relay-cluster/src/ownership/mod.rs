@@ -29,11 +29,16 @@
 //!   committed when contact resumed ([`contact::LeaderContact::caught_up`]),
 //!   so a node that wakes up with a stale view sees a `TakeOver` first.
 //!
-//! The start lease (a few heartbeats) is much shorter than
-//! `takeover_after`, so a cut-off owner stops starting sessions long before
-//! the leader gives its messages away. The delivery loop also stops
-//! starting sessions while one of its reports is stuck, and asks the lease
-//! again right before `MAIL FROM` and right before the message text.
+//! The start lease (ten heartbeats) is much shorter than `takeover_after`,
+//! so a cut-off owner stops starting sessions long before the leader gives
+//! its messages away. Within a transaction the lease is asked right before
+//! `MAIL FROM`, and right before the message text the owner waits for
+//! proof *newer than the transaction's start*
+//! ([`Cluster::confirm_lease_since`](crate::Cluster::confirm_lease_since)):
+//! an owner cut off after it began a transaction never sends its text, so
+//! what a cut leaves is the transactions already past that point. The
+//! delivery loop also stops starting sessions while one of its reports has
+//! waited more than half a second.
 //!
 //! # The one duplicate window left
 //! Nothing aborts a transaction whose message text is on its way: its
