@@ -97,6 +97,10 @@ pub struct StoreOptions {
     /// Synced data is unaffected, so the node is as durable as ever where it
     /// claims to be.
     pub unsynced_writes_die_with_process: bool,
+    /// Failed-fsync failpoint for fault-injection runs: `Some(n)` lets `n`
+    /// WAL syncs succeed after open and fails the next one, which poisons
+    /// the store (see `failpoint.rs`). `None` in production.
+    pub fail_sync_after: Option<u64>,
 }
 
 /// [`open`] with options.
@@ -110,7 +114,91 @@ pub fn open_with(
         );
     }
     let store = Arc::new(db::Store::open(dir, options)?);
+    if let Some(n) = options.fail_sync_after {
+        tracing::warn!(
+            successes = n,
+            "failed-fsync failpoint on: one WAL sync will fail"
+        );
+        store.sync.fail_after(n);
+    }
     let state_machine = StateMachine::new(store.clone())?;
+    refuse_purged_past_applied(&store, &state_machine)?;
     tracing::info!(path = %dir.display(), last_applied = ?state_machine.last_applied(), "store opened");
     Ok((LogStore::new(store), state_machine))
+}
+
+/// Refuses a store whose log is purged past its applied state (see
+/// [`StoreError::PurgedPastApplied`]). Runs after an interrupted snapshot
+/// install was finished, so only a state no restart can heal is refused.
+fn refuse_purged_past_applied(
+    store: &db::Store,
+    state_machine: &StateMachine,
+) -> Result<(), StoreError> {
+    let purged: Option<openraft::LogId<u64>> =
+        store.live().get(db::CF_RAFT_META, db::KEY_LAST_PURGED)?;
+    let applied = state_machine.last_applied();
+    match purged {
+        Some(purged) if applied.is_none_or(|a| a.index < purged.index) => {
+            Err(StoreError::PurgedPastApplied {
+                path: store.path().to_path_buf(),
+                applied: applied.map_or(0, |a| a.index),
+                purged: purged.index,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod purged_past_applied_tests {
+    use rocksdb::WriteBatch;
+
+    use crate::db::{CF_RAFT_META, CF_SM_META, KEY_LAST_APPLIED, KEY_LAST_PURGED, Store};
+    use crate::{StoreError, StoreOptions};
+
+    /// What a follower killed between the log purge and the end of a
+    /// snapshot install left behind with older builds.
+    #[test]
+    fn a_log_purged_past_the_applied_state_is_refused_with_how_to_rejoin() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let mut batch = WriteBatch::default();
+            store
+                .put(
+                    &mut batch,
+                    CF_RAFT_META,
+                    KEY_LAST_PURGED,
+                    &openraft::testing::log_id(2, 1, 40),
+                )
+                .unwrap();
+            store
+                .put(
+                    &mut batch,
+                    CF_SM_META,
+                    KEY_LAST_APPLIED,
+                    &openraft::testing::log_id(1, 1, 12),
+                )
+                .unwrap();
+            store.write(batch).unwrap();
+            store.sync_wal(crate::metrics::SyncOp::Purge).unwrap();
+        }
+        let err = crate::open(dir.path()).expect_err("opened a store it cannot apply from");
+        assert!(
+            matches!(
+                err,
+                StoreError::PurgedPastApplied {
+                    applied: 12,
+                    purged: 40,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.needs_operator());
+        let text = err.to_string();
+        for needle in ["member remove", "member add", "member promote", "data_dir"] {
+            assert!(text.contains(needle), "no {needle:?} in: {text}");
+        }
+    }
 }
