@@ -25,6 +25,7 @@ use crate::error::{ClusterError, ProposeError};
 use crate::network::GrpcNetworkFactory;
 use crate::probe::TargetProber;
 use crate::service::RaftGrpc;
+use crate::supervise::Failure;
 
 /// How long a status query waits for a peer.
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(800);
@@ -45,6 +46,8 @@ pub struct Cluster {
     /// Bumped by every leadership pause/resume, so only the latest pause's
     /// timer resumes elections (see `leadership`).
     pub(crate) election_pause: AtomicU64,
+    /// Set when one of this crate's tasks ends early (see `supervise`).
+    failure: Failure,
 }
 
 // Manual: `openraft::Raft` is not `Debug`.
@@ -115,7 +118,11 @@ impl Cluster {
         .await
         .map_err(|e| ClusterError::Start(e.to_string()))?;
 
-        let batcher = WriteBatcher::start(raft.clone(), shutdown.clone());
+        let (batcher, batcher_task) = WriteBatcher::start(
+            raft.clone(),
+            config.submit_timeout + crate::batcher::STRANDED_MARGIN,
+            shutdown.clone(),
+        );
         let cluster = Arc::new(Cluster {
             config,
             raft,
@@ -126,7 +133,14 @@ impl Cluster {
             contact: LeaderContact::default(),
             prober: OnceLock::new(),
             election_pause: AtomicU64::new(0),
+            failure: Failure::default(),
         });
+        crate::supervise::critical(
+            "the group-commit batcher",
+            batcher_task,
+            shutdown.clone(),
+            cluster.failure.clone(),
+        );
 
         let listener = tokio::net::TcpListener::bind(cluster.config.listen)
             .await
@@ -141,7 +155,8 @@ impl Cluster {
             crate::secret::RequireClusterSecret(secret),
         );
         let server_shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        let server_failure = cluster.failure.clone();
+        let server = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -149,16 +164,27 @@ impl Cluster {
                 .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled())
                 .await;
             if let Err(e) = result {
-                warn!(error = %e, "raft gRPC server stopped");
-                server_shutdown.cancel();
+                server_failure.fail(format!("the raft gRPC server failed: {e}"));
             }
         });
+        crate::supervise::critical(
+            "the raft gRPC server",
+            server,
+            shutdown.clone(),
+            cluster.failure.clone(),
+        );
 
-        tokio::spawn(crate::purge::run_log_purger(
+        let purger = tokio::spawn(crate::purge::run_log_purger(
             cluster.raft.clone(),
             cluster.config.purge_interval,
             shutdown.clone(),
         ));
+        crate::supervise::critical(
+            "the log purger",
+            purger,
+            shutdown.clone(),
+            cluster.failure.clone(),
+        );
 
         let initialised = cluster.bootstrap_if_needed().await?;
         Ok((cluster, initialised))
@@ -210,6 +236,13 @@ impl Cluster {
         }
     }
 
+    /// Set when one of this crate's own tasks (Raft gRPC server, batcher,
+    /// purger) ended before shutdown: the node must stop (see
+    /// [`crate::supervise`]).
+    pub fn failure(&self) -> &Failure {
+        &self.failure
+    }
+
     /// Installs the SMTP connect test used by `ProbeTargets` (once; later
     /// calls are ignored).
     pub fn set_prober(&self, prober: Arc<dyn TargetProber>) {
@@ -241,6 +274,18 @@ impl Cluster {
         let membership = metrics.membership_config.membership();
         let mut nodes = membership.nodes().peekable();
         nodes.peek().is_none() || membership.nodes().any(|(id, _)| *id == sender)
+    }
+
+    /// Is `id` a member (voter or learner) of this node's current
+    /// configuration? `false` on a node that has none yet.
+    pub(crate) fn is_member(&self, id: NodeId) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(n, _)| *n == id)
     }
 
     /// The openraft handle (membership changes, leadership, metrics).
@@ -367,6 +412,10 @@ impl Cluster {
                         Err(BatchWriteError::Fatal(e)) => return Err(ProposeError::Fatal(e)),
                         Err(BatchWriteError::ShuttingDown) => {
                             return Err(ProposeError::ShuttingDown);
+                        }
+                        // Outcome unknown: the client retries (SMTP 451).
+                        Err(BatchWriteError::Stranded(_)) => {
+                            return Err(ProposeError::Timeout(self.config.submit_timeout));
                         }
                     }
                 }
