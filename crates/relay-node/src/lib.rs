@@ -21,6 +21,8 @@
 //! - [`status_page`]: the server-rendered status page with node lights.
 //! - [`recent`]: last committed delivery result per target (status page).
 //! - [`takeover`]: the leader reassigns an unreachable node's mail.
+//! - [`supervise`]: which tasks stop the node and which restart, and the
+//!   exit statuses.
 
 pub mod adapters;
 pub mod admin;
@@ -31,6 +33,7 @@ pub mod metrics;
 pub mod node;
 pub mod recent;
 pub mod status_page;
+pub mod supervise;
 pub mod takeover;
 
 pub use config::{ConfigError, NodeConfig};
