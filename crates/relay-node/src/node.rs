@@ -50,8 +50,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             .ok()
             .and_then(|v| v.parse().ok()),
     };
-    let (log_store, state_machine) = relay_store::open_with(&db_path, store_options)
-        .with_context(|| format!("cannot open the store at {}", db_path.display()))?;
+    // The voter guard sits beside the store, in data_dir, so a wiped or
+    // replaced store is noticed (relay_store::open_guarded).
+    let guard_path = config.data_dir.join("voter-guard");
+    let (log_store, state_machine) =
+        relay_store::open_guarded(&db_path, store_options, &guard_path)
+            .with_context(|| format!("cannot open the store at {}", db_path.display()))?;
 
     let prometheus =
         crate::metrics::install(config.node_id).context("cannot set up Prometheus metrics")?;

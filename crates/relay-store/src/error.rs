@@ -88,6 +88,27 @@ pub enum StoreError {
         purged: u64,
     },
 
+    /// The store is behind what this node last made durable (its voter
+    /// guard, see `voter_guard.rs`): wiped, restored from an older copy,
+    /// or it lost acknowledged writes. As a voter the node could vote twice
+    /// in a term or forget entries it acknowledged; it must rejoin.
+    #[error(
+        "the store at {path} is behind what this node last made durable ({detail}; recorded in \
+         {guard}): it was wiped, restored from an older copy, or lost acknowledged writes. \
+         Starting it as a voter could lose committed mail. Rejoin it with an empty store: \
+         `relayctl member remove ID` (from a live node), stop this node, move its data_dir away \
+         (the guard file included), start it again, `relayctl member add ID RAFT_ADDR`, wait \
+         until it has caught up (`relayctl status`), then `relayctl member promote ID`"
+    )]
+    BehindVoterGuard {
+        /// The store directory.
+        path: PathBuf,
+        /// The guard file.
+        guard: PathBuf,
+        /// What each side holds.
+        detail: String,
+    },
+
     /// Snapshot data that cannot be installed.
     #[error("invalid snapshot: {0}")]
     Snapshot(String),
@@ -123,7 +144,10 @@ impl StoreError {
     /// act (rejoin the node). A supervisor should not restart the node in
     /// a loop (`relayd` exits with its own status for these).
     pub fn needs_operator(&self) -> bool {
-        matches!(self, StoreError::PurgedPastApplied { .. })
+        matches!(
+            self,
+            StoreError::PurgedPastApplied { .. } | StoreError::BehindVoterGuard { .. }
+        )
     }
 
     pub(crate) fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {

@@ -40,6 +40,8 @@
 //!   its streaming writer and verifying reader, and [`SnapshotFile`]
 //!   (openraft's snapshot data).
 //! - `failpoint.rs`: the WAL sync step, its failpoint and poison flag.
+//! - `voter_guard.rs`: the file beside the store that remembers the newest
+//!   durable vote and purge, so a wiped or rolled-back store is refused.
 //! - [`metrics`]: append batch sizes and WAL fsyncs (group-commit
 //!   visibility), and how batches form today.
 //! - `error.rs`: [`StoreError`].
@@ -58,6 +60,7 @@ mod queries;
 mod snapshot;
 mod snapshot_file;
 mod state_machine;
+mod voter_guard;
 
 pub use error::StoreError;
 pub use log_store::LogStore;
@@ -101,6 +104,34 @@ pub struct StoreOptions {
     /// WAL syncs succeed after open and fails the next one, which poisons
     /// the store (see `failpoint.rs`). `None` in production.
     pub fail_sync_after: Option<u64>,
+}
+
+/// [`open_with`], guarded by the voter guard file at `guard` (outside
+/// `dir`, so wiping or replacing the store leaves it): the store is
+/// refused if it is behind the newest vote or purge this node made
+/// durable ([`StoreError::BehindVoterGuard`]), and every later durable
+/// vote and purge is recorded in the file. What a node runs with.
+pub fn open_guarded(
+    dir: &Path,
+    options: StoreOptions,
+    guard: &Path,
+) -> Result<(LogStore, StateMachine), StoreError> {
+    let voter_guard = voter_guard::VoterGuard::load(guard)?;
+    let (log_store, state_machine) = open_with(dir, options)?;
+    let store = &log_store.store;
+    let vote = store.live().get(db::CF_RAFT_META, db::KEY_VOTE)?;
+    let purged: Option<openraft::LogId<u64>> =
+        store.live().get(db::CF_RAFT_META, db::KEY_LAST_PURGED)?;
+    let last = store
+        .last_raw(db::CF_LOG)?
+        .map(|(key, _)| db::log_index(&key))
+        .transpose()?;
+    let log_end = last
+        .unwrap_or(0)
+        .max(purged.map_or(0, |p| p.index))
+        .max(state_machine.last_applied().map_or(0, |a| a.index));
+    voter_guard::check(&voter_guard.durable(), vote, log_end, dir, guard)?;
+    Ok((log_store.with_guard(voter_guard), state_machine))
 }
 
 /// [`open`] with options.

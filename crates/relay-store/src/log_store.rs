@@ -17,6 +17,7 @@ use crate::db::{
 };
 use crate::error::{StoreError, read_logs, read_vote, write_logs, write_vote};
 use crate::metrics::SyncOp;
+use crate::voter_guard::VoterGuard;
 
 /// The longest `purge` waits for a snapshot install to make the purged
 /// entries' state recoverable (longer than the install timeout) before it
@@ -63,7 +64,10 @@ const PURGE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 ///   anyway (written by an older build) is refused with how to rejoin.
 #[derive(Clone)]
 pub struct LogStore {
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
+    /// Records durable votes and purges (see `voter_guard.rs`); `None`
+    /// for an unguarded store (tests, tools).
+    guard: Option<Arc<VoterGuard>>,
 }
 
 impl fmt::Debug for LogStore {
@@ -76,7 +80,15 @@ impl fmt::Debug for LogStore {
 
 impl LogStore {
     pub(crate) fn new(store: Arc<Store>) -> Self {
-        LogStore { store }
+        LogStore { store, guard: None }
+    }
+
+    /// This store, recording its durable votes and purges in `guard`.
+    pub(crate) fn with_guard(self, guard: VoterGuard) -> Self {
+        LogStore {
+            guard: Some(Arc::new(guard)),
+            ..self
+        }
     }
 
     /// Fault injection: while `fail` is true, every WAL sync step of this
@@ -234,7 +246,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(write_vote)?;
         self.store
             .write_synced(batch, SyncOp::Vote)
-            .map_err(write_vote)
+            .map_err(write_vote)?;
+        // Only after the store has it: the guard never runs ahead.
+        if let Some(guard) = &self.guard {
+            guard.record_vote(vote).map_err(write_vote)?;
+        }
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
@@ -332,6 +349,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         batch.delete_cf(cf, log_key(log_id.index));
         // Not synced: if a crash loses it, the purge simply did not happen
         // (the entries and the old `last_purged` come back together).
-        self.store.write(batch).map_err(write_logs)
+        self.store.write(batch).map_err(write_logs)?;
+        // Either way the log reaches `log_id`: a floor for the guard.
+        if let Some(guard) = &self.guard {
+            guard.record_floor(log_id.index).map_err(write_logs)?;
+        }
+        Ok(())
     }
 }
