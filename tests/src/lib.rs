@@ -308,6 +308,17 @@ token = "{token}"
     /// Starts node `id` on its existing data dir with extra `relayd`
     /// arguments (e.g. `--log-format json`); output goes to the same log.
     pub fn start_node_with_args(&mut self, id: NodeId, args: &[&str]) -> anyhow::Result<()> {
+        self.start_node_with_env(id, args, &[])
+    }
+
+    /// Starts node `id` with extra arguments and environment variables
+    /// (failpoints such as `QR_FAILPOINT_FAIL_FSYNC_AFTER`).
+    pub fn start_node_with_env(
+        &mut self,
+        id: NodeId,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> anyhow::Result<()> {
         let log_path = self.dir.path().join(format!("node{id}.log"));
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -321,6 +332,7 @@ token = "{token}"
             .args(args)
             .env("RELAY_LOG", "info,openraft=warn")
             .env("QR_FAILPOINT_POWER_LOSS", power_loss)
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -328,6 +340,30 @@ token = "{token}"
             .context("spawn relayd")?;
         node.child = Some(child);
         Ok(())
+    }
+
+    /// Waits (at most `within`) for node `id`'s process to exit by itself
+    /// and returns its status; the node counts as stopped afterwards.
+    pub async fn wait_exit(
+        &mut self,
+        id: NodeId,
+        within: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            let node = &mut self.nodes[id as usize - 1];
+            let Some(child) = node.child.as_mut() else {
+                bail!("node {id} is not running");
+            };
+            if let Some(status) = child.try_wait()? {
+                node.child = None;
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                bail!("node {id} still running after {within:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// SIGKILLs node `id` (the process this harness started) and reaps it.

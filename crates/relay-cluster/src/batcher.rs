@@ -21,8 +21,20 @@
 //! Only batchable commands (`Command::batchable`: enqueue, attempt,
 //! delivered) come through here; operator and route commands are written
 //! on their own. Each proposer gets its own command's result.
+//!
+//! A write in flight is bounded: openraft 0.9 can leave a `client_write`
+//! unanswered for good (a former leader whose uncommitted entry is dropped
+//! when it catches up through a snapshot), and with one slot that would
+//! hang every later write on this node once it leads again. After the
+//! write timeout (the submit timeout plus [`STRANDED_MARGIN`]) its
+//! proposers get [`BatchWriteError::Stranded`] ("outcome unknown": the
+//! entry may still commit, which the state machine tolerates), the slot is
+//! released, and `relay_cluster_stranded_writes_total` counts it (see
+//! `docs/adr/005-stranded-client-writes.md`).
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use relay_types::{Command, CommandResult, MAX_BATCH_COMMANDS, NodeId};
@@ -31,6 +43,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::Raft;
+
+/// How much longer than the submit timeout a write may stay in flight
+/// before it is given up as stranded (its proposers have long given up by
+/// then: this only frees the slot).
+pub const STRANDED_MARGIN: Duration = Duration::from_secs(5);
 
 /// Most body bytes one batch entry carries (the proposal that crosses the
 /// line still rides along, so one large message is never held back).
@@ -52,6 +69,33 @@ pub(crate) enum BatchWriteError {
     Fatal(String),
     /// The batcher stopped (node shutting down).
     ShuttingDown,
+    /// Raft did not answer within the write timeout: the entry may or may
+    /// not commit later (outcome unknown; the caller treats it as a
+    /// timeout).
+    Stranded(Duration),
+}
+
+/// Writes one entry through Raft: the part of the batcher that openraft
+/// does (a trait so the batching and its timeout can be tested alone).
+pub(crate) trait EntryWriter: Send + Sync + 'static {
+    /// Commits `entry` and returns what applying it did.
+    fn write(
+        &self,
+        entry: Command,
+    ) -> impl Future<Output = Result<CommandResult, BatchWriteError>> + Send;
+}
+
+impl EntryWriter for Raft {
+    async fn write(&self, entry: Command) -> Result<CommandResult, BatchWriteError> {
+        match self.client_write(entry).await {
+            Ok(written) => Ok(written.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(BatchWriteError::ForwardToLeader(f.leader_id))
+            }
+            Err(RaftError::APIError(e)) => Err(BatchWriteError::Fatal(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(BatchWriteError::Fatal(e.to_string())),
+        }
+    }
 }
 
 struct Proposal {
@@ -67,11 +111,17 @@ pub(crate) struct WriteBatcher {
 }
 
 impl WriteBatcher {
-    /// Starts the batching task on `raft`; it stops at `shutdown`.
-    pub(crate) fn start(raft: Raft, shutdown: CancellationToken) -> WriteBatcher {
+    /// Starts the batching task on `writer` (the node's Raft); a write
+    /// gets `write_timeout` before it counts as stranded. Returns the
+    /// handle and the task, which ends only at `shutdown`.
+    pub(crate) fn start<W: EntryWriter>(
+        writer: W,
+        write_timeout: Duration,
+        shutdown: CancellationToken,
+    ) -> (WriteBatcher, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(raft, rx, shutdown));
-        WriteBatcher { tx }
+        let task = tokio::spawn(run(Arc::new(writer), write_timeout, rx, shutdown));
+        (WriteBatcher { tx }, task)
     }
 
     /// Commits `command` (which must be batchable) in the next batch entry
@@ -101,7 +151,12 @@ fn body_bytes(command: &Command) -> usize {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, shutdown: CancellationToken) {
+async fn run<W: EntryWriter>(
+    writer: Arc<W>,
+    write_timeout: Duration,
+    mut rx: mpsc::Receiver<Proposal>,
+    shutdown: CancellationToken,
+) {
     let in_flight = Arc::new(Semaphore::new(WRITES_IN_FLIGHT));
     loop {
         // Wait for room first: while every slot is busy, proposals keep
@@ -131,17 +186,17 @@ async fn run(raft: Raft, mut rx: mpsc::Receiver<Proposal>, shutdown: Cancellatio
                 Err(_) => break,
             }
         }
-        let raft = raft.clone();
+        let writer = writer.clone();
         tokio::spawn(async move {
-            commit(&raft, batch).await;
+            commit(&*writer, write_timeout, batch).await;
             drop(permit);
         });
     }
 }
 
 /// Commits one batch (a lone proposal as a plain entry) and answers every
-/// proposer.
-async fn commit(raft: &Raft, batch: Vec<Proposal>) {
+/// proposer, within `write_timeout`.
+async fn commit<W: EntryWriter>(writer: &W, write_timeout: Duration, batch: Vec<Proposal>) {
     let (commands, replies): (Vec<Command>, Vec<_>) =
         batch.into_iter().map(|p| (p.command, p.reply)).unzip();
     let n = commands.len();
@@ -150,9 +205,19 @@ async fn commit(raft: &Raft, batch: Vec<Proposal>) {
     } else {
         Command::Batch(commands)
     };
-    let results: Vec<Result<CommandResult, BatchWriteError>> = match raft.client_write(entry).await
-    {
-        Ok(written) => match (n, written.data) {
+    let written = tokio::time::timeout(write_timeout, writer.write(entry))
+        .await
+        .unwrap_or_else(|_| {
+            warn!(
+                commands = n,
+                timeout = ?write_timeout,
+                "a write got no answer from Raft; giving it up as stranded (outcome unknown)"
+            );
+            crate::metrics::stranded_write();
+            Err(BatchWriteError::Stranded(write_timeout))
+        });
+    let results: Vec<Result<CommandResult, BatchWriteError>> = match written {
+        Ok(data) => match (n, data) {
             (1, result) => vec![Ok(result)],
             (_, CommandResult::Batch(results)) if results.len() == n => {
                 results.into_iter().map(Ok).collect()
@@ -164,14 +229,64 @@ async fn commit(raft: &Raft, batch: Vec<Proposal>) {
                 vec![Ok(other); n]
             }
         },
-        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-            vec![Err(BatchWriteError::ForwardToLeader(f.leader_id)); n]
-        }
-        Err(RaftError::APIError(e)) => vec![Err(BatchWriteError::Fatal(e.to_string())); n],
-        Err(RaftError::Fatal(e)) => vec![Err(BatchWriteError::Fatal(e.to_string())); n],
+        Err(e) => vec![Err(e); n],
     };
     for (reply, result) in replies.into_iter().zip(results) {
         // A proposer that gave up (timeout) no longer listens: fine.
         let _ = reply.send(result);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The batcher alone, over a writer that can be made to never answer.
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use relay_types::{MessageId, UnixMillis};
+
+    use super::*;
+
+    /// Never answers its first write; answers every later one.
+    #[derive(Default)]
+    struct FirstWriteHangs {
+        writes: AtomicUsize,
+    }
+
+    impl EntryWriter for FirstWriteHangs {
+        async fn write(&self, _entry: Command) -> Result<CommandResult, BatchWriteError> {
+            if self.writes.fetch_add(1, Ordering::SeqCst) == 0 {
+                std::future::pending::<()>().await;
+            }
+            Ok(CommandResult::Applied { affected: 1 })
+        }
+    }
+
+    fn delivered(n: u8) -> Command {
+        Command::Delivered {
+            id: MessageId([n; 16]),
+            by: 1,
+            at: UnixMillis(1),
+            target: "t".into(),
+            reply: "250 ok".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_raft_never_answers_is_given_up_and_the_next_one_goes_through() {
+        let timeout = Duration::from_millis(200);
+        let shutdown = CancellationToken::new();
+        let (batcher, _task) = WriteBatcher::start(FirstWriteHangs::default(), timeout, shutdown);
+
+        let first = batcher.write(delivered(1)).await;
+        assert!(
+            matches!(first, Err(BatchWriteError::Stranded(t)) if t == timeout),
+            "{first:?}"
+        );
+        // Without the bound the slot stays taken and this never returns.
+        let second = tokio::time::timeout(Duration::from_secs(30), batcher.write(delivered(2)))
+            .await
+            .expect("the slot was released: the next write is not stuck behind the first");
+        assert_eq!(second.unwrap(), CommandResult::Applied { affected: 1 });
     }
 }

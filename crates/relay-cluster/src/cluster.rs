@@ -26,6 +26,7 @@ use crate::network::GrpcNetworkFactory;
 use crate::ownership::{LeaderContact, QuorumAcks};
 use crate::probe::TargetProber;
 use crate::service::RaftGrpc;
+use crate::supervise::Failure;
 
 /// How long a status query waits for a peer.
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(800);
@@ -54,6 +55,8 @@ pub struct Cluster {
     pub(crate) writes_paused: watch::Sender<bool>,
     /// The tasks this cluster spawned.
     tasks: TaskTracker,
+    /// Set when one of this crate's tasks ends early (see `supervise`).
+    failure: Failure,
 }
 
 // Manual: `openraft::Raft` is not `Debug`.
@@ -148,7 +151,11 @@ impl Cluster {
         .await
         .map_err(|e| ClusterError::Start(e.to_string()))?;
 
-        let batcher = WriteBatcher::start(raft.clone(), shutdown.clone());
+        let (batcher, batcher_task) = WriteBatcher::start(
+            raft.clone(),
+            config.submit_timeout + crate::batcher::STRANDED_MARGIN,
+            shutdown.clone(),
+        );
         let cluster = Arc::new(Cluster {
             config,
             raft,
@@ -162,7 +169,14 @@ impl Cluster {
             election_pause: AtomicU64::new(0),
             writes_paused: watch::Sender::new(false),
             tasks: TaskTracker::new(),
+            failure: Failure::default(),
         });
+        crate::supervise::critical(
+            "the group-commit batcher",
+            batcher_task,
+            shutdown.clone(),
+            cluster.failure.clone(),
+        );
 
         let service = tonic::service::interceptor::InterceptedService::new(
             RaftServiceServer::new(RaftGrpc::new(cluster.clone()))
@@ -171,7 +185,8 @@ impl Cluster {
             crate::secret::RequireClusterSecret(secret),
         );
         let server_shutdown = shutdown.clone();
-        cluster.tasks.spawn(async move {
+        let server_failure = cluster.failure.clone();
+        let server = tokio::spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -179,10 +194,15 @@ impl Cluster {
                 .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled())
                 .await;
             if let Err(e) = result {
-                warn!(error = %e, "raft gRPC server stopped");
-                server_shutdown.cancel();
+                server_failure.fail(format!("the raft gRPC server failed: {e}"));
             }
         });
+        crate::supervise::critical(
+            "the raft gRPC server",
+            server,
+            shutdown.clone(),
+            cluster.failure.clone(),
+        );
 
         cluster.tasks.spawn(publish_voters(
             cluster.raft.metrics(),
@@ -190,11 +210,17 @@ impl Cluster {
             shutdown.clone(),
         ));
 
-        cluster.tasks.spawn(crate::purge::run_log_purger(
+        let purger = tokio::spawn(crate::purge::run_log_purger(
             cluster.raft.clone(),
             cluster.config.purge_interval,
             shutdown.clone(),
         ));
+        crate::supervise::critical(
+            "the log purger",
+            purger,
+            shutdown.clone(),
+            cluster.failure.clone(),
+        );
 
         let initialised = cluster.bootstrap_if_needed().await?;
         Ok((cluster, initialised))
@@ -246,6 +272,13 @@ impl Cluster {
         }
     }
 
+    /// Set when one of this crate's own tasks (Raft gRPC server, batcher,
+    /// purger) ended before shutdown: the node must stop (see
+    /// [`crate::supervise`]).
+    pub fn failure(&self) -> &Failure {
+        &self.failure
+    }
+
     /// Installs the SMTP connect test used by `ProbeTargets` (once; later
     /// calls are ignored).
     pub fn set_prober(&self, prober: Arc<dyn TargetProber>) {
@@ -277,6 +310,18 @@ impl Cluster {
         let membership = metrics.membership_config.membership();
         let mut nodes = membership.nodes().peekable();
         nodes.peek().is_none() || membership.nodes().any(|(id, _)| *id == sender)
+    }
+
+    /// Is `id` a member (voter or learner) of this node's current
+    /// configuration? `false` on a node that has none yet.
+    pub(crate) fn is_member(&self, id: NodeId) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(n, _)| *n == id)
     }
 
     /// The openraft handle (membership changes, leadership, metrics).
@@ -448,6 +493,10 @@ impl Cluster {
                         Err(BatchWriteError::Fatal(e)) => return Err(ProposeError::Fatal(e)),
                         Err(BatchWriteError::ShuttingDown) => {
                             return Err(ProposeError::ShuttingDown);
+                        }
+                        // Outcome unknown: the client retries (SMTP 451).
+                        Err(BatchWriteError::Stranded(_)) => {
+                            return Err(ProposeError::Timeout(self.config.submit_timeout));
                         }
                     }
                 }

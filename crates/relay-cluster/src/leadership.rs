@@ -31,6 +31,9 @@
 //!
 //! A pause ends by itself after its `millis` even if the coordinator dies
 //! halfway, so a lost `relayctl` can never leave a cluster unable to elect.
+//! A pause is at most [`MAX_PAUSE`], and a node takes steps over the wire
+//! only from a member of its cluster: a step stops a node from electing, so
+//! neither a stray caller nor a huge duration may switch elections off.
 //! Safety is Raft's own: a transfer can fail or pick a new term, never
 //! break a commit; while it runs, writes may wait up to one election.
 
@@ -45,6 +48,10 @@ use tracing::{info, warn};
 
 use crate::cluster::{Cluster, MemberStatus};
 use crate::error::AdminError;
+
+/// The longest pause a step may ask for (a transfer's own pauses are
+/// capped to it).
+pub const MAX_PAUSE: Duration = Duration::from_secs(60);
 
 /// What a transfer did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,30 +80,32 @@ pub enum LeadershipStep {
 }
 
 impl LeadershipStep {
-    /// Parses the wire form (`pause` + millis, `resume`, `elect`).
-    pub fn from_wire(action: &str, millis: u64) -> Option<Self> {
+    /// Parses the wire form (`pause` + millis, `resume`, `elect`); says
+    /// what is wrong with an unknown action or a pause over [`MAX_PAUSE`].
+    pub fn from_wire(action: &str, millis: u64) -> Result<Self, String> {
         match action {
-            "pause" => Some(LeadershipStep::Pause(Duration::from_millis(millis))),
-            "resume" => Some(LeadershipStep::Resume),
-            "elect" => Some(LeadershipStep::Elect),
-            _ => None,
+            "pause" if Duration::from_millis(millis) > MAX_PAUSE => Err(format!(
+                "a pause of {millis} ms is longer than the {} ms allowed",
+                MAX_PAUSE.as_millis()
+            )),
+            "pause" => Ok(LeadershipStep::Pause(Duration::from_millis(millis))),
+            "resume" => Ok(LeadershipStep::Resume),
+            "elect" => Ok(LeadershipStep::Elect),
+            other => Err(format!("unknown leadership action {other:?}")),
         }
     }
 
-    fn to_wire(self) -> LeadershipRequest {
-        match self {
-            LeadershipStep::Pause(d) => LeadershipRequest {
-                action: "pause".into(),
-                millis: d.as_millis() as u64,
-            },
-            LeadershipStep::Resume => LeadershipRequest {
-                action: "resume".into(),
-                millis: 0,
-            },
-            LeadershipStep::Elect => LeadershipRequest {
-                action: "elect".into(),
-                millis: 0,
-            },
+    /// The wire form, sent by node `from`.
+    pub(crate) fn to_wire(self, from: NodeId) -> LeadershipRequest {
+        let (action, millis) = match self {
+            LeadershipStep::Pause(d) => ("pause", d.as_millis() as u64),
+            LeadershipStep::Resume => ("resume", 0),
+            LeadershipStep::Elect => ("elect", 0),
+        };
+        LeadershipRequest {
+            action: action.into(),
+            millis,
+            from,
         }
     }
 }
@@ -152,7 +161,7 @@ impl Cluster {
         let mut client = self
             .peer_client(&member.addr)
             .map_err(|e| e.message().to_string())?;
-        let mut request = tonic::Request::new(step.to_wire());
+        let mut request = tonic::Request::new(step.to_wire(self.node_id()));
         request.set_timeout(Duration::from_secs(2));
         client
             .leadership(request)
@@ -235,7 +244,7 @@ impl Cluster {
             let round_deadline = (Instant::now() + round).min(deadline);
             // Pauses outlive the round a little, so they cannot end while the
             // target is still trying; resume below ends them early.
-            let pause = round + Duration::from_secs(2);
+            let pause = (round + Duration::from_secs(2)).min(MAX_PAUSE);
             for m in &everyone {
                 if let Err(e) = self.step_on(m, LeadershipStep::Pause(pause)).await {
                     warn!(node = m.id, error = %e, "cannot pause elections on a voter; continuing");
@@ -379,12 +388,26 @@ mod tests {
             LeadershipStep::Resume,
             LeadershipStep::Elect,
         ] {
-            let wire = step.to_wire();
+            let wire = step.to_wire(2);
+            assert_eq!(wire.from, 2);
             assert_eq!(
                 LeadershipStep::from_wire(&wire.action, wire.millis),
-                Some(step)
+                Ok(step)
             );
         }
-        assert_eq!(LeadershipStep::from_wire("abdicate", 0), None);
+        assert!(LeadershipStep::from_wire("abdicate", 0).is_err());
+    }
+
+    #[test]
+    fn a_pause_longer_than_the_bound_is_refused() {
+        let max = MAX_PAUSE.as_millis() as u64;
+        assert_eq!(
+            LeadershipStep::from_wire("pause", max),
+            Ok(LeadershipStep::Pause(MAX_PAUSE))
+        );
+        for millis in [max + 1, u64::MAX] {
+            let err = LeadershipStep::from_wire("pause", millis).unwrap_err();
+            assert!(err.contains("longer than"), "{err}");
+        }
     }
 }

@@ -27,6 +27,9 @@
 //!   0.9 has none: pause the others, elect the target, resume).
 //! - [`membership`]: add learner, promote, remove, run on the leader.
 //! - [`probe`]: the hook a node installs for drill SMTP connect tests.
+//! - [`metrics`]: this crate's Prometheus instruments (stranded writes).
+//! - [`supervise`]: [`Failure`], and the watch on the crate's own tasks
+//!   (gRPC server, batcher, purger): one that ends early fails the cluster.
 //! - [`error`]: `ProposeError`, `ClusterError`, `AdminError`.
 
 pub mod batcher;
@@ -36,12 +39,14 @@ pub mod config;
 pub mod error;
 pub mod leadership;
 pub mod membership;
+pub mod metrics;
 pub mod network;
 pub mod ownership;
 pub mod probe;
 pub mod purge;
 pub mod secret;
 pub mod service;
+pub mod supervise;
 
 pub use cluster::{Cluster, ClusterStatus, MemberStatus};
 pub use config::ClusterConfig;
@@ -52,6 +57,7 @@ pub use ownership::{Contact, LeaderContact};
 pub use probe::{ProbeResult, TargetProber};
 pub use relay_proto::raft::NodeStatusReply;
 pub use relay_store::TypeConfig;
+pub use supervise::Failure;
 
 /// The openraft handle for this type configuration.
 pub type Raft = openraft::Raft<TypeConfig>;

@@ -139,6 +139,9 @@ impl RaftService for RaftGrpc {
                 Err(Status::unavailable(format!("cannot commit: {e}")))
             }
             Err(BatchWriteError::ShuttingDown) => Err(Status::unavailable("node is shutting down")),
+            Err(BatchWriteError::Stranded(after)) => Err(Status::deadline_exceeded(format!(
+                "no answer from raft within {after:?}; the write may or may not commit"
+            ))),
         }
     }
 
@@ -161,9 +164,16 @@ impl RaftService for RaftGrpc {
         request: Request<LeadershipRequest>,
     ) -> Result<Response<LeadershipReply>, Status> {
         let request = request.into_inner();
-        let step = LeadershipStep::from_wire(&request.action, request.millis).ok_or_else(|| {
-            Status::invalid_argument(format!("unknown leadership action {:?}", request.action))
-        })?;
+        // A step switches elections off: only a member may ask for one,
+        // and never for long.
+        if !self.cluster.is_member(request.from) {
+            return Err(Status::permission_denied(format!(
+                "leadership step from node {}, which is not a member of this cluster",
+                request.from
+            )));
+        }
+        let step = LeadershipStep::from_wire(&request.action, request.millis)
+            .map_err(Status::invalid_argument)?;
         self.cluster
             .leadership_step(step)
             .await

@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use crate::claim_guard::ReleaseOnUnwind;
 use crate::classify::Classified;
 use crate::config::DeliveryConfig;
 use crate::error::ProposeError;
@@ -255,9 +256,11 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
         for (id, unreported) in retries {
             let this = self.clone();
             let span = info_span!("report", id = %id);
+            let guard = self.release_on_unwind(id);
             tasks.spawn(
                 async move {
                     this.propose_report(id, unreported).await;
+                    guard.disarm();
                     this.progress.notify_one();
                 }
                 .instrument(span),
@@ -301,9 +304,11 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                 id = %plan.record.id,
                 attempt = plan.record.attempts.saturating_add(1)
             );
+            let guard = self.release_on_unwind(plan.record.id);
             tasks.spawn(
                 async move {
                     this.deliver(plan, permits).await;
+                    guard.disarm();
                     this.progress.notify_one();
                 }
                 .instrument(span),
@@ -392,6 +397,16 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
         let mut t = lock(&self.tracking);
         t.in_flight.remove(&id);
         set_in_flight_gauge(&t);
+    }
+
+    /// Releases `id`'s claim if the task holding it unwinds (see
+    /// `claim_guard`).
+    fn release_on_unwind(
+        self: &Arc<Self>,
+        id: MessageId,
+    ) -> ReleaseOnUnwind<impl FnOnce() + Send + use<S, P>> {
+        let this = self.clone();
+        ReleaseOnUnwind::new(move || this.release(id))
     }
 
     /// One permit per distinct route target list, or `None` if a route is

@@ -41,6 +41,8 @@
 //!
 //! # Layout
 //! - [`config`] — [`DeliveryConfig`] (timeouts, concurrency, retry policy).
+//! - `claim_guard` — releases a message's in-flight claim when its task
+//!   panics, so it is tried again in a later round.
 //! - [`classify`] — SMTP replies and transport errors → success, temporary
 //!   or permanent, with the text that goes into traces and DSNs.
 //! - [`transport`] — one SMTP transaction to a route's targets with lettre,
@@ -55,6 +57,7 @@
 //! - [`probe`] — EHLO/QUIT connect test to a target, for drills.
 //! - [`error`] — [`ProposeError`].
 
+mod claim_guard;
 pub mod classify;
 pub mod config;
 mod delivery_loop;

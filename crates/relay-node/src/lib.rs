@@ -22,6 +22,8 @@
 //! - [`recent`]: last committed delivery result per target (status page).
 //! - `testing` (feature `testing`): an in-process cluster of real nodes
 //!   with cuttable links, for tests.
+//! - [`supervise`]: which tasks stop the node and which restart, and the
+//!   exit statuses.
 
 pub mod adapters;
 pub mod admin;
@@ -32,6 +34,7 @@ pub mod metrics;
 pub mod node;
 pub mod recent;
 pub mod status_page;
+pub mod supervise;
 #[cfg(feature = "testing")]
 pub mod testing;
 

@@ -96,8 +96,24 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("relayd: {e:#}");
-            ExitCode::FAILURE
+            exit_status(&e)
         }
+    }
+}
+
+/// The status for a node that stopped with `e` (the table is in README
+/// "Operating" and `relay_node::supervise`): 3 when the store needs an
+/// operator (a restart would fail the same way), 1 otherwise.
+fn exit_status(e: &anyhow::Error) -> ExitCode {
+    let needs_operator = e.chain().any(|cause| {
+        cause
+            .downcast_ref::<relay_store::StoreError>()
+            .is_some_and(relay_store::StoreError::needs_operator)
+    });
+    if needs_operator {
+        ExitCode::from(3)
+    } else {
+        ExitCode::FAILURE
     }
 }
 

@@ -4,7 +4,7 @@
 //!
 //! The library crates record through the `metrics` facade and declare
 //! their own names (`relay_smtp::metrics`, `relay_delivery::metrics`,
-//! `relay_store::metrics`); this
+//! `relay_store::metrics`, `relay_cluster::metrics`); this
 //! module installs the one recorder, registers every crate's descriptions,
 //! and renders the text format for `/metrics`. No HTTP listener of the
 //! exporter is used: the node's own HTTP server serves the page.
@@ -158,6 +158,7 @@ pub fn install(node: NodeId) -> Result<PrometheusHandle, MetricsError> {
     relay_smtp::metrics::describe();
     relay_delivery::metrics::describe();
     relay_store::metrics::describe();
+    relay_cluster::metrics::describe();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "node" => node.to_string())
         .set(1.0);
     // Counters exist from the start, so `rate()` and `increase()` see the
@@ -169,6 +170,7 @@ pub fn install(node: NodeId) -> Result<PrometheusHandle, MetricsError> {
     metrics::counter!(RAFT_PURGES_TOTAL).absolute(0);
     metrics::counter!(TAKEOVERS_TOTAL).absolute(0);
     metrics::counter!(relay_store::metrics::LOG_FSYNCS_TOTAL, "op" => "append").absolute(0);
+    metrics::counter!(relay_cluster::metrics::STRANDED_WRITES_TOTAL).absolute(0);
     Ok(INSTALLED.get_or_init(|| handle).clone())
 }
 

@@ -5,19 +5,20 @@ use std::time::Duration;
 
 use anyhow::Context;
 use relay_cluster::ownership::takeover;
-use relay_cluster::{Cluster, ClusterConfig};
+use relay_cluster::{Cluster, ClusterConfig, Failure};
 use relay_proto::admin::admin_server::AdminServer;
 use relay_types::Command;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::adapters::{ClusterProposer, DeliveryStoreAdapter, SmtpBackend, SmtpProber};
 use crate::admin::{AdminService, TokenCheck};
 use crate::config::{NodeConfig, SmtpTls};
 use crate::http::HttpState;
 use crate::recent::RecentResults;
+use crate::supervise::Fatal;
 
 /// How long sessions and deliveries get to finish at shutdown before they
 /// are dropped (nothing acked depends on it: acked mail is committed).
@@ -28,8 +29,16 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// production.
 pub const POWER_LOSS_FAILPOINT: &str = "QR_FAILPOINT_POWER_LOSS";
 
+/// Environment variable that turns on the store's failed-fsync failpoint
+/// (`relay_store::StoreOptions::fail_sync_after`): the WAL sync after this
+/// many successful ones fails. Fault-injection runs only.
+pub const FSYNC_FAILPOINT: &str = "QR_FAILPOINT_FAIL_FSYNC_AFTER";
+
 /// Runs the node until `shutdown` is cancelled, then stops in order:
-/// SMTP → delivery → admin/HTTP → Raft → store.
+/// SMTP → delivery → admin/HTTP → Raft → store. Returns `Ok` after a
+/// requested stop, and an error ([`Fatal`] for a failure while running)
+/// when the node stopped by itself: a fatal Raft or storage error, a
+/// failed fsync, or a critical task that ended (see `supervise`).
 pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
@@ -38,9 +47,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let store_options = relay_store::StoreOptions {
         unsynced_writes_die_with_process: std::env::var_os(POWER_LOSS_FAILPOINT)
             .is_some_and(|v| v == "1"),
+        fail_sync_after: std::env::var(FSYNC_FAILPOINT)
+            .ok()
+            .and_then(|v| v.parse().ok()),
     };
-    let (log_store, state_machine) = relay_store::open_with(&db_path, store_options)
-        .with_context(|| format!("cannot open the store at {}", db_path.display()))?;
+    // The voter guard sits beside the store, in data_dir, so a wiped or
+    // replaced store is noticed (relay_store::open_guarded).
+    let guard_path = config.data_dir.join("voter-guard");
+    let (log_store, state_machine) =
+        relay_store::open_guarded(&db_path, store_options, &guard_path)
+            .with_context(|| format!("cannot open the store at {}", db_path.display()))?;
 
     let prometheus =
         crate::metrics::install(config.node_id).context("cannot set up Prometheus metrics")?;
@@ -84,86 +100,165 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let smtp_stop = CancellationToken::new();
     let delivery_stop = CancellationToken::new();
     let service_stop = CancellationToken::new();
+    // Set by a critical task that ends early (see `supervise`).
+    let failure = Failure::default();
 
+    // One-shot; a panic would leave the new cluster without its routes.
     if initialised {
-        tasks.spawn(seed_routes(
-            cluster.clone(),
-            config.initial_routes.clone(),
-            service_stop.clone(),
-        ));
+        crate::supervise::must_not_panic(
+            &tasks,
+            "seeding the initial routes",
+            seed_routes(
+                cluster.clone(),
+                config.initial_routes.clone(),
+                service_stop.clone(),
+            ),
+            failure.clone(),
+        );
     }
 
-    // Admin gRPC.
+    // Admin gRPC. Critical: a node nobody can operate must not look healthy.
     {
         let service = AdminServer::with_interceptor(
             AdminService::new(cluster.clone()),
             TokenCheck::new(&config.admin_token),
         );
         let stop = service_stop.clone();
-        let fail = shutdown.clone();
-        tasks.spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
-            if let Err(e) = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled())
-                .await
-            {
-                warn!(error = %e, "admin gRPC server failed; stopping the node");
-                fail.cancel();
-            }
-        });
+        let fail = failure.clone();
+        crate::supervise::critical(
+            &tasks,
+            "the admin gRPC server",
+            async move {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
+                if let Err(e) = tonic::transport::Server::builder()
+                    .add_service(service)
+                    .serve_with_incoming_shutdown(incoming, stop.cancelled())
+                    .await
+                {
+                    fail.fail(format!("the admin gRPC server failed: {e}"));
+                }
+            },
+            service_stop.clone(),
+            failure.clone(),
+        );
     }
 
     // Takeover of unreachable nodes' mail (acts only on the leader).
-    tasks.spawn(takeover::run(
-        cluster.clone(),
-        config.takeover_after,
+    // Critical: a leader without it would leave a dead node's mail stuck;
+    // stopping hands leadership to a node whose takeover runs.
+    crate::supervise::critical(
+        &tasks,
+        "the takeover task",
+        takeover::run(cluster.clone(), config.takeover_after, service_stop.clone()),
         service_stop.clone(),
-    ));
+        failure.clone(),
+    );
 
-    // History retention (acts only on the leader).
-    tasks.spawn(relay_cluster::purge::run_history_pruner(
-        cluster.clone(),
-        config.history_retention,
-        config.purge_interval,
+    // History retention (acts only on the leader). Critical for the same
+    // reason as takeover: a leader without it lets history grow for ever.
+    crate::supervise::critical(
+        &tasks,
+        "the history pruner",
+        relay_cluster::purge::run_history_pruner(
+            cluster.clone(),
+            config.history_retention,
+            config.purge_interval,
+            service_stop.clone(),
+        ),
         service_stop.clone(),
-    ));
+        failure.clone(),
+    );
 
-    // HTTP: health, readiness, metrics, status page; and the tasks that
-    // keep the metrics current.
+    // HTTP: health, readiness, metrics, status page. Critical: without it
+    // orchestrators and Prometheus see nothing, or a stale "ready".
     let recent = Arc::new(RecentResults::default());
-    tasks.spawn(crate::http::serve(
-        http_listener,
-        HttpState {
-            cluster: cluster.clone(),
-            prometheus: prometheus.clone(),
-            recent: recent.clone(),
-        },
+    crate::supervise::critical(
+        &tasks,
+        "the HTTP server",
+        crate::http::serve(
+            http_listener,
+            HttpState {
+                cluster: cluster.clone(),
+                prometheus: prometheus.clone(),
+                recent: recent.clone(),
+            },
+            service_stop.clone(),
+        ),
         service_stop.clone(),
-    ));
-    tasks.spawn(crate::metrics::watch_raft(
-        cluster.clone(),
-        service_stop.clone(),
-    ));
-    tasks.spawn(crate::metrics::upkeep(prometheus, service_stop.clone()));
+        failure.clone(),
+    );
+    // The tasks that keep the metrics current: restartable (stateless
+    // loops; a restart only re-reads what they publish).
+    {
+        let cluster = cluster.clone();
+        let stop = service_stop.clone();
+        crate::supervise::restartable(
+            &tasks,
+            "the Raft metrics watcher",
+            move || crate::metrics::watch_raft(cluster.clone(), stop.clone()),
+            service_stop.clone(),
+        );
+    }
+    {
+        let stop = service_stop.clone();
+        crate::supervise::restartable(
+            &tasks,
+            "metrics upkeep",
+            move || crate::metrics::upkeep(prometheus.clone(), stop.clone()),
+            service_stop.clone(),
+        );
+    }
 
     // SMTP.
     let server_tls = load_server_tls(&config)?.map(relay_smtp::ServerTls::new);
     if let Some(tls) = &server_tls {
-        spawn_tls_reloader(Arc::new(config.clone()), tls.clone(), service_stop.clone())?;
+        // Restartable: the old certificate stays in use meanwhile.
+        let reload_config = Arc::new(config.clone());
+        let tls = tls.clone();
+        let stop = service_stop.clone();
+        // Fail at start if SIGHUP cannot be watched at all.
+        drop(tls_reloader(
+            reload_config.clone(),
+            tls.clone(),
+            stop.clone(),
+        )?);
+        crate::supervise::restartable(
+            &tasks,
+            "the certificate reloader",
+            move || {
+                let reloader = tls_reloader(reload_config.clone(), tls.clone(), stop.clone());
+                async move {
+                    match reloader {
+                        Ok(reloader) => reloader.await,
+                        Err(e) => warn!(error = %format!("{e:#}"), "cannot watch for SIGHUP"),
+                    }
+                }
+            },
+            service_stop.clone(),
+        );
     }
     let smtp_config = Arc::new(smtp_config(&config, server_tls)?);
     let backend = Arc::new(SmtpBackend::new(
         cluster.clone(),
         config.delivery.queue_lifetime,
     ));
+    // Critical (like delivery below), but outside `tasks`: they stop
+    // first, in order, each with its own token.
     let smtp_task = {
         let stop = smtp_stop.clone();
-        let fail = shutdown.clone();
+        let fail = failure.clone();
         tokio::spawn(async move {
-            if let Err(e) = relay_smtp::serve(smtp_listener, smtp_config, backend, stop).await {
-                warn!(error = %e, "SMTP server failed; stopping the node");
-                fail.cancel();
+            let server = tokio::spawn(relay_smtp::serve(
+                smtp_listener,
+                smtp_config,
+                backend,
+                stop.clone(),
+            ));
+            match server.await {
+                Ok(Ok(())) if stop.is_cancelled() => {}
+                Ok(Ok(())) => fail.fail("the SMTP server stopped"),
+                Ok(Err(e)) => fail.fail(format!("the SMTP server failed: {e}")),
+                Err(e) => fail.fail(format!("the SMTP server panicked: {e}")),
             }
         })
     };
@@ -177,20 +272,42 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         );
         let wake = state_machine.subscribe_applied();
         let stop = delivery_stop.clone();
-        tokio::spawn(async move { delivery.run(wake, stop).await })
+        let fail = failure.clone();
+        tokio::spawn(async move {
+            let delivering = tokio::spawn(async move { delivery.run(wake, stop).await });
+            // Single messages are guarded inside the loop; the loop itself
+            // ending early leaves this node's mail undelivered.
+            if let Err(e) = delivering.await {
+                fail.fail(format!("the delivery loop failed: {e}"));
+            }
+        })
     };
 
-    // Raft stopping by itself (fatal storage error) stops the node.
+    // The node stops by itself on: a fatal Raft error (storage), a failed
+    // fsync (nothing may be acknowledged any more, whoever asked for the
+    // sync), or a critical task of the node or of the cluster ending.
     let mut metrics = cluster.watch_metrics();
-    tokio::select! {
-        _ = shutdown.cancelled() => {}
-        _ = async {
-            while metrics.changed().await.is_ok() {
-                if metrics.borrow().running_state.is_err() { break; }
-            }
-        } => {
-            warn!("raft stopped with a fatal error; shutting the node down");
+    let mut poisoned = state_machine.subscribe_poisoned();
+    let fatal: Option<String> = tokio::select! {
+        _ = shutdown.cancelled() => None,
+        reason = failure.wait() => Some(reason),
+        reason = cluster.failure().wait() => Some(reason),
+        _ = poisoned.wait_for(|p| *p) => {
+            Some("a WAL fsync failed: this process may not acknowledge anything any more".into())
         }
+        reason = async {
+            loop {
+                if let Err(e) = &metrics.borrow_and_update().running_state {
+                    return format!("raft stopped with a fatal error: {e}");
+                }
+                if metrics.changed().await.is_err() {
+                    return "raft stopped".to_string();
+                }
+            }
+        } => Some(reason),
+    };
+    if let Some(reason) = &fatal {
+        error!(%reason, "stopping the node after a fatal error; exiting non-zero");
     }
 
     info!("stopping: SMTP first");
@@ -218,7 +335,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     drop(cluster);
     drop(state_machine);
     info!("stopped");
-    Ok(())
+    match fatal {
+        None => Ok(()),
+        Some(reason) => Err(Fatal(reason).into()),
+    }
 }
 
 async fn bind(addr: std::net::SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
@@ -274,15 +394,16 @@ fn load_server_tls(config: &NodeConfig) -> anyhow::Result<Option<Arc<rustls::Ser
 
 /// Reloads the STARTTLS certificate on every SIGHUP (certificate renewal
 /// without a restart, like `postfix reload`). A file that does not load
-/// is logged with its name and the old certificate stays in use.
-fn spawn_tls_reloader(
+/// is logged with its name and the old certificate stays in use. Installs
+/// the SIGHUP handler now and returns the task to run.
+fn tls_reloader(
     config: Arc<NodeConfig>,
     tls: Arc<relay_smtp::ServerTls>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
-    tokio::spawn(async move {
+    Ok(async move {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -302,8 +423,7 @@ fn spawn_tls_reloader(
                 }
             }
         }
-    });
-    Ok(())
+    })
 }
 
 fn smtp_auth(config: &NodeConfig) -> anyhow::Result<Option<Arc<relay_smtp::auth::SmtpAuth>>> {

@@ -24,7 +24,7 @@
 //! itself lives in files beside the RocksDB files (see `snapshot.rs`).
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use relay_types::{MessageId, NodeId, UnixMillis};
@@ -186,6 +186,11 @@ const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Memtable size of the due and owner indexes (small keys, many deletes).
 const INDEX_MEMTABLE_BYTES: usize = 256 * 1024;
 
+/// Sliding window (entries) of the index column families' compact-on-
+/// deletion trigger: an SST file with half of any window deleted, or half
+/// of all its entries, is compacted soon.
+const INDEX_DELETION_WINDOW: usize = 1024;
+
 /// The shared store: one RocksDB, the sync gate, and where it lives.
 pub(crate) struct Store {
     db: DB,
@@ -197,6 +202,8 @@ pub(crate) struct Store {
     /// one sync runs at a time and callers behind it can see whether it
     /// covered them.
     synced_ticket: Mutex<u64>,
+    /// Snapshot installs running (see `snapshot::install_pending`).
+    pub(crate) installs_running: AtomicUsize,
 }
 
 impl Store {
@@ -240,6 +247,16 @@ impl Store {
                 // (and compaction drops) them soon, so `due` stays
                 // O(due), not O(due + delivered since the last flush).
                 cf_opts.set_write_buffer_size(INDEX_MEMTABLE_BYTES);
+                // Index keys are removed with plain deletes (see
+                // `StateMachine::delete_index_keys`), whose tombstones stay
+                // in the SST files until compaction reaches them: a file
+                // that is mostly tombstones is marked for compaction at
+                // once, so they do not pile up in front of the due keys.
+                cf_opts.add_compact_on_deletion_collector_factory(
+                    INDEX_DELETION_WINDOW,
+                    INDEX_DELETION_WINDOW / 2,
+                    0.5,
+                );
             }
             ColumnFamilyDescriptor::new(*name, cf_opts)
         });
@@ -253,6 +270,7 @@ impl Store {
             sync: SyncGate::default(),
             sync_tickets: AtomicU64::new(0),
             synced_ticket: Mutex::new(0),
+            installs_running: AtomicUsize::new(0),
         };
         for name in ALL_CFS {
             store.cf(name)?;
@@ -545,6 +563,7 @@ mod power_loss_failpoint_tests {
         };
         let options = StoreOptions {
             unsynced_writes_die_with_process: std::env::var_os(CHILD_FAILPOINT).is_some(),
+            ..StoreOptions::default()
         };
         let store = Store::open(std::path::Path::new(&dir), options).unwrap();
         put(&store, b"synced");

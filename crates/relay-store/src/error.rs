@@ -65,6 +65,50 @@ pub enum StoreError {
     )]
     Poisoned,
 
+    /// The log is purged past the state the state machine holds: the
+    /// entries between them are gone on this node, so it cannot apply
+    /// its next entry. Left behind by a snapshot install cut off by a
+    /// crash after the log was purged (older builds purged first). Only a
+    /// rejoin with an empty store heals it; starting anyway would fail at
+    /// the first apply.
+    #[error(
+        "the Raft log in {path} is purged up to index {purged} but the state machine holds only \
+         index {applied}: the entries between are gone, so this replica cannot catch up by \
+         itself (a snapshot install was cut off after the log was purged). Rejoin it with an \
+         empty store: `relayctl member remove ID` (from a live node), stop this node, move its \
+         data_dir away, start it again, `relayctl member add ID RAFT_ADDR`, wait until it has \
+         caught up (`relayctl status`), then `relayctl member promote ID` if it was a voter"
+    )]
+    PurgedPastApplied {
+        /// The store directory.
+        path: PathBuf,
+        /// Last applied index (0: nothing).
+        applied: u64,
+        /// Last purged index.
+        purged: u64,
+    },
+
+    /// The store is behind what this node last made durable (its voter
+    /// guard, see `voter_guard.rs`): wiped, restored from an older copy,
+    /// or it lost acknowledged writes. As a voter the node could vote twice
+    /// in a term or forget entries it acknowledged; it must rejoin.
+    #[error(
+        "the store at {path} is behind what this node last made durable ({detail}; recorded in \
+         {guard}): it was wiped, restored from an older copy, or lost acknowledged writes. \
+         Starting it as a voter could lose committed mail. Rejoin it with an empty store: \
+         `relayctl member remove ID` (from a live node), stop this node, move its data_dir away \
+         (the guard file included), start it again, `relayctl member add ID RAFT_ADDR`, wait \
+         until it has caught up (`relayctl status`), then `relayctl member promote ID`"
+    )]
+    BehindVoterGuard {
+        /// The store directory.
+        path: PathBuf,
+        /// The guard file.
+        guard: PathBuf,
+        /// What each side holds.
+        detail: String,
+    },
+
     /// Snapshot data that cannot be installed.
     #[error("invalid snapshot: {0}")]
     Snapshot(String),
@@ -96,6 +140,16 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The store opened but must not be used as it is: an operator has to
+    /// act (rejoin the node). A supervisor should not restart the node in
+    /// a loop (`relayd` exits with its own status for these).
+    pub fn needs_operator(&self) -> bool {
+        matches!(
+            self,
+            StoreError::PurgedPastApplied { .. } | StoreError::BehindVoterGuard { .. }
+        )
+    }
+
     pub(crate) fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StoreError {
         move |source| StoreError::Rocks { op, source }
     }

@@ -40,6 +40,8 @@
 //!   its streaming writer and verifying reader, and [`SnapshotFile`]
 //!   (openraft's snapshot data).
 //! - `failpoint.rs`: the WAL sync step, its failpoint and poison flag.
+//! - `voter_guard.rs`: the file beside the store that remembers the newest
+//!   durable vote and purge, so a wiped or rolled-back store is refused.
 //! - [`metrics`]: append batch sizes and WAL fsyncs (group-commit
 //!   visibility), and how batches form today.
 //! - `error.rs`: [`StoreError`].
@@ -58,6 +60,7 @@ mod queries;
 mod snapshot;
 mod snapshot_file;
 mod state_machine;
+mod voter_guard;
 
 pub use error::StoreError;
 pub use log_store::LogStore;
@@ -97,6 +100,38 @@ pub struct StoreOptions {
     /// Synced data is unaffected, so the node is as durable as ever where it
     /// claims to be.
     pub unsynced_writes_die_with_process: bool,
+    /// Failed-fsync failpoint for fault-injection runs: `Some(n)` lets `n`
+    /// WAL syncs succeed after open and fails the next one, which poisons
+    /// the store (see `failpoint.rs`). `None` in production.
+    pub fail_sync_after: Option<u64>,
+}
+
+/// [`open_with`], guarded by the voter guard file at `guard` (outside
+/// `dir`, so wiping or replacing the store leaves it): the store is
+/// refused if it is behind the newest vote or purge this node made
+/// durable ([`StoreError::BehindVoterGuard`]), and every later durable
+/// vote and purge is recorded in the file. What a node runs with.
+pub fn open_guarded(
+    dir: &Path,
+    options: StoreOptions,
+    guard: &Path,
+) -> Result<(LogStore, StateMachine), StoreError> {
+    let voter_guard = voter_guard::VoterGuard::load(guard)?;
+    let (log_store, state_machine) = open_with(dir, options)?;
+    let store = &log_store.store;
+    let vote = store.live().get(db::CF_RAFT_META, db::KEY_VOTE)?;
+    let purged: Option<openraft::LogId<u64>> =
+        store.live().get(db::CF_RAFT_META, db::KEY_LAST_PURGED)?;
+    let last = store
+        .last_raw(db::CF_LOG)?
+        .map(|(key, _)| db::log_index(&key))
+        .transpose()?;
+    let log_end = last
+        .unwrap_or(0)
+        .max(purged.map_or(0, |p| p.index))
+        .max(state_machine.last_applied().map_or(0, |a| a.index));
+    voter_guard::check(&voter_guard.durable(), vote, log_end, dir, guard)?;
+    Ok((log_store.with_guard(voter_guard), state_machine))
 }
 
 /// [`open`] with options.
@@ -110,7 +145,91 @@ pub fn open_with(
         );
     }
     let store = Arc::new(db::Store::open(dir, options)?);
+    if let Some(n) = options.fail_sync_after {
+        tracing::warn!(
+            successes = n,
+            "failed-fsync failpoint on: one WAL sync will fail"
+        );
+        store.sync.fail_after(n);
+    }
     let state_machine = StateMachine::new(store.clone())?;
+    refuse_purged_past_applied(&store, &state_machine)?;
     tracing::info!(path = %dir.display(), last_applied = ?state_machine.last_applied(), "store opened");
     Ok((LogStore::new(store), state_machine))
+}
+
+/// Refuses a store whose log is purged past its applied state (see
+/// [`StoreError::PurgedPastApplied`]). Runs after an interrupted snapshot
+/// install was finished, so only a state no restart can heal is refused.
+fn refuse_purged_past_applied(
+    store: &db::Store,
+    state_machine: &StateMachine,
+) -> Result<(), StoreError> {
+    let purged: Option<openraft::LogId<u64>> =
+        store.live().get(db::CF_RAFT_META, db::KEY_LAST_PURGED)?;
+    let applied = state_machine.last_applied();
+    match purged {
+        Some(purged) if applied.is_none_or(|a| a.index < purged.index) => {
+            Err(StoreError::PurgedPastApplied {
+                path: store.path().to_path_buf(),
+                applied: applied.map_or(0, |a| a.index),
+                purged: purged.index,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod purged_past_applied_tests {
+    use rocksdb::WriteBatch;
+
+    use crate::db::{CF_RAFT_META, CF_SM_META, KEY_LAST_APPLIED, KEY_LAST_PURGED, Store};
+    use crate::{StoreError, StoreOptions};
+
+    /// What a follower killed between the log purge and the end of a
+    /// snapshot install left behind with older builds.
+    #[test]
+    fn a_log_purged_past_the_applied_state_is_refused_with_how_to_rejoin() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let mut batch = WriteBatch::default();
+            store
+                .put(
+                    &mut batch,
+                    CF_RAFT_META,
+                    KEY_LAST_PURGED,
+                    &openraft::testing::log_id(2, 1, 40),
+                )
+                .unwrap();
+            store
+                .put(
+                    &mut batch,
+                    CF_SM_META,
+                    KEY_LAST_APPLIED,
+                    &openraft::testing::log_id(1, 1, 12),
+                )
+                .unwrap();
+            store.write(batch).unwrap();
+            store.sync_wal(crate::metrics::SyncOp::Purge).unwrap();
+        }
+        let err = crate::open(dir.path()).expect_err("opened a store it cannot apply from");
+        assert!(
+            matches!(
+                err,
+                StoreError::PurgedPastApplied {
+                    applied: 12,
+                    purged: 40,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.needs_operator());
+        let text = err.to_string();
+        for needle in ["member remove", "member add", "member promote", "data_dir"] {
+            assert!(text.contains(needle), "no {needle:?} in: {text}");
+        }
+    }
 }

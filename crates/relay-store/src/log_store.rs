@@ -17,6 +17,15 @@ use crate::db::{
 };
 use crate::error::{StoreError, read_logs, read_vote, write_logs, write_vote};
 use crate::metrics::SyncOp;
+use crate::voter_guard::VoterGuard;
+
+/// The longest `purge` waits for a snapshot install to make the purged
+/// entries' state recoverable (longer than the install timeout) before it
+/// fails, which stops Raft on this node.
+pub const PURGE_WAIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// How often `purge` looks whether the install got there.
+const PURGE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The Raft log and vote, in the node's RocksDB. Cheap to clone (one `Arc`).
 ///
@@ -44,9 +53,21 @@ use crate::metrics::SyncOp;
 ///   are always there.
 /// - `purge` first syncs the WAL, so every state-machine write made so far
 ///   is durable before the log entries that could rebuild it are deleted.
+/// - `purge` never deletes past what the state machine would hold after a
+///   crash (its durable `last_applied`, or an install whose marker is
+///   written). On a follower openraft asks to purge up to a received
+///   snapshot as soon as it hands the install to the state machine, not
+///   when the install is done; a kill -9 in between would leave the log
+///   purged past the state, and the node unable to start. So `purge` waits
+///   (at most [`PURGE_WAIT`]) for the install to reach that point, and
+///   fails rather than purge too far. Opening a store that is in that state
+///   anyway (written by an older build) is refused with how to rejoin.
 #[derive(Clone)]
 pub struct LogStore {
-    store: Arc<Store>,
+    pub(crate) store: Arc<Store>,
+    /// Records durable votes and purges (see `voter_guard.rs`); `None`
+    /// for an unguarded store (tests, tools).
+    guard: Option<Arc<VoterGuard>>,
 }
 
 impl fmt::Debug for LogStore {
@@ -59,7 +80,15 @@ impl fmt::Debug for LogStore {
 
 impl LogStore {
     pub(crate) fn new(store: Arc<Store>) -> Self {
-        LogStore { store }
+        LogStore { store, guard: None }
+    }
+
+    /// This store, recording its durable votes and purges in `guard`.
+    pub(crate) fn with_guard(self, guard: VoterGuard) -> Self {
+        LogStore {
+            guard: Some(Arc::new(guard)),
+            ..self
+        }
     }
 
     /// Fault injection: while `fail` is true, every WAL sync step of this
@@ -68,6 +97,12 @@ impl LogStore {
     /// The first failure poisons the log store until it is reopened.
     pub fn set_sync_failpoint(&self, fail: bool) {
         self.store.sync.set_fail(fail);
+    }
+
+    /// Fault injection: lets `n` more WAL syncs succeed and fails the one
+    /// after (once). Like any failed sync it poisons the store.
+    pub fn fail_sync_after(&self, n: u64) {
+        self.store.sync.fail_after(n);
     }
 
     /// Number of successful WAL syncs since open (for tests and metrics).
@@ -123,6 +158,29 @@ impl LogStore {
             out.push(entry);
         }
         Ok(out)
+    }
+
+    /// Waits until the state machine's recoverable applied log id reaches
+    /// `log_id`, the install in progress ends, or [`PURGE_WAIT`] passed,
+    /// and returns it.
+    async fn wait_recoverable(&self, log_id: LogId<u64>) -> Result<Option<LogId<u64>>, StoreError> {
+        let deadline = tokio::time::Instant::now() + PURGE_WAIT;
+        let mut logged = false;
+        loop {
+            let recoverable = crate::snapshot::recoverable_applied(&self.store)?;
+            if recoverable.is_some_and(|a| a.index >= log_id.index)
+                || tokio::time::Instant::now() >= deadline
+                || !crate::snapshot::install_pending(&self.store)
+            {
+                return Ok(recoverable);
+            }
+            if !logged {
+                tracing::info!(purge_upto = %log_id, applied = ?recoverable,
+                    "purge waits for the snapshot install to reach the purged index");
+                logged = true;
+            }
+            tokio::time::sleep(PURGE_POLL).await;
+        }
     }
 
     /// The write-then-sync step of `append`: writes the entries in one batch
@@ -188,7 +246,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(write_vote)?;
         self.store
             .write_synced(batch, SyncOp::Vote)
-            .map_err(write_vote)
+            .map_err(write_vote)?;
+        // Only after the store has it: the guard never runs ahead.
+        if let Some(guard) = &self.guard {
+            guard.record_vote(vote).map_err(write_vote)?;
+        }
+        Ok(())
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
@@ -253,6 +316,19 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         self.store.sync.check().map_err(write_logs)?;
+        // Never purge past what a crash right after this purge would keep
+        // while a snapshot is on its way in (read before the sync below,
+        // so the sync makes it durable). Outside an install openraft only
+        // purges what a snapshot of the applied state covers.
+        if crate::snapshot::install_pending(&self.store) {
+            let recoverable = self.wait_recoverable(log_id).await.map_err(write_logs)?;
+            if recoverable.is_none_or(|applied| applied.index < log_id.index) {
+                return Err(write_logs(StoreError::Inconsistent(format!(
+                    "asked to purge the log up to {log_id} during a snapshot install, but the \
+                     state machine holds only {recoverable:?}; not purging past it"
+                ))));
+            }
+        }
         // State-machine writes are not synced on their own: they share the
         // WAL with the log, and every later synced log append makes them
         // durable too (the WAL is one ordered file; recovery replays a
@@ -273,6 +349,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         batch.delete_cf(cf, log_key(log_id.index));
         // Not synced: if a crash loses it, the purge simply did not happen
         // (the entries and the old `last_purged` come back together).
-        self.store.write(batch).map_err(write_logs)
+        self.store.write(batch).map_err(write_logs)?;
+        // Either way the log reaches `log_id`: a floor for the guard.
+        if let Some(guard) = &self.guard {
+            guard.record_floor(log_id.index).map_err(write_logs)?;
+        }
+        Ok(())
     }
 }

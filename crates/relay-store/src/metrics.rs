@@ -39,6 +39,13 @@ pub const APPEND_BATCH_ENTRIES: &str = "relay_raft_append_batch_entries";
 /// node's RocksDB WAL (the Raft log lives in it), by what asked for them.
 pub const LOG_FSYNCS_TOTAL: &str = "relay_raft_log_fsyncs_total";
 
+/// Counter, label `index` = `due_index` | `owner_index`: index keys a
+/// query met without a matching message record (skipped, logged). Apply
+/// writes records and index keys together, so anything above 0 means
+/// damage or a bug: the messages concerned may not be delivered until
+/// their record is fixed, while every other message still is.
+pub const DANGLING_INDEX_KEYS_TOTAL: &str = "relay_store_dangling_index_keys_total";
+
 /// Buckets for [`APPEND_BATCH_ENTRIES`]: powers of two up to openraft's
 /// `max_payload_entries` (256), the largest AppendEntries a follower gets.
 pub const APPEND_BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
@@ -98,6 +105,11 @@ pub(crate) fn appended(entries: usize) {
     metrics::histogram!(APPEND_BATCH_ENTRIES).record(entries as f64);
 }
 
+/// Counts one dangling key met in `index` (a column family name).
+pub(crate) fn dangling_index_key(index: &'static str) {
+    metrics::counter!(DANGLING_INDEX_KEYS_TOTAL, "index" => index).increment(1);
+}
+
 /// Records one applied normal entry carrying `commands` commands.
 pub(crate) fn applied_entry(commands: usize) {
     metrics::histogram!(ENTRY_COMMANDS).record(commands as f64);
@@ -112,6 +124,10 @@ pub fn describe() {
     describe_histogram!(
         ENTRY_COMMANDS,
         "Commands per applied log entry (a group-commit batch counts each of its commands)."
+    );
+    describe_counter!(
+        DANGLING_INDEX_KEYS_TOTAL,
+        "Index keys a query met without a matching message record (skipped), by index."
     );
     describe_counter!(
         LOG_FSYNCS_TOTAL,

@@ -114,9 +114,15 @@ impl StateMachine {
             if at > now {
                 break;
             }
-            let record = message(&reader, &id)?.ok_or_else(|| {
-                StoreError::Inconsistent(format!("due index names {id}, which has no record"))
-            })?;
+            // A key whose record is gone (or says otherwise) is skipped:
+            // one bad index key must not stop every delivery of its owner.
+            let record = match message(&reader, &id)? {
+                Some(r) if r.owner == owner && r.held.is_none() && r.next_attempt_at == at => r,
+                other => {
+                    dangling_index_key(CF_DUE, &id, other.is_some());
+                    continue;
+                }
+            };
             out.push(record);
             if out.len() >= limit {
                 break;
@@ -270,6 +276,21 @@ impl StateMachine {
     }
 }
 
+/// An index key without a matching record: logged and counted
+/// (`relay_store_dangling_index_keys_total`), never fatal to the scan that
+/// met it. Apply writes a record and its index keys in one batch, so this
+/// means damage (or a bug) worth a look, not a reason to stop delivering
+/// every other message.
+fn dangling_index_key(index: &'static str, id: &MessageId, record_differs: bool) {
+    tracing::warn!(
+        index,
+        %id,
+        problem = if record_differs { "the record does not match the key" } else { "no record" },
+        "skipping a dangling index key"
+    );
+    crate::metrics::dangling_index_key(index);
+}
+
 fn message(reader: &Reader<'_>, id: &MessageId) -> Result<Option<MessageRecord>, StoreError> {
     reader.get(CF_MESSAGES, id.as_bytes())
 }
@@ -294,9 +315,13 @@ fn select(
             for item in reader.scan_prefix(CF_OWNER, &owner.to_be_bytes())? {
                 let (key, _) = item?;
                 let id = owner_key_id(&key)?;
-                let record = message(reader, &id)?.ok_or_else(|| {
-                    StoreError::Inconsistent(format!("owner index names {id}, which has no record"))
-                })?;
+                let record = match message(reader, &id)? {
+                    Some(r) if r.owner == owner => r,
+                    other => {
+                        dangling_index_key(CF_OWNER, &id, other.is_some());
+                        continue;
+                    }
+                };
                 if !keep(record) {
                     break;
                 }
@@ -347,5 +372,88 @@ impl QueueRead for LiveView<'_> {
 
     fn finished(&self, id: &MessageId) -> Result<bool, StoreError> {
         Ok(self.reader.get_raw(CF_FINISHED, id.as_bytes())?.is_some())
+    }
+}
+
+#[cfg(test)]
+mod dangling_index_tests {
+    //! An index key without its record (damage, or a bug elsewhere) is
+    //! skipped and counted; the scan still returns every other message.
+
+    use bytes::Bytes;
+    use openraft::{Entry, EntryPayload};
+    use relay_types::{
+        Command, Enqueue, Envelope, MessageFilter, MessageId, MessageInfo, Recipient, UnixMillis,
+    };
+    use rocksdb::WriteBatch;
+
+    use crate::db::{CF_DUE, CF_OWNER, due_key, owner_key};
+
+    const OWNER: u64 = 1;
+
+    fn enqueue(n: u8) -> Command {
+        let body = Bytes::from(format!("Subject: m{n}\r\n\r\nbody {n}\r\n"));
+        Command::Enqueue(Box::new(Enqueue {
+            id: MessageId([n; 16]),
+            received_at: UnixMillis(1_000 + n as u64),
+            accepted_by: OWNER,
+            owner: OWNER,
+            envelope: Envelope {
+                reverse_path: "s@sender.test".into(),
+                recipients: vec![Recipient::new("r@example.test".to_string())],
+                ..Default::default()
+            },
+            info: MessageInfo::default(),
+            checksum: relay_queue::body_checksum(&body),
+            expires_at: UnixMillis(10_000_000),
+            body,
+        }))
+    }
+
+    #[test]
+    fn a_dangling_index_key_is_skipped_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_log, sm) = crate::open(dir.path()).unwrap();
+        for n in 1..=3u8 {
+            sm.apply_entry(Entry {
+                log_id: openraft::testing::log_id(1, 1, n as u64),
+                payload: EntryPayload::Normal(enqueue(n)),
+            })
+            .unwrap();
+        }
+        // Index keys of a message that has no record, due before the others.
+        let ghost = MessageId([0; 16]);
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            sm.store.cf(CF_DUE).unwrap(),
+            due_key(OWNER, UnixMillis(1), &ghost),
+            b"",
+        );
+        batch.put_cf(
+            sm.store.cf(CF_OWNER).unwrap(),
+            owner_key(OWNER, &ghost),
+            b"",
+        );
+        sm.store.write(batch).unwrap();
+
+        let due = sm.due(OWNER, UnixMillis(u64::MAX), 10).unwrap();
+        let ids: Vec<MessageId> = due.iter().map(|r| r.id).collect();
+        assert_eq!(
+            ids,
+            vec![MessageId([1; 16]), MessageId([2; 16]), MessageId([3; 16])]
+        );
+        // The limit counts messages returned, not keys walked.
+        assert_eq!(sm.due(OWNER, UnixMillis(u64::MAX), 1).unwrap().len(), 1);
+
+        let listed = sm
+            .list(
+                &MessageFilter {
+                    owner: Some(OWNER),
+                    ..Default::default()
+                },
+                10,
+            )
+            .unwrap();
+        assert_eq!(listed.len(), 3);
     }
 }

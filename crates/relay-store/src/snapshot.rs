@@ -98,12 +98,62 @@ static NAME_SEQ: AtomicU64 = AtomicU64::new(0);
 
 type Meta = SnapshotMeta<u64, BasicNode>;
 
+/// Name prefix of a file being received (or copied in for an install).
+const RECEIVING_PREFIX: &str = "receiving-";
+
 /// "An install from this file, to this meta, has begun": present only
 /// between steps 2 and 4 of an install.
 #[derive(Serialize, Deserialize)]
 struct InstallMarker {
     file: String,
     meta: Meta,
+}
+
+/// The last applied log id that a restart would come back with if the WAL
+/// were synced now: the stored `last_applied`, or the target of an install
+/// whose marker is written (opening the store finishes that install).
+pub(crate) fn recoverable_applied(store: &Store) -> Result<Option<LogId<u64>>, StoreError> {
+    let reader = store.live();
+    let applied: Option<LogId<u64>> = reader.get(CF_SM_META, KEY_LAST_APPLIED)?;
+    let installing = reader
+        .get::<InstallMarker>(CF_SNAPSHOT, KEY_SNAPSHOT_INSTALL)?
+        .and_then(|m| m.meta.last_log_id);
+    Ok(applied.max(installing))
+}
+
+/// Whether a snapshot is on its way into the state machine: a received
+/// file not yet installed (openraft creates it at the first chunk), or an
+/// install running. From the first chunk to the end of the install, one
+/// or the other holds without a gap (the install counts itself before it
+/// renames the received file).
+pub(crate) fn install_pending(store: &Store) -> bool {
+    if store.installs_running.load(Ordering::SeqCst) > 0 {
+        return true;
+    }
+    let Ok(entries) = std::fs::read_dir(dir(store)) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with(RECEIVING_PREFIX))
+    })
+}
+
+/// Counts one running install in `Store::installs_running` while alive.
+struct RunningInstall<'a>(&'a Store);
+
+impl<'a> RunningInstall<'a> {
+    fn start(store: &'a Store) -> Self {
+        store.installs_running.fetch_add(1, Ordering::SeqCst);
+        RunningInstall(store)
+    }
+}
+
+impl Drop for RunningInstall<'_> {
+    fn drop(&mut self) {
+        self.0.installs_running.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// openraft's snapshot builder: a handle on the state machine.
@@ -324,7 +374,7 @@ pub(crate) fn begin_receiving(store: &Store) -> Result<SnapshotFile, StoreError>
 fn new_receiving(dir: &Path) -> Result<(File, PathBuf), StoreError> {
     loop {
         let seq = NAME_SEQ.fetch_add(1, Ordering::Relaxed);
-        let path = dir.join(format!("receiving-{}-{seq}.tmp", millis()));
+        let path = dir.join(format!("{RECEIVING_PREFIX}{}-{seq}.tmp", millis()));
         match create_new(&path) {
             Ok(file) => return Ok((file, path)),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -345,6 +395,9 @@ pub(crate) fn install(
     temporary: bool,
 ) -> Result<(), StoreError> {
     let store = &sm.store;
+    // Before the received file is renamed: `install_pending` holds
+    // throughout (see `LogStore::purge`).
+    let _running = RunningInstall::start(store);
     let dir = dir(store);
     let mut incoming_guard = RemoveOnDrop(temporary.then(|| path.clone()));
     let (mut file, path, mut guard) = if temporary && path.parent() == Some(dir.as_path()) {
@@ -686,6 +739,7 @@ mod crash_tests {
             relay_types::decode(&std::fs::read(snapshot.with_extension("meta")).unwrap()).unwrap();
         let options = StoreOptions {
             unsynced_writes_die_with_process: std::env::var_os(CHILD_FAILPOINT).is_some(),
+            ..StoreOptions::default()
         };
         let (_log, sm) = crate::open_with(Path::new(&dir), options).unwrap();
         STOP.store(STOP_AFTER, Ordering::SeqCst);

@@ -97,6 +97,13 @@ impl StateMachine {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A receiver that turns `true` once a WAL sync of this store failed:
+    /// from then on nothing is acknowledged as durable, and the node must
+    /// stop and restart (see `failpoint.rs`).
+    pub fn subscribe_poisoned(&self) -> watch::Receiver<bool> {
+        self.store.sync.subscribe()
+    }
+
     /// A receiver of the last applied index; it changes after every applied
     /// entry or installed snapshot (the delivery loop and tests wait on it).
     pub fn subscribe_applied(&self) -> watch::Receiver<u64> {
@@ -244,23 +251,24 @@ impl StateMachine {
         Ok(())
     }
 
-    /// Index keys go with `single_delete`: each key is put once (a record's
-    /// keys are deleted before its new ones are put, and ids are never
-    /// enqueued twice), so the tombstone vanishes with its key at the next
-    /// flush instead of lingering in the SST files, where every due scan
-    /// from the start of an owner's range would step over it (issue 8:
-    /// due scans stay O(due)).
+    /// Index keys go with a plain `delete`. `single_delete` would drop its
+    /// tombstone sooner, but RocksDB defines it only for a key put once and
+    /// never touched by another kind of delete, and a snapshot install
+    /// range-deletes these column families and puts the same keys again:
+    /// mixing the two is undefined (a deleted key could come back). The
+    /// indexes' small memtables (see `db.rs`) keep the tombstones that
+    /// due scans step over few.
     fn delete_index_keys(
         &self,
         batch: &mut WriteBatch,
         record: &MessageRecord,
     ) -> Result<(), StoreError> {
-        batch.single_delete_cf(
+        batch.delete_cf(
             self.store.cf(CF_OWNER)?,
             owner_key(record.owner, &record.id),
         );
         if record.held.is_none() {
-            batch.single_delete_cf(
+            batch.delete_cf(
                 self.store.cf(CF_DUE)?,
                 due_key(record.owner, record.next_attempt_at, &record.id),
             );

@@ -56,6 +56,7 @@ async fn child_applies_then_waits_to_be_killed() {
     };
     let options = StoreOptions {
         unsynced_writes_die_with_process: true,
+        ..StoreOptions::default()
     };
     let (mut log, mut sm) = relay_store::open_with(std::path::Path::new(&dir), options).unwrap();
     let entries = log_entries();
