@@ -527,12 +527,47 @@ async fn json_logs_carry_the_message_id_and_never_the_body() -> anyhow::Result<(
         );
         if json["fields"]["message"] == "message accepted" && line.contains(&id) {
             accepted_with_id = true;
+            // The delivery log's acceptance line: its fields as JSON keys.
+            let f = &json["fields"];
+            ensure!(json["target"] == "maillog", "{line}");
+            ensure!(f["queue_id"] == id.as_str(), "{line}");
+            ensure!(f["from"] == "<sender@client.test>", "{line}");
+            ensure!(f["nrcpt"] == 1 && f["size"].as_u64().is_some(), "{line}");
+            ensure!(f["client"] == "unknown[127.0.0.1]", "{line}");
         }
     }
     ensure!(
         accepted_with_id,
         "no 'message accepted' line with id {id} in:\n{tail}"
     );
+    // The delivery line of the owner (node 2 accepted, so it delivers),
+    // logged once the Delivered entry committed.
+    let sent = poll(Duration::from_secs(10), "a maillog sent line", || {
+        let log = cluster.log(2);
+        let id = id.clone();
+        async move {
+            log[skip..]
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .find(|j| {
+                    j["target"] == "maillog"
+                        && j["fields"]["to"].is_string()
+                        && j["fields"]["queue_id"] == id.as_str()
+                })
+        }
+    })
+    .await?;
+    let f = &sent["fields"];
+    ensure!(
+        f["status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("sent (250")),
+        "{sent}"
+    );
+    ensure!(f["dsn"] == "2.0.0", "{sent}");
+    for key in ["relay", "delay", "delays"] {
+        ensure!(f[key].is_string(), "{key} missing: {sent}");
+    }
     Ok(())
 }
 
