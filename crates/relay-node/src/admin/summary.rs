@@ -70,7 +70,71 @@ pub fn summarize(
 
 #[cfg(test)]
 mod tests {
+    use relay_types::{Envelope, MessageId, MessageInfo, Recipient, RecipientStatus};
+
     use super::*;
+
+    const MIN: u64 = 60_000;
+
+    /// A message received `age_min` minutes before `NOW` with `to`; the
+    /// recipients flagged `true` are already delivered.
+    fn record(n: u8, age_min: u64, to: &[(&str, bool)]) -> MessageRecord {
+        MessageRecord {
+            id: MessageId([n; 16]),
+            received_at: UnixMillis(NOW.0 - age_min * MIN),
+            accepted_by: 1,
+            owner: 1,
+            envelope: Envelope {
+                reverse_path: "s@sender.test".into(),
+                recipients: to.iter().map(|(r, _)| Recipient::new(*r)).collect(),
+                ..Default::default()
+            },
+            info: MessageInfo::default(),
+            checksum: [0; 32],
+            expires_at: UnixMillis(u64::MAX),
+            recipients: to
+                .iter()
+                .map(|(_, done)| {
+                    if *done {
+                        RecipientStatus::Delivered { at: NOW }
+                    } else {
+                        RecipientStatus::Pending { last_reply: None }
+                    }
+                })
+                .collect(),
+            attempts: 0,
+            next_attempt_at: UnixMillis(0),
+            last_target: None,
+            held: None,
+        }
+    }
+
+    const NOW: UnixMillis = UnixMillis(1_000_000 * MIN);
+
+    #[test]
+    fn counts_pending_domains_by_age() {
+        let records = [
+            record(1, 1, &[("a@A.test", false), ("b@a.test", false)]),
+            record(2, 7, &[("a@a.test", false), ("c@b.test", false)]),
+            record(3, 200, &[("x@b.test", false), ("y@c.test", true)]),
+        ];
+        let (rows, total) = summarize(&records, NOW);
+        assert_eq!(total.total, 3);
+        assert_eq!(total.counts, [1, 1, 0, 0, 0, 0, 1]);
+        let got: Vec<(&str, u64, &[u64])> = rows
+            .iter()
+            .map(|r| (r.domain.as_str(), r.total, r.counts.as_slice()))
+            .collect();
+        // A message counts once per domain however many recipients it has
+        // there; delivered recipients (c.test) do not count.
+        assert_eq!(
+            got,
+            [
+                ("a.test", 2, &[1, 1, 0, 0, 0, 0, 0][..]),
+                ("b.test", 2, &[0, 1, 0, 0, 0, 0, 1][..]),
+            ]
+        );
+    }
 
     #[test]
     fn buckets_follow_the_qshape_scale() {
