@@ -49,8 +49,9 @@ wait_for_leader() {
     local deadline=$((SECONDS + 60)) out
     while [ $SECONDS -lt $deadline ]; do
         for port in 7201 7202 7203; do
-            if out=$("$QR_BIN_DIR/relayctl" --addr 127.0.0.1:$port --token "$TOKEN" --json status 2>/dev/null) \
-                && echo "$out" | grep -q '"leader": [0-9]'; then
+            # Exit 4 (degraded: a node still starting) prints the status too.
+            out=$("$QR_BIN_DIR/relayctl" --addr 127.0.0.1:$port --token "$TOKEN" --json status 2>/dev/null || true)
+            if echo "$out" | grep -q '"leader": [0-9]'; then
                 echo "$out" | sed -n 's/.*"leader": \([0-9]*\).*/leader: node \1/p'
                 return 0
             fi

@@ -5,9 +5,11 @@
 #   postfix       smtp-source / smtp-sink, real SMTP peers for tests and benches
 #   swaks         a real SMTP client for the README demo
 #   chromium      headless browser for the status-page test
+#   prometheus    for promtool: .ci/run checks and unit-tests the alert rules
+#                 (cluster-config/prometheus); its server is disabled again
 set -euo pipefail
 missing=()
-for pkg in libclang-dev postfix swaks chromium; do
+for pkg in libclang-dev postfix swaks chromium prometheus; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -17,5 +19,9 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # Only promtool is wanted: stop the server Debian starts on install.
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null; then
+        systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 command -v cargo >/dev/null || { echo "setup: cargo (Rust toolchain) is required" >&2; exit 1; }

@@ -150,14 +150,16 @@ async fn relayctl_status_json_shows_one_leader_and_three_nodes() {
             .args(["--token", &cluster.token, "--json", "status"])
             .output()
             .expect("run relayctl");
+        // 0 ok, 4 degraded, 5 down: all three print the status.
+        let code = out.status.code();
         assert!(
-            out.status.success(),
-            "relayctl failed: {}",
+            matches!(code, Some(0 | 4 | 5)),
+            "relayctl failed ({code:?}): {}",
             String::from_utf8_lossy(&out.stderr)
         );
         let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
         let nodes = json["nodes"].as_array().expect("nodes").clone();
-        if nodes.len() == 3 && nodes.iter().all(|n| n["reachable"] == true) {
+        if code == Some(0) && nodes.len() == 3 && nodes.iter().all(|n| n["reachable"] == true) {
             break json;
         }
         assert!(

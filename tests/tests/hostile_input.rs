@@ -128,7 +128,9 @@ impl Fixture {
     async fn finish(self) {
         self.assert_stored().await;
         self.target.set_behaviour(Behaviour::AcceptAll);
-        let out = self.cluster.relayctl(1, &["queue", "flush", "--all"]);
+        let out = self
+            .cluster
+            .relayctl(1, &["queue", "flush", "--all", "--yes"]);
         assert!(out.status.success(), "flush: {out:?}");
         let deadline = Instant::now() + LONG;
         loop {

@@ -264,7 +264,7 @@ async fn hold_release_flush_delete_and_trace_through_relayctl() {
     // The target recovers; flush --all retries everything not held: B
     // arrives and, by then, A (held) has not.
     target.set_behaviour(Behaviour::AcceptAll);
-    let flushed = ctl_ok(&cluster, 1, &["queue", "flush", "--all"]);
+    let flushed = ctl_ok(&cluster, 1, &["queue", "flush", "--all", "--yes"]);
     assert_eq!(flushed["affected"], 1, "held messages are not flushed");
     let got = target
         .wait_for_messages(1, WITHIN)
@@ -427,7 +427,7 @@ async fn route_change_sends_the_backlog_to_the_new_target() {
     let none = ctl_ok(
         &cluster,
         1,
-        &["queue", "flush", "--all", "--state", "queued"],
+        &["queue", "flush", "--all", "--yes", "--state", "queued"],
     );
     assert_eq!(none["affected"], 0);
 
@@ -724,4 +724,251 @@ async fn member_remove_add_and_promote_through_relayctl() {
         .wait_converged(WITHIN, 0)
         .await
         .expect("all three replicas equal");
+}
+
+/// Runs relayctl with `--addr addrs` (a comma-separated list) and `--json`;
+/// (exit code, parsed stdout, stderr).
+fn ctl_at(cluster: &ProcessCluster, addrs: &str, args: &[&str]) -> (i32, Value, String) {
+    let out = std::process::Command::new(relay_tests::bin_path("relayctl"))
+        .args(["--addr", addrs, "--token", &cluster.token, "--json"])
+        .args(args)
+        .env_remove("RELAYCTL_ADDR")
+        .env_remove("RELAYCTL_TOKEN")
+        .output()
+        .expect("run relayctl");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), json, stderr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn status_exit_codes_address_fallback_and_a_closed_pipe() {
+    let mut cluster = cluster_with(vec![("pipe.test".into(), "127.0.0.1:9".into())], "300s").await;
+    let addrs: Vec<String> = (1..=3)
+        .map(|id| format!("127.0.0.1:{}", cluster.node(id).ports.admin))
+        .collect();
+    let admin = |id: u64| addrs[id as usize - 1].clone();
+    let (code, json, stderr) = ctl(&cluster, 1, &["status"]);
+    assert_eq!(
+        (code, json["verdict"].as_str()),
+        (0, Some("ok")),
+        "{stderr}"
+    );
+
+    // The reader closes its end before relayctl writes (like `grep -q`
+    // that has found its line): no panic, nothing on stderr, status 0.
+    for args in [&["--json", "route", "list"][..], &["route", "list"][..]] {
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = std::process::Command::new(relay_tests::bin_path("relayctl"))
+            .args(["--addr", &admin(1), "--token", &cluster.token])
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run relayctl");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.is_empty(), "{args:?}: stderr {stderr:?}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {stderr}");
+    }
+
+    // Node 1 goes down: a list naming it first falls through to node 2,
+    // which reports the cluster degraded (exit 4).
+    cluster.kill(1);
+    let list = format!("{},{}", admin(1), admin(2));
+    let json = poll(WITHIN, "status degraded through the second address", || {
+        let (code, json, _) = ctl_at(&cluster, &list, &["status"]);
+        (code == 4).then_some(json)
+    })
+    .await;
+    assert_eq!(json["verdict"], "degraded", "{json}");
+    assert_eq!(json["answered_by"], 2, "{json}");
+    // The same list through RELAYCTL_ADDR, with spaces after the commas.
+    let out = std::process::Command::new(relay_tests::bin_path("relayctl"))
+        .args(["--token", &cluster.token, "--json", "route", "list"])
+        .env("RELAYCTL_ADDR", format!("{}, {}", admin(1), admin(3)))
+        .output()
+        .expect("run relayctl");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let routes: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(routes["routes"][0]["domain"], "pipe.test");
+
+    // Node 2 too: node 3 alone has no quorum, status says down (exit 5).
+    cluster.kill(2);
+    let all = format!("{},{},{}", admin(1), admin(2), admin(3));
+    let json = poll(WITHIN, "status down", || {
+        let (code, json, _) = ctl_at(&cluster, &all, &["status"]);
+        (code == 5).then_some(json)
+    })
+    .await;
+    assert_eq!(json["verdict"], "down", "{json}");
+    assert_eq!(json["answered_by"], 3, "{json}");
+
+    // Nobody answers: exit 3, and the message names every address tried.
+    cluster.kill(3);
+    let (code, _, stderr) = ctl_at(&cluster, &all, &["status"]);
+    assert_eq!(code, 3, "{stderr}");
+    for id in 1..=3 {
+        assert!(stderr.contains(&admin(id)), "{stderr}");
+    }
+}
+
+/// The ids in a `--json` answer's `messages`, sorted.
+fn ids_of(json: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = json["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queue_selectors_summary_headers_and_dry_runs() {
+    let target = TestTarget::start().await.expect("target");
+    target.set_behaviour(Behaviour::RejectRcpt(Reply::temporary()));
+    let cluster = cluster_with(
+        vec![
+            ("a.test".into(), target.target()),
+            ("b.test".into(), target.target()),
+        ],
+        "300s",
+    )
+    .await;
+    let smtp = cluster.node(1).ports.smtp;
+    let mut a = vec![
+        smtp_send(smtp, "x@sender.test", "one@a.test", "first a").await,
+        smtp_send(smtp, "x@sender.test", "two@a.test", "second a").await,
+    ];
+    a.sort();
+    let b = smtp_send(smtp, "y@sender.test", "one@b.test", "only b").await;
+    poll(WITHIN, "all three deferred on node 2", || {
+        let json = ctl_ok(&cluster, 2, &["queue", "list", "--state", "deferred"]);
+        (json["messages"].as_array()?.len() == 3).then_some(())
+    })
+    .await;
+
+    // Selectors under their long names.
+    let list = ctl_ok(&cluster, 2, &["queue", "list", "--to-domain", "A.test"]);
+    assert_eq!(ids_of(&list), a);
+    let list = ctl_ok(&cluster, 2, &["queue", "list", "--from", "y@sender.test"]);
+    assert_eq!(ids_of(&list), vec![b.clone()]);
+
+    // Summary: domain x age, the same from every replica.
+    let summary = ctl_ok(&cluster, 2, &["queue", "summary"]);
+    let buckets: Vec<&str> = summary["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        buckets,
+        [
+            "0-5m", "5-10m", "10-20m", "20-40m", "40-80m", "80-160m", "160m+"
+        ]
+    );
+    assert_eq!(summary["total"]["total"], 3, "{summary}");
+    assert_eq!(summary["total"]["counts"][0], 3, "{summary}");
+    assert_eq!(summary["domains"][0]["domain"], "a.test", "{summary}");
+    assert_eq!(summary["domains"][0]["total"], 2, "{summary}");
+    assert_eq!(summary["domains"][0]["counts"][0], 2, "{summary}");
+    assert_eq!(summary["domains"][1]["domain"], "b.test", "{summary}");
+    assert_eq!(summary["domains"][1]["total"], 1, "{summary}");
+    assert_eq!(summary["domains"].as_array().unwrap().len(), 2);
+    for node in [1, 3] {
+        poll(WITHIN, "the same summary on every node", || {
+            let other = ctl_ok(&cluster, node, &["queue", "summary"]);
+            (other["domains"] == summary["domains"]).then_some(())
+        })
+        .await;
+    }
+    let only_b = ctl_ok(&cluster, 2, &["queue", "summary", "--to-domain", "b.test"]);
+    assert_eq!(only_b["total"]["total"], 1, "{only_b}");
+    let old = ctl_ok(&cluster, 2, &["queue", "summary", "--older-than", "1h"]);
+    assert_eq!(old["total"]["total"], 0, "{old}");
+    // The table form names the domains and the buckets.
+    let out = cluster.relayctl(2, &["queue", "summary"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("160m+") && text.contains("a.test"), "{text}");
+
+    // show: the header section by default, the whole message with --body.
+    let show = ctl_ok(&cluster, 1, &["queue", "show", &b]);
+    let headers = show["content"].as_str().expect("headers");
+    assert!(headers.contains("Subject: only b"), "{show}");
+    assert!(!headers.contains("only b body"), "{show}");
+    let full = ctl_ok(&cluster, 1, &["queue", "show", &b, "--body"]);
+    let content = full["content"].as_str().expect("message");
+    assert!(content.starts_with(headers), "{full}");
+    assert!(content.contains("\r\n\r\nonly b body"), "{full}");
+
+    // --all without --yes: a usage error, nothing changes.
+    let (code, _, stderr) = ctl(
+        &cluster,
+        1,
+        &["queue", "delete", "--all", "--to-domain", "a.test"],
+    );
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--yes"), "{stderr}");
+
+    // Dry runs list what would change and change nothing.
+    let dry = ctl_ok(
+        &cluster,
+        1,
+        &[
+            "queue",
+            "hold",
+            "--all",
+            "--dry-run",
+            "--to-domain",
+            "a.test",
+        ],
+    );
+    assert_eq!(
+        (&dry["dry_run"], &dry["affected"]),
+        (&Value::from(true), &Value::from(2))
+    );
+    assert_eq!(ids_of(&dry), a);
+    let dry = ctl_ok(&cluster, 1, &["queue", "release", "--all", "--dry-run"]);
+    assert_eq!(dry["affected"], 0, "nothing is held: {dry}");
+    let dry = ctl_ok(&cluster, 1, &["queue", "delete", &b, "--dry-run"]);
+    assert_eq!(ids_of(&dry), vec![b.clone()]);
+    let held = ctl_ok(&cluster, 1, &["queue", "list", "--state", "held"]);
+    assert_eq!(ids_of(&held), Vec::<String>::new(), "dry runs held nothing");
+    let all = ctl_ok(&cluster, 1, &["queue", "list"]);
+    assert_eq!(
+        all["messages"].as_array().unwrap().len(),
+        3,
+        "nothing deleted"
+    );
+
+    // The same selectors, confirmed, act.
+    let hold = ctl_ok(
+        &cluster,
+        1,
+        &["queue", "hold", "--all", "--yes", "--to-domain", "a.test"],
+    );
+    assert_eq!(
+        (&hold["dry_run"], &hold["affected"]),
+        (&Value::from(false), &Value::from(2))
+    );
+    let held = ctl_ok(&cluster, 1, &["queue", "list", "--state", "held"]);
+    assert_eq!(ids_of(&held), a);
+    let dry = ctl_ok(&cluster, 1, &["queue", "flush", "--all", "--dry-run"]);
+    assert_eq!(ids_of(&dry), vec![b.clone()], "flush skips held messages");
+    let dry = ctl_ok(
+        &cluster,
+        1,
+        &["queue", "release", &a[0], &a[1], "--dry-run"],
+    );
+    assert_eq!(ids_of(&dry), a);
 }

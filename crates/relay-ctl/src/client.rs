@@ -1,4 +1,10 @@
 //! Connecting to a node's admin API and turning failures into exit codes.
+//!
+//! Exit codes (also in `relayctl --help` and the README):
+//! 0 ok, 1 the command failed, 2 usage error, 3 no node reachable or the
+//! token refused, 4 `status`: the cluster is degraded (a leader and a
+//! quorum answer, but some node is down or behind), 5 `status`: the
+//! cluster is down (no leader or no quorum of voters).
 
 use std::time::Duration;
 
@@ -27,6 +33,24 @@ impl CliError {
         CliError {
             message: message.into(),
             exit_code: 2,
+        }
+    }
+
+    /// Exit 4 (`status`): the cluster works but a node is down or behind.
+    /// The status itself is already printed, so no message.
+    pub fn degraded() -> Self {
+        CliError {
+            message: String::new(),
+            exit_code: 4,
+        }
+    }
+
+    /// Exit 5 (`status`): no leader or no quorum of voters. The status itself
+    /// is already printed, so no message.
+    pub fn down() -> Self {
+        CliError {
+            message: String::new(),
+            exit_code: 5,
         }
     }
 
@@ -94,10 +118,35 @@ pub struct Admin {
     pub client: AdminClient<InterceptedService<Channel, Bearer>>,
 }
 
-/// Connects to `addr` (host:port).
-pub async fn connect(addr: &str, token: Option<&str>) -> Result<Admin, CliError> {
+/// Connects to the first node of `addrs` (comma-separated host:port list)
+/// that accepts a connection, trying them in the order given. Only a
+/// connection failure moves on to the next address: a node that answers
+/// (even with an error, or a refused token) is the one asked, and a write is
+/// never sent twice.
+pub async fn connect(addrs: &str, token: Option<&str>) -> Result<Admin, CliError> {
+    let list: Vec<&str> = addrs
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    if list.is_empty() {
+        return Err(CliError::usage("--addr names no address"));
+    }
+    let mut failures = Vec::new();
+    for addr in &list {
+        match connect_one(addr, token).await {
+            Ok(admin) => return Ok(admin),
+            Err(e) if e.exit_code == 3 => failures.push(e.message),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(CliError::unreachable(failures.join("; ")))
+}
+
+/// Connects to one `addr` (host:port).
+async fn connect_one(addr: &str, token: Option<&str>) -> Result<Admin, CliError> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| CliError::failed(format!("bad --addr {addr:?}: {e}")))?
+        .map_err(|e| CliError::usage(format!("bad --addr {addr:?}: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30));
     let channel = endpoint

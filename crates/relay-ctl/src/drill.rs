@@ -6,7 +6,7 @@ use relay_proto::admin::{DrillCheck, DrillRequest, FailoverRequest, StatusReques
 use serde_json::json;
 
 use crate::client::{Admin, CliError};
-use crate::output;
+use crate::output::{self, outln};
 
 #[derive(Debug, Args)]
 pub struct DrillArgs {
@@ -109,7 +109,7 @@ pub async fn run(admin: &mut Admin, args: DrillArgs, as_json: bool) -> Result<()
     }
     if ok {
         if !as_json {
-            println!("drill: all {} checks passed", checks.len());
+            outln!("drill: all {} checks passed", checks.len());
         }
         return Ok(());
     }

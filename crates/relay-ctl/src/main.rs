@@ -5,13 +5,15 @@
 //! knows comes over the admin API.
 //!
 //! Exit codes: 0 ok, 1 the command failed (or a drill found a red check),
-//! 2 usage error, 3 node unreachable (or not authenticated).
+//! 2 usage error, 3 node unreachable (or not authenticated), 4 `status`
+//! found the cluster degraded, 5 `status` found it down (see `client`).
 //!
 //! # Layout
 //! - `client`: connecting with the bearer token; error → exit code.
 //! - `output`: tables, human sizes and ages, JSON.
 //! - `status`: `relayctl status`.
-//! - `queue`: `relayctl queue list|show|hold|release|delete|flush`.
+//! - `queue`: `relayctl queue list|summary|show|hold|release|delete|flush`,
+//!   one file per subcommand.
 //! - `route`: `relayctl route list|set|remove`.
 //! - `member`: `relayctl member list|add|promote|remove`, `failover` and
 //!   `snapshot`.
@@ -27,15 +29,30 @@ mod route;
 mod status;
 mod trace;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// Exit codes, shown by `--help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  ok
+  1  the command failed (a drill found a red check, a named message did not change)
+  2  usage error
+  3  no node reachable, or the admin token was refused
+  4  status: degraded (leader and quorum, but a node is down or lags)
+  5  status: down (no leader, or no quorum of voters)
+
+Output to a closed pipe (| head, | grep -q) ends quietly with status 0.";
+
 /// Operate a quorum-relay cluster.
 #[derive(Debug, Parser)]
-#[command(name = "relayctl", version, about)]
+#[command(name = "relayctl", version, about, after_help = EXIT_CODES)]
 struct Cli {
-    /// Admin gRPC address of any node (host:port).
+    /// Admin gRPC address of any node (host:port), or several,
+    /// comma-separated: each is tried in turn until one accepts the
+    /// connection.
     #[arg(
         long,
         env = "RELAYCTL_ADDR",
@@ -85,7 +102,7 @@ fn main() -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("relayctl: cannot start: {e}");
+            let _ = writeln!(std::io::stderr(), "relayctl: cannot start: {e}");
             return ExitCode::from(1);
         }
     };
@@ -110,7 +127,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !e.message.is_empty() {
-                eprintln!("relayctl: {}", e.message);
+                let _ = writeln!(std::io::stderr(), "relayctl: {}", e.message);
             }
             ExitCode::from(e.exit_code)
         }

@@ -6,7 +6,7 @@ use relay_proto::admin::{FailoverRequest, MembershipRequest, SnapshotRequest, St
 use serde_json::json;
 
 use crate::client::{Admin, CliError};
-use crate::output;
+use crate::output::{self, outln};
 
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
@@ -60,9 +60,10 @@ pub async fn run(admin: &mut Admin, command: MemberCommand, as_json: bool) -> Re
     if as_json {
         output::json(&json!({"voters": reply.voters, "learners": reply.learners}));
     } else {
-        println!(
+        outln!(
             "member {action} {id}: voters {:?}, learners {:?}",
-            reply.voters, reply.learners
+            reply.voters,
+            reply.learners
         );
     }
     Ok(())
@@ -130,13 +131,16 @@ pub async fn failover(
     } else {
         match reply.previous_leader {
             Some(p) if p == reply.leader => {
-                println!("node {} already leads (term {})", reply.leader, reply.term)
+                outln!("node {} already leads (term {})", reply.leader, reply.term)
             }
-            Some(p) => println!(
+            Some(p) => outln!(
                 "leader moved from node {p} to node {} (term {}) in {} ms, {} ms without a leader",
-                reply.leader, reply.term, reply.millis, reply.leaderless_millis
+                reply.leader,
+                reply.term,
+                reply.millis,
+                reply.leaderless_millis
             ),
-            None => println!("node {} leads (term {})", reply.leader, reply.term),
+            None => outln!("node {} leads (term {})", reply.leader, reply.term),
         }
     }
     Ok(())
@@ -156,9 +160,11 @@ pub async fn snapshot(admin: &mut Admin, as_json: bool) -> Result<(), CliError> 
             "previous_index": reply.previous_index,
         }));
     } else {
-        println!(
+        outln!(
             "node {}: snapshot at index {} (was {})",
-            reply.node, reply.index, reply.previous_index
+            reply.node,
+            reply.index,
+            reply.previous_index
         );
     }
     Ok(())

@@ -1,34 +1,84 @@
 //! Printing: aligned tables, human sizes and ages, and JSON.
+//!
+//! Every line goes through [`line`] (the `outln!` macro): a reader that
+//! stops early (`relayctl ... | grep -q x`, `| head`) closes the pipe, and
+//! the command then ends quietly with status 0 instead of panicking.
 
-use serde_json::Value;
+use std::io::Write;
+
+use serde::Serialize;
+
+/// `println!` for relayctl: through [`line`], so a closed pipe is quiet.
+macro_rules! outln {
+    () => {
+        $crate::output::line(format_args!(""))
+    };
+    ($($arg:tt)*) => {
+        $crate::output::line(format_args!($($arg)*))
+    };
+}
+pub(crate) use outln;
+
+/// Writes one line to stdout. A closed pipe (the reader has what it
+/// wanted) exits 0 at once, without a message; any other write failure
+/// exits 1 with one.
+pub fn line(args: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush())
+    {
+        write_failed(&e);
+    }
+}
+
+fn write_failed(e: &std::io::Error) -> ! {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    // stderr may be gone too; never panic on it.
+    let _ = writeln!(std::io::stderr(), "relayctl: cannot write output: {e}");
+    std::process::exit(1);
+}
 
 /// Prints `value` as pretty JSON on stdout.
-pub fn json(value: &Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).expect("JSON values always serialise")
-    );
+pub fn json<T: Serialize + ?Sized>(value: &T) {
+    match serde_json::to_string_pretty(value) {
+        Ok(text) => line(format_args!("{text}")),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "relayctl: cannot encode JSON: {e}");
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Prints left-aligned columns, two spaces apart, trailing spaces trimmed.
 pub fn table<const N: usize>(header: &[&str; N], rows: &[[String; N]]) {
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let rows: Vec<Vec<String>> = rows.iter().map(|r| r.to_vec()).collect();
+    table_dyn(&header, &rows);
+}
+
+/// [`table`] for a column count known only at run time.
+pub fn table_dyn(header: &[String], rows: &[Vec<String>]) {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let line = |cells: &[String]| {
         let parts: Vec<String> = cells
             .iter()
             .zip(&widths)
             .map(|(c, w)| format!("{c:<w$}"))
             .collect();
-        println!("{}", parts.join("  ").trim_end());
+        outln!("{}", parts.join("  ").trim_end());
     };
-    line(header.to_vec());
+    line(header);
     for row in rows {
-        line(row.iter().map(String::as_str).collect());
+        line(row);
     }
 }
 

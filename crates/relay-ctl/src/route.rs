@@ -5,7 +5,7 @@ use relay_proto::admin::{ListRoutesRequest, RemoveRouteRequest, RouteInfo, SetRo
 use serde_json::json;
 
 use crate::client::{Admin, CliError};
-use crate::output;
+use crate::output::{self, outln};
 
 #[derive(Debug, Subcommand)]
 pub enum RouteCommand {
@@ -93,7 +93,7 @@ pub async fn run(admin: &mut Admin, command: RouteCommand, as_json: bool) -> Res
                     "flushed": reply.flushed,
                 }));
             } else {
-                println!(
+                outln!(
                     "route for {} set to {} (tls {tls}); {} queued message(s) retried now",
                     reply.domain,
                     targets.join(","),
@@ -112,7 +112,7 @@ pub async fn run(admin: &mut Admin, command: RouteCommand, as_json: bool) -> Res
             if as_json {
                 output::json(&json!({"domain": reply.domain, "removed": true}));
             } else {
-                println!("route for {} removed", reply.domain);
+                outln!("route for {} removed", reply.domain);
             }
             Ok(())
         }

@@ -4,7 +4,7 @@ use relay_proto::admin::{NodeInfo, StatusReply, StatusRequest};
 use serde_json::json;
 
 use crate::client::{Admin, CliError};
-use crate::output;
+use crate::output::{self, outln};
 
 /// Lag (entries) above which a reachable node counts as degraded.
 const DEGRADED_LAG: u64 = 100;
@@ -35,7 +35,17 @@ fn cluster_verdict(reply: &StatusReply) -> &'static str {
     }
 }
 
-/// Prints cluster status.
+/// The exit status for a cluster verdict: 0 ok, 4 degraded, 5 down, so
+/// `relayctl status` can gate a script or a monitoring check.
+fn verdict_result(verdict: &str) -> Result<(), CliError> {
+    match verdict {
+        "ok" => Ok(()),
+        "degraded" => Err(CliError::degraded()),
+        _ => Err(CliError::down()),
+    }
+}
+
+/// Prints cluster status; exits 4 when degraded, 5 when down.
 pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
     let reply = admin
         .client
@@ -63,15 +73,15 @@ pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
             "queue": {"queued": queue.queued, "deferred": queue.deferred, "held": queue.held},
         });
         output::json(&value);
-        return Ok(());
+        return verdict_result(cluster_verdict(&reply));
     }
     match reply.leader {
-        Some(l) => println!(
+        Some(l) => outln!(
             "cluster: {}   leader: node {l}   term: {}",
             cluster_verdict(&reply),
             reply.term
         ),
-        None => println!(
+        None => outln!(
             "cluster: {}   leader: none (election or no quorum)   term: {}",
             cluster_verdict(&reply),
             reply.term
@@ -112,9 +122,11 @@ pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
         ],
         &rows,
     );
-    println!(
+    outln!(
         "queue: {} queued, {} deferred, {} held",
-        queue.queued, queue.deferred, queue.held
+        queue.queued,
+        queue.deferred,
+        queue.held
     );
-    Ok(())
+    verdict_result(cluster_verdict(&reply))
 }

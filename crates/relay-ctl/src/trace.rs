@@ -2,10 +2,10 @@
 
 use clap::Args;
 use relay_proto::admin::{MessageRequest, TraceEvent};
-use serde_json::{Value, json};
+use serde::Serialize;
 
 use crate::client::{Admin, CliError};
-use crate::output;
+use crate::output::{self, outln};
 
 #[derive(Debug, Args)]
 pub struct TraceArgs {
@@ -13,14 +13,37 @@ pub struct TraceArgs {
     id: String,
 }
 
-pub fn event_json(e: &TraceEvent) -> Value {
-    json!({
-        "index": e.index,
-        "at_ms": e.at_ms,
-        "by": e.by,
-        "kind": e.kind,
-        "what": e.what,
-    })
+/// One trace event, as `trace` and `queue show` print it.
+#[derive(Debug, Serialize)]
+pub struct Event {
+    /// Log index of the committed entry that caused it.
+    pub index: u64,
+    pub at_ms: u64,
+    pub by: String,
+    pub kind: String,
+    pub what: String,
+}
+
+impl From<&TraceEvent> for Event {
+    fn from(e: &TraceEvent) -> Self {
+        Event {
+            index: e.index,
+            at_ms: e.at_ms,
+            by: e.by.clone(),
+            kind: e.kind.clone(),
+            what: e.what.clone(),
+        }
+    }
+}
+
+/// `trace --json`.
+#[derive(Debug, Serialize)]
+struct TraceOutput {
+    id: String,
+    /// Still queued on the answering node's replica.
+    queued: bool,
+    events: Vec<Event>,
+    answered_by: u64,
 }
 
 /// The history as a table, oldest first.
@@ -43,20 +66,23 @@ pub fn print_events(events: &[TraceEvent]) {
 pub async fn run(admin: &mut Admin, args: TraceArgs, as_json: bool) -> Result<(), CliError> {
     let reply = admin
         .client
-        .trace(MessageRequest { id: args.id })
+        .trace(MessageRequest {
+            id: args.id,
+            ..Default::default()
+        })
         .await
         .map_err(|s| CliError::from_status(&admin.addr, s))?
         .into_inner();
     if as_json {
-        output::json(&json!({
-            "id": reply.id,
-            "queued": reply.queued,
-            "events": reply.events.iter().map(event_json).collect::<Vec<_>>(),
-            "answered_by": reply.answered_by,
-        }));
+        output::json(&TraceOutput {
+            id: reply.id.clone(),
+            queued: reply.queued,
+            events: reply.events.iter().map(Event::from).collect(),
+            answered_by: reply.answered_by,
+        });
         return Ok(());
     }
-    println!(
+    outln!(
         "message {} ({})",
         reply.id,
         if reply.queued {

@@ -215,6 +215,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                             ..Default::default()
                         },
                         bounced: false,
+                        maillog: Vec::new(),
                     },
                     // The record's attempt count is unknown here: skip the
                     // message until it is gone or the settle timeout passes.
@@ -502,6 +503,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             index,
             target: "-".into(),
             result: Classified::temporary(reply),
+            session: None,
         };
         if body_checksum(&body) != record.checksum {
             error!("stored body does not match its checksum; not delivering it");
@@ -737,6 +739,7 @@ impl<P: Proposer> transport::SessionGate for LeaseGate<'_, P> {
 }
 
 fn record_committed(report: &Report, received_at: UnixMillis) {
+    crate::maillog::committed(report, received_at);
     metrics::counter!(m::DELIVERY_ATTEMPTS_TOTAL, "result" => report.result_label()).increment(1);
     if let Command::Attempt { target, .. } | Command::Delivered { target, .. } = &report.command {
         metrics::counter!(

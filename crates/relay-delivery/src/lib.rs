@@ -53,6 +53,8 @@
 //! - [`dsn`] — the RFC 3464 delivery status notification for failures.
 //! - `delivery_loop` — [`DeliveryLoop`]: scheduling, concurrency limits,
 //!   in-flight tracking, proposing.
+//! - [`maillog`] — the delivery log: one Postfix-style line per recipient
+//!   per attempt (`tracing` target `maillog`).
 //! - [`metrics`] — this crate's Prometheus instruments.
 //! - [`probe`] — EHLO/QUIT connect test to a target, for drills.
 //! - [`error`] — [`ProposeError`].
@@ -63,6 +65,7 @@ pub mod config;
 mod delivery_loop;
 pub mod dsn;
 pub mod error;
+pub mod maillog;
 pub mod metrics;
 pub mod outbound;
 pub mod probe;

@@ -45,6 +45,31 @@ pub const TARGET_ATTEMPTS_TOTAL: &str = "relay_delivery_target_attempts_total";
 /// `Delivered` entry's time, for messages this node delivered.
 pub const MESSAGE_DELIVERY_SECONDS: &str = "relay_message_delivery_seconds";
 
+/// Creates every series whose labels are known in advance at zero (the
+/// histograms too), so each is on `/metrics` from the first scrape and
+/// alerts over `rate()` see the first event. Per-target series of
+/// [`TARGET_ATTEMPTS_TOTAL`] appear with their target's first attempt.
+pub fn register() {
+    for result in ["delivered", "deferred", "bounced", "mixed"] {
+        metrics::counter!(DELIVERY_ATTEMPTS_TOTAL, "result" => result).increment(0);
+    }
+    metrics::counter!(MESSAGES_DELIVERED_TOTAL).increment(0);
+    for outcome in ["delivered", "deferred", "failed"] {
+        metrics::counter!(RECIPIENTS_TOTAL, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(BOUNCES_TOTAL).increment(0);
+    for reason in ["no_leader", "timeout", "other"] {
+        metrics::counter!(REPORT_FAILURES_TOTAL, "reason" => reason).increment(0);
+    }
+    for reason in ["not_owner", "unknown_message", "other"] {
+        metrics::counter!(REPORTS_REJECTED_TOTAL, "reason" => reason).increment(0);
+    }
+    metrics::gauge!(IN_FLIGHT).increment(0.0);
+    // Taking a handle registers the series; no sample is recorded.
+    let _registered = metrics::histogram!(ATTEMPT_SECONDS);
+    let _registered = metrics::histogram!(MESSAGE_DELIVERY_SECONDS);
+}
+
 /// Registers descriptions of every instrument with the installed recorder.
 pub fn describe() {
     describe_counter!(

@@ -17,6 +17,7 @@ use relay_types::{AttemptOutcome, Command, MessageRecord, NodeId, RecipientOutco
 
 use crate::classify::ReplyClass;
 use crate::dsn::{self, FailedRecipient, Reporter};
+use crate::maillog::RecipientLine;
 use crate::transport::RecipientResult;
 
 /// What the entry is built from besides the results.
@@ -52,6 +53,9 @@ pub struct Report {
     pub counts: Counts,
     /// A DSN is enqueued with it.
     pub bounced: bool,
+    /// One delivery log line per recipient, logged once the entry commits
+    /// (empty for a report restored after a restart).
+    pub maillog: Vec<RecipientLine>,
 }
 
 impl Report {
@@ -81,6 +85,21 @@ pub fn build(
         .iter()
         .filter(|r| pending.contains(&r.index) && seen.insert(r.index))
         .collect();
+    let line = |r: &RecipientResult, outcome: AttemptOutcome, reply: &str| {
+        let to = record
+            .envelope
+            .recipients
+            .get(r.index as usize)
+            .map_or("", |rcpt| rcpt.address.as_str());
+        RecipientLine::new(
+            to,
+            outcome,
+            r.result.class,
+            reply,
+            r.session.as_ref(),
+            ctx.now,
+        )
+    };
     let target = distinct(results.iter().map(|r| r.target.as_str()), ", ");
 
     if !results.is_empty()
@@ -102,6 +121,10 @@ pub fn build(
                 ..Counts::default()
             },
             bounced: false,
+            maillog: results
+                .iter()
+                .map(|r| line(r, AttemptOutcome::Delivered, &r.result.reply))
+                .collect(),
         };
     }
 
@@ -110,6 +133,7 @@ pub fn build(
     let mut counts = Counts::default();
     let mut outcomes = Vec::with_capacity(results.len());
     let mut failures = Vec::new();
+    let mut maillog = Vec::with_capacity(results.len());
     for r in &results {
         let (outcome, reply) = match r.result.class {
             ReplyClass::Success => (AttemptOutcome::Delivered, r.result.reply.clone()),
@@ -136,6 +160,7 @@ pub fn build(
                 });
             }
         }
+        maillog.push(line(r, outcome, &reply));
         outcomes.push(RecipientOutcome {
             index: r.index,
             outcome,
@@ -177,6 +202,7 @@ pub fn build(
         },
         counts,
         bounced,
+        maillog,
     }
 }
 
@@ -228,6 +254,7 @@ mod tests {
                 class,
                 reply: reply.into(),
             },
+            session: None,
         }
     }
 

@@ -16,13 +16,15 @@
 
 use std::fmt;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use lettre::transport::smtp::Error as SmtpError;
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::{ClientId, Extension};
-use relay_types::{Route, TlsPolicy};
+use relay_types::{Route, TlsPolicy, UnixMillis};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tracing::debug;
 
 use crate::classify::{Classified, ReplyClass, classify_error, connection_lost, response_text};
@@ -88,6 +90,24 @@ pub struct RecipientResult {
     pub target: String,
     /// What happened.
     pub result: Classified,
+    /// The session the result came from, for the delivery log (`None` for
+    /// results decided without a session, e.g. no route).
+    pub session: Option<SessionInfo>,
+}
+
+/// Where and how long: what the delivery log says about a session.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// `host[ip]:port` of the target that answered, or `none` when no
+    /// target did.
+    pub relay: String,
+    /// When the first connection attempt started.
+    pub started_at: UnixMillis,
+    /// Connection setup: TCP connects (every target tried), greeting,
+    /// EHLO and STARTTLS.
+    pub connect: Duration,
+    /// From MAIL FROM to the end of QUIT.
+    pub transmit: Duration,
 }
 
 /// Fencing for one transaction: whether this node may still hand the
@@ -147,10 +167,26 @@ pub async fn send_gated(
     settings: &TransportSettings,
     gate: &dyn SessionGate,
 ) -> Option<Vec<RecipientResult>> {
+    let started_at = UnixMillis::now();
+    let started = Instant::now();
     let mut last: Option<(String, Classified)> = None;
     for target in &route.targets {
-        match open(target, route.tls, settings).await {
-            Ok(mut conn) => return transact(&mut conn, target, tx, settings, gate).await,
+        let mut peer = None;
+        match open(target, route.tls, settings, &mut peer).await {
+            Ok(mut conn) => {
+                let connect = started.elapsed();
+                let mut results = transact(&mut conn, target, tx, settings, gate).await?;
+                let session = SessionInfo {
+                    relay: relay_name(target, peer),
+                    started_at,
+                    connect,
+                    transmit: started.elapsed().saturating_sub(connect),
+                };
+                for r in &mut results {
+                    r.session = Some(session.clone());
+                }
+                return Some(results);
+            }
             Err(failure) => {
                 debug!(%target, reply = %failure.reply, "target did not answer");
                 last = Some((target.clone(), failure));
@@ -163,7 +199,26 @@ pub async fn send_gated(
             Classified::temporary("route has no targets"),
         )
     });
-    Some(all(tx, &target, &failure))
+    let session = SessionInfo {
+        relay: "none".into(),
+        started_at,
+        connect: started.elapsed(),
+        transmit: Duration::ZERO,
+    };
+    let mut results = all(tx, &target, &failure);
+    for r in &mut results {
+        r.session = Some(session.clone());
+    }
+    Some(results)
+}
+
+/// `host[ip]:port` as Postfix logs a relay (`host:port` when the address
+/// is unknown).
+fn relay_name(target: &str, peer: Option<SocketAddr>) -> String {
+    match (parse_target(target), peer) {
+        (Ok((host, _)), Some(peer)) => format!("{host}[{}]:{}", peer.ip(), peer.port()),
+        _ => target.to_string(),
+    }
 }
 
 /// The step name in the reply text of a failure after the message text was
@@ -252,13 +307,15 @@ async fn within<T>(
 }
 
 /// Connects, reads the greeting, says EHLO and applies the TLS policy.
+/// `peer` is set to the address connected to.
 async fn open(
     target: &str,
     tls: TlsPolicy,
     settings: &TransportSettings,
+    peer: &mut Option<SocketAddr>,
 ) -> Result<AsyncSmtpConnection, Classified> {
     let (host, port) = parse_target(target).map_err(Classified::temporary)?;
-    let mut conn = connect_plain(target, &host, port, settings).await?;
+    let mut conn = connect_plain(target, &host, port, settings, peer).await?;
     let client_id = settings.client_id();
     match tls {
         TlsPolicy::None => Ok(conn),
@@ -286,7 +343,7 @@ async fn open(
                     // The old connection is in an unknown TLS state; start over.
                     debug!(%target, reply = %failure.result.reply, "STARTTLS failed, retrying without TLS");
                     drop(conn);
-                    connect_plain(target, &host, port, settings).await
+                    connect_plain(target, &host, port, settings, peer).await
                 }
             }
         }
@@ -318,9 +375,11 @@ async fn connect_plain(
     host: &str,
     port: u16,
     settings: &TransportSettings,
+    peer: &mut Option<SocketAddr>,
 ) -> Result<AsyncSmtpConnection, Classified> {
     let client_id = settings.client_id();
     let stream = connect_tcp(target, host, port, settings.connect_timeout).await?;
+    *peer = stream.peer_addr().ok();
     // The greeting and the EHLO reply get one command timeout each.
     let limit = settings.command_timeout * 2;
     let connect = AsyncSmtpConnection::connect_with_transport(Box::new(stream), &client_id);
@@ -400,6 +459,7 @@ async fn transact(
         index,
         target: target.to_string(),
         result,
+        session: None,
     };
     let mut results = Vec::with_capacity(tx.recipients.len());
     let mut recipients = Vec::with_capacity(tx.recipients.len());
@@ -538,6 +598,7 @@ fn all(tx: &Transaction<'_>, target: &str, failure: &Classified) -> Vec<Recipien
             index,
             target: target.to_string(),
             result: failure.clone(),
+            session: None,
         })
         .collect()
 }

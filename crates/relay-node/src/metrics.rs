@@ -80,6 +80,9 @@ pub const RAFT_PURGED_INDEX: &str = "relay_raft_purged_index";
 /// described here so dashboards and alerts can rely on the name from the
 /// first scrape; the takeover task increments it.
 pub const TAKEOVERS_TOTAL: &str = relay_cluster::ownership::TAKEOVERS_TOTAL;
+/// Counter: messages reassigned by takeovers this node ran as leader (the
+/// takeover task increments it under this name).
+pub const MESSAGES_REASSIGNED_TOTAL: &str = relay_cluster::ownership::MESSAGES_REASSIGNED_TOTAL;
 /// Counter, label `result` (`ok`/`error`): STARTTLS certificate reloads
 /// on SIGHUP.
 pub const TLS_RELOADS: &str = "relay_tls_reloads_total";
@@ -159,6 +162,10 @@ pub fn install(node: NodeId) -> Result<PrometheusHandle, MetricsError> {
     relay_delivery::metrics::describe();
     relay_store::metrics::describe();
     relay_cluster::metrics::describe();
+    register();
+    relay_smtp::metrics::register();
+    relay_delivery::metrics::register();
+    relay_store::metrics::register();
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "node" => node.to_string())
         .set(1.0);
     // Counters exist from the start, so `rate()` and `increase()` see the
@@ -172,6 +179,43 @@ pub fn install(node: NodeId) -> Result<PrometheusHandle, MetricsError> {
     metrics::counter!(relay_store::metrics::LOG_FSYNCS_TOTAL, "op" => "append").absolute(0);
     metrics::counter!(relay_cluster::metrics::STRANDED_WRITES_TOTAL).absolute(0);
     Ok(INSTALLED.get_or_init(|| handle).clone())
+}
+
+/// Creates this module's series at zero before anything happens, so every
+/// instrument (histograms included) is on `/metrics` from the first scrape:
+/// `rate()` sees the first event, and an alert over a series never finds it
+/// missing on a healthy node. Series with open-ended labels (peers, targets,
+/// reply codes) appear with their first value.
+fn register() {
+    // Taking a handle registers the series; no sample is recorded.
+    let _registered = metrics::histogram!(SUBMIT_COMMIT_SECONDS);
+    for reason in ["no_quorum", "timeout", "shutting_down", "internal"] {
+        metrics::counter!(SUBMIT_FAILURES_TOTAL, "reason" => reason).increment(0);
+    }
+    for state in ["queued", "deferred", "held"] {
+        metrics::gauge!(QUEUE_MESSAGES, "state" => state).increment(0.0);
+    }
+    for gauge in [
+        QUEUE_OLDEST_AGE_SECONDS,
+        STORE_BYTES,
+        RAFT_TERM,
+        RAFT_IS_LEADER,
+        RAFT_HAS_LEADER,
+        RAFT_APPLIED_INDEX,
+        RAFT_COMMITTED_INDEX,
+        RAFT_LAST_LOG_INDEX,
+        RAFT_QUORUM_ACK_AGE_SECONDS,
+        RAFT_VOTERS,
+        RAFT_SNAPSHOT_INDEX,
+        RAFT_PURGED_INDEX,
+    ] {
+        metrics::gauge!(gauge).increment(0.0);
+    }
+    metrics::gauge!(RAFT_LEADER_CONTACT_AGE_SECONDS).set(-1.0);
+    metrics::counter!(MESSAGES_REASSIGNED_TOTAL).increment(0);
+    for result in ["ok", "error"] {
+        metrics::counter!(TLS_RELOADS, "result" => result).increment(0);
+    }
 }
 
 fn describe() {
@@ -243,6 +287,10 @@ fn describe() {
     describe_counter!(
         TAKEOVERS_TOTAL,
         "Takeovers this node ran as leader: unreachable owners whose messages it reassigned."
+    );
+    describe_counter!(
+        MESSAGES_REASSIGNED_TOTAL,
+        "Messages reassigned by takeovers this node ran as leader."
     );
     describe_gauge!(BUILD_INFO, "Build version of this relayd; always 1.");
 }

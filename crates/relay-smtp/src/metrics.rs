@@ -46,6 +46,21 @@ pub fn describe() {
     );
 }
 
+/// Creates every series whose labels are known in advance at zero, so each
+/// is on `/metrics` from the first scrape (a series that appears only with
+/// its first event hides that first event from `rate()` and `increase()`,
+/// and from alerts). Reply codes of [`MESSAGES_REJECTED_TOTAL`] are open
+/// ended and appear when first used.
+pub fn register() {
+    for result in ["accepted", "refused_global", "refused_per_ip"] {
+        metrics::counter!(CONNECTIONS_TOTAL, "result" => result).increment(0);
+    }
+    metrics::gauge!(SESSIONS_ACTIVE).increment(0.0);
+    metrics::counter!(MESSAGES_ACCEPTED_TOTAL).increment(0);
+    metrics::counter!(ACCEPTED_BYTES_TOTAL).increment(0);
+    metrics::counter!(AUTH_FAILURES).increment(0);
+}
+
 /// Counts a message refused at end of data with `code`.
 pub(crate) fn message_rejected(code: u16) {
     metrics::counter!(MESSAGES_REJECTED_TOTAL, "code" => code.to_string()).increment(1);

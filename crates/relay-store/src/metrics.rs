@@ -95,6 +95,25 @@ impl SyncOp {
     }
 }
 
+/// Creates this crate's series at zero (both histograms, every `op` of
+/// [`LOG_FSYNCS_TOTAL`]), so they are on `/metrics` from the first scrape.
+pub fn register() {
+    // Taking a handle registers the series; no sample is recorded.
+    let _registered = metrics::histogram!(APPEND_BATCH_ENTRIES);
+    let _registered = metrics::histogram!(ENTRY_COMMANDS);
+    for op in [
+        SyncOp::Append,
+        SyncOp::Vote,
+        SyncOp::Truncate,
+        SyncOp::Purge,
+        SyncOp::SnapshotInstall,
+        SyncOp::SnapshotBuild,
+        SyncOp::PendingReport,
+    ] {
+        metrics::counter!(LOG_FSYNCS_TOTAL, "op" => op.label()).increment(0);
+    }
+}
+
 /// Counts one successful WAL fsync.
 pub(crate) fn synced(op: SyncOp) {
     metrics::counter!(LOG_FSYNCS_TOTAL, "op" => op.label()).increment(1);

@@ -115,7 +115,26 @@ pub fn detail(r: &MessageRecord, history: &[TraceEvent]) -> pb::MessageDetail {
         history: history.iter().map(trace_event).collect(),
         answered_by: 0,
         now_ms: 0,
+        content: None,
     }
+}
+
+/// The header section of a stored message: everything before the first
+/// empty line (CRLF or bare LF), or all of it if there is no empty line.
+pub fn header_section(message: &[u8]) -> &[u8] {
+    let mut start = 0;
+    while start < message.len() {
+        let end = message[start..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(message.len(), |i| start + i + 1);
+        let line = &message[start..end];
+        if line == b"\r\n" || line == b"\n" {
+            return &message[..start];
+        }
+        start = end;
+    }
+    message
 }
 
 fn hex_lower(bytes: &[u8]) -> String {
@@ -208,5 +227,16 @@ mod tests {
         assert_eq!(filter.to_domain.as_deref(), Some("example.test"));
         assert_eq!(filter.received_before, Some(UnixMillis(4_000)));
         assert!(parse_state("bogus").is_err());
+    }
+
+    #[test]
+    fn header_section_stops_at_the_first_empty_line() {
+        assert_eq!(
+            header_section(b"Subject: a\r\nTo: b\r\n\r\nbody\r\n\r\nmore"),
+            b"Subject: a\r\nTo: b\r\n"
+        );
+        assert_eq!(header_section(b"Subject: a\n\nbody"), b"Subject: a\n");
+        assert_eq!(header_section(b"Subject: only"), b"Subject: only");
+        assert_eq!(header_section(b"\r\nbody"), b"");
     }
 }

@@ -9,9 +9,11 @@
 //! - this file: the token check and the service methods.
 //! - `convert`: records ↔ API messages, filters, trace kinds.
 //! - `drill`: the `Drill` checks.
+//! - `summary`: `QueueSummary` (counts by domain and age, like qshape).
 
 pub mod convert;
 mod drill;
+mod summary;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -198,13 +200,44 @@ impl Admin for AdminService {
         }))
     }
 
+    async fn queue_summary(
+        &self,
+        request: Request<pb::QueueSummaryRequest>,
+    ) -> Result<Response<pb::QueueSummaryReply>, Status> {
+        let request = request.into_inner();
+        let now = UnixMillis::now();
+        let (filter, state) = convert::filter(request.filter.as_ref(), now)?;
+        let (domains, total) = self
+            .read(move |store| {
+                let mut all = store.list(&filter, usize::MAX)?;
+                all.retain(|r| state_matches(state, r));
+                Ok(summary::summarize(&all, now))
+            })
+            .await?;
+        Ok(Response::new(pb::QueueSummaryReply {
+            buckets: summary::labels(),
+            domains,
+            total: Some(total),
+            answered_by: self.cluster.node_id(),
+            now_ms: now.0,
+        }))
+    }
+
     async fn show_message(
         &self,
         request: Request<pb::MessageRequest>,
     ) -> Result<Response<pb::MessageDetail>, Status> {
-        let id = convert::parse_id(&request.into_inner().id)?;
-        let (record, history) = self
-            .read(move |store| Ok((store.message(&id)?, store.trace(&id)?)))
+        let request = request.into_inner();
+        let content = request.content();
+        let id = convert::parse_id(&request.id)?;
+        let (record, history, body) = self
+            .read(move |store| {
+                let body = match content {
+                    pb::MessageContent::None => None,
+                    _ => store.body(&id)?,
+                };
+                Ok((store.message(&id)?, store.trace(&id)?, body))
+            })
             .await?;
         let Some(record) = record else {
             return Err(Status::not_found(format!(
@@ -217,6 +250,10 @@ impl Admin for AdminService {
             )));
         };
         let mut detail = convert::detail(&record, &history);
+        detail.content = body.map(|b| match content {
+            pb::MessageContent::Headers => convert::header_section(&b).to_vec(),
+            _ => b.to_vec(),
+        });
         detail.answered_by = self.cluster.node_id();
         detail.now_ms = UnixMillis::now().0;
         Ok(Response::new(detail))
@@ -375,7 +412,7 @@ impl Admin for AdminService {
                 // The route itself is committed: say so, and how to finish.
                 Status::unavailable(format!(
                     "route for {domain} set, but retrying its backlog now failed ({}); \
-                     run: relayctl queue flush --all --to {domain}",
+                     run: relayctl queue flush --all --yes --to-domain {domain}",
                     e.message()
                 ))
             })?;

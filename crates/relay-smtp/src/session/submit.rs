@@ -66,6 +66,7 @@ where
             // body: the body is not copied again on its way to the log.
             let stored = sink.into_stored(header.as_bytes());
             let recipients = envelope.recipients.len();
+            let from = envelope.reverse_path.clone();
             let submission = Submission {
                 id,
                 received_at,
@@ -75,7 +76,18 @@ where
             };
             match self.backend.submit(submission).await {
                 Ok(()) => {
-                    tracing::info!(size, recipients, "message accepted");
+                    // The delivery log's acceptance line (Postfix's
+                    // `from=<…>, size=…, nrcpt=…` and `client=`; no reverse
+                    // DNS here, so the name is `unknown` as in Postfix).
+                    tracing::info!(
+                        target: "maillog",
+                        queue_id = %id,
+                        from = %format_args!("<{from}>"),
+                        size,
+                        nrcpt = recipients,
+                        client = %format_args!("unknown[{}]", self.peer.ip()),
+                        "message accepted"
+                    );
                     metrics::counter!(m::MESSAGES_ACCEPTED_TOTAL).increment(1);
                     metrics::counter!(m::ACCEPTED_BYTES_TOTAL).increment(size as u64);
                     self.respond(reply::queued(id))
