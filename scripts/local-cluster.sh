@@ -8,7 +8,7 @@
 #   scripts/local-cluster.sh start-node N start node N again on its existing data dir
 #
 # Data, logs and PID files live in data/local/ (ignored by git). Ports: see
-# cluster-config/local/node{1,2,3}.toml and DESIGN.md's operator contract.
+# cluster-config/local/node{1,2,3}.toml and docs/design.md "Operator contract".
 # For benchmarks: QR_SKIP_BUILD=1 starts the binaries already built, and
 # QR_NO_TARGET=1 leaves port 2600 to another target (e.g. smtp-sink).
 set -euo pipefail

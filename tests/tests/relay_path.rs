@@ -457,7 +457,7 @@ async fn minority_answers_451_and_the_retry_is_delivered_after_healing() {
         .wait_for_leader(LONG, None)
         .await
         .expect("leader after heal");
-    // A 451 after a timeout may still commit later (DESIGN invariant 1), so
+    // A 451 after a timeout may still commit later (docs/design.md, invariant 1), so
     // count the retries refused after healing: each may add one copy.
     let deadline = tokio::time::Instant::now() + LONG;
     let mut refused_after_heal = 0;

@@ -26,7 +26,7 @@
 //! before the report commits, the message is still queued in the log, its
 //! new owner delivers it again, and the target sees it twice. That
 //! duplicate is accepted (SMTP is at-least-once) and is the only source of
-//! duplicates (DESIGN invariant 4).
+//! duplicates (docs/design.md, invariant 4).
 //!
 //! # Layout
 //! - [`config`] — [`DeliveryConfig`] (timeouts, concurrency, retry policy).
@@ -35,7 +35,7 @@
 //! - [`transport`] — one SMTP transaction to a route's targets with lettre,
 //!   per-recipient results, TLS per route policy.
 //! - [`outbound`] — the bytes after `DATA`: CRLF-only line ends whatever
-//!   was stored, dot-stuffing (S2).
+//!   was stored, dot-stuffing.
 //! - [`report`] — an attempt's results → `Delivered` or `Attempt`.
 //! - [`dsn`] — the RFC 3464 delivery status notification for failures.
 //! - `delivery_loop` — [`DeliveryLoop`]: scheduling, concurrency limits,

@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     }
 
     // Every SMTP session is a file descriptor: use the hard limit, as
-    // Postfix's master does, so 10,000 idle sessions fit (S5).
+    // Postfix's master does, so 10,000 idle sessions fit.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(limit = n, "open file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),

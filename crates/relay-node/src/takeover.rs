@@ -1,4 +1,4 @@
-//! Log-driven takeover (DESIGN invariant 4): the leader watches every other
+//! Log-driven takeover (docs/design.md, invariant 4): the leader watches every other
 //! member and, when one has been unreachable for `takeover_after`, commits
 //! `Reassign` entries that give its queued messages to the live nodes.
 //!

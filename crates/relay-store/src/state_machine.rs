@@ -228,8 +228,8 @@ impl StateMachine {
     /// keys are deleted before its new ones are put, and ids are never
     /// enqueued twice), so the tombstone vanishes with its key at the next
     /// flush instead of lingering in the SST files, where every due scan
-    /// from the start of an owner's range would step over it (issue 8:
-    /// due scans stay O(due)).
+    /// from the start of an owner's range would step over it (so due
+    /// scans stay O(due)).
     fn delete_index_keys(
         &self,
         batch: &mut WriteBatch,
