@@ -21,9 +21,12 @@
 //! - [`status_page`]: the server-rendered status page with node lights.
 //! - [`recent`]: last committed delivery result per target (status page).
 //! - [`takeover`]: the leader reassigns an unreachable node's mail.
+//! - [`check`]: `relayd --health-check URL`, the probe a container health
+//!   check runs (the image has no shell or curl).
 
 pub mod adapters;
 pub mod admin;
+pub mod check;
 pub mod config;
 pub mod health;
 pub mod http;
