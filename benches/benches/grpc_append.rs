@@ -44,6 +44,7 @@ impl RaftService for Follower {
         let reply: Reply = Ok(AppendEntriesResponse::Success);
         Ok(Response::new(RaftPayload {
             data: encode(&reply),
+            ..Default::default()
         }))
     }
     async fn vote(&self, _: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -130,7 +131,10 @@ fn round_trip(c: &mut Criterion) {
                 |rpc| {
                     rt.block_on(async {
                         let reply = client
-                            .append_entries(RaftPayload { data: encode(&rpc) })
+                            .append_entries(RaftPayload {
+                                data: encode(&rpc),
+                                ..Default::default()
+                            })
                             .await
                             .unwrap();
                         let reply: Reply = decode(&reply.into_inner().data).unwrap();

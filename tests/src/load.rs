@@ -40,6 +40,8 @@ pub struct Ledger {
     pub unacked: BTreeSet<String>,
     /// (transaction start, 250 received, node) of every acknowledged message.
     pub ack_times: Vec<(Instant, Instant, u64)>,
+    /// Marker → the queue id the `250` named.
+    pub queue_ids: BTreeMap<String, String>,
 }
 
 impl Ledger {
@@ -95,6 +97,9 @@ pub async fn sender(
         let mut ledger = ledger.lock().unwrap();
         match outcome {
             Ok(Ok(reply)) if reply.code == 250 => {
+                if let Some(id) = reply.queued_id() {
+                    ledger.queue_ids.insert(marker.clone(), id);
+                }
                 ledger.acked.insert(marker);
                 ledger.ack_times.push((started, Instant::now(), node));
             }

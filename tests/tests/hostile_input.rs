@@ -574,7 +574,10 @@ async fn cluster_and_admin_ports_refuse_strangers() {
         .code();
     assert_eq!(code, tonic::Code::Unauthenticated);
     let code = stranger
-        .append_entries(RaftPayload { data: vec![0; 16] })
+        .append_entries(RaftPayload {
+            data: vec![0; 16],
+            ..Default::default()
+        })
         .await
         .unwrap_err()
         .code();
@@ -601,6 +604,7 @@ async fn cluster_and_admin_ports_refuse_strangers() {
     let code = member
         .append_entries(RaftPayload {
             data: vec![0xff; 64],
+            ..Default::default()
         })
         .await
         .unwrap_err()
@@ -631,6 +635,7 @@ async fn cluster_and_admin_ports_refuse_strangers() {
     let err = member
         .vote(RaftPayload {
             data: relay_types::encode(&vote),
+            ..Default::default()
         })
         .await
         .unwrap_err();

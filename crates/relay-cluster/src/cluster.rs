@@ -14,15 +14,16 @@ use relay_types::{Command, CommandResult, NodeId, decode, encode};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::Raft;
 use crate::batcher::{BatchWriteError, WriteBatcher};
-use crate::channels::{Channels, MAX_GRPC_MESSAGE};
+use crate::channels::{Channels, LinkFaults, MAX_GRPC_MESSAGE};
 use crate::config::ClusterConfig;
-use crate::contact::LeaderContact;
 use crate::error::{ClusterError, ProposeError};
 use crate::network::GrpcNetworkFactory;
+use crate::ownership::{LeaderContact, QuorumAcks};
 use crate::probe::TargetProber;
 use crate::service::RaftGrpc;
 
@@ -39,12 +40,16 @@ pub struct Cluster {
     channels: Channels,
     shutdown: CancellationToken,
     contact: LeaderContact,
+    /// Accepted AppendEntries send times: the leader's quorum lease.
+    acks: Arc<QuorumAcks>,
     /// SMTP connect tests for drills, provided by the node after start
     /// (this crate never speaks SMTP itself).
     prober: OnceLock<Arc<dyn TargetProber>>,
     /// Bumped by every leadership pause/resume, so only the latest pause's
     /// timer resumes elections (see `leadership`).
     pub(crate) election_pause: AtomicU64,
+    /// The tasks this cluster spawned.
+    tasks: TaskTracker,
 }
 
 // Manual: `openraft::Raft` is not `Debug`.
@@ -91,20 +96,44 @@ pub struct ClusterStatus {
 }
 
 impl Cluster {
-    /// Starts Raft on the store, serves the Raft gRPC service, and
-    /// initialises a new cluster if this is the bootstrap node of a cluster
-    /// that does not exist yet. Returns the handle and whether this call
-    /// initialised the cluster (the caller seeds initial state then).
+    /// Starts Raft on the store, serves the Raft gRPC service on
+    /// `config.listen`, and initialises a new cluster if this is the
+    /// bootstrap node of a cluster that does not exist yet. Returns the
+    /// handle and whether this call initialised the cluster (the caller
+    /// seeds initial state then).
     pub async fn start(
         config: ClusterConfig,
         log_store: LogStore,
         state_machine: StateMachine,
         shutdown: CancellationToken,
     ) -> Result<(Arc<Cluster>, bool), ClusterError> {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ClusterError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        Self::start_with(listener, config, log_store, state_machine, shutdown, None).await
+    }
+
+    /// [`Cluster::start`] on a listener the caller bound (port 0 in tests),
+    /// with optional [`LinkFaults`] (in-process cluster tests cut links with
+    /// it). Every task it spawns is tracked; [`Cluster::shutdown`] waits
+    /// for them. A failing Raft gRPC server cancels `shutdown`, which stops
+    /// the node: a node its peers cannot reach must not keep serving SMTP.
+    pub async fn start_with(
+        listener: tokio::net::TcpListener,
+        config: ClusterConfig,
+        log_store: LogStore,
+        state_machine: StateMachine,
+        shutdown: CancellationToken,
+        faults: Option<Arc<LinkFaults>>,
+    ) -> Result<(Arc<Cluster>, bool), ClusterError> {
         let raft_config = Arc::new(config.raft_config()?);
         let secret = config.secret.clone();
-        let channels = Channels::new(secret.clone());
-        let network = GrpcNetworkFactory::new(channels.clone());
+        let channels = Channels::new(config.node_id, secret.clone(), faults);
+        let acks = Arc::new(QuorumAcks::default());
+        let network = GrpcNetworkFactory::new(config.node_id, channels.clone(), acks.clone());
         let raft = Raft::new(
             config.node_id,
             raft_config,
@@ -124,16 +153,12 @@ impl Cluster {
             channels,
             shutdown: shutdown.clone(),
             contact: LeaderContact::default(),
+            acks,
             prober: OnceLock::new(),
             election_pause: AtomicU64::new(0),
+            tasks: TaskTracker::new(),
         });
 
-        let listener = tokio::net::TcpListener::bind(cluster.config.listen)
-            .await
-            .map_err(|source| ClusterError::Bind {
-                addr: cluster.config.listen,
-                source,
-            })?;
         let service = tonic::service::interceptor::InterceptedService::new(
             RaftServiceServer::new(RaftGrpc::new(cluster.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE)
@@ -141,7 +166,7 @@ impl Cluster {
             crate::secret::RequireClusterSecret(secret),
         );
         let server_shutdown = shutdown.clone();
-        tokio::spawn(async move {
+        cluster.tasks.spawn(async move {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             let result = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
@@ -154,7 +179,13 @@ impl Cluster {
             }
         });
 
-        tokio::spawn(crate::purge::run_log_purger(
+        cluster.tasks.spawn(publish_voters(
+            cluster.raft.metrics(),
+            cluster.acks.clone(),
+            shutdown.clone(),
+        ));
+
+        cluster.tasks.spawn(crate::purge::run_log_purger(
             cluster.raft.clone(),
             cluster.config.purge_interval,
             shutdown.clone(),
@@ -269,32 +300,44 @@ impl Cluster {
     }
 
     /// How long ago this node last had proof that it is part of a working
-    /// cluster: on the leader, since a quorum last acknowledged it; on a
-    /// follower, since the leader's last AppendEntries (heartbeats
-    /// included). `None`: never, or no leader is known.
+    /// cluster: on the leader, since a quorum last acknowledged an
+    /// AppendEntries it sent (its own clock, read now); on a follower, since
+    /// the leader's last AppendEntries arrived, plus the age of the leader's
+    /// own quorum proof it carried. `None`: never, or no leader is known.
     pub fn leader_contact_age(&self) -> Option<Duration> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        contact_age(&m, &self.contact)
+        self.contact_age(&m)
     }
 
-    /// The delivery lease (fencing): this node may open an outbound session
-    /// for a message it owns only while it has heard from a working cluster
-    /// within `delivery_lease`, and, after a gap, only once contact has been
-    /// back for an election timeout and it has applied what the leader had
-    /// committed meanwhile. The leader
-    /// reassigns an unreachable node's messages only after `takeover_after`
-    /// of silence, and the lease (`takeover_after / 2`) runs out well before
-    /// that, so a cut-off owner stops delivering before anyone else starts,
-    /// and on its return it sees the `Reassign` before it could act on its
-    /// stale view.
-    pub fn holds_lease(&self) -> bool {
-        // Called per round and every 200 ms per running attempt: read the
-        // metrics once, without cloning them.
+    fn contact_age(&self, m: &RaftMetrics<NodeId, BasicNode>) -> Option<Duration> {
+        if m.state == ServerState::Leader {
+            let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+            return self
+                .acks
+                .quorum_age(self.config.node_id, m.current_term, &voters);
+        }
+        let leader = m.current_leader?;
+        let contact = self.contact.last().filter(|c| c.leader == leader)?;
+        Some(contact.at.elapsed() + contact.leader_quorum_age)
+    }
+
+    /// The start lease (fencing, see [`crate::ownership`]): whether this
+    /// node may start handing a message it owns to a target now. It needs
+    /// proof of a working cluster younger than `start_lease` and, after a
+    /// gap in contact, to have applied what the leader had committed
+    /// meanwhile. The leader gives an unreachable node's mail away only
+    /// after `takeover_after`, far longer than the start lease, so a
+    /// cut-off owner stops starting sessions long before anyone else owns
+    /// its mail, and on its return it sees the takeover before it acts.
+    pub fn may_start_delivery(&self) -> bool {
+        // Called per round and before each session step: read the metrics
+        // once, without cloning them.
         let metrics = self.raft.metrics();
         let m = metrics.borrow();
-        let fresh =
-            contact_age(&m, &self.contact).is_some_and(|age| age < self.config.delivery_lease);
+        let fresh = self
+            .contact_age(&m)
+            .is_some_and(|age| age < self.config.start_lease);
         if !fresh {
             return false;
         }
@@ -305,7 +348,9 @@ impl Cluster {
             )
     }
 
-    /// The delivery lease length (`takeover_after / 2`).
+    /// The hold lease (`takeover_after / 2`): after this long without
+    /// contact a node treats its leader as gone (the gap after which it
+    /// must catch up before delivering again).
     pub fn delivery_lease(&self) -> Duration {
         self.config.delivery_lease
     }
@@ -548,9 +593,16 @@ impl Cluster {
     }
 
     /// Stops Raft. The store stays open until dropped.
+    /// Shuts Raft down and waits for this cluster's own tasks (gRPC
+    /// server, purger), which end once the `shutdown` token given to
+    /// [`Cluster::start`] is cancelled.
     pub async fn shutdown(&self) {
         if let Err(e) = self.raft.shutdown().await {
             warn!(error = %e, "raft shutdown failed");
+        }
+        self.tasks.close();
+        if self.shutdown.is_cancelled() {
+            self.tasks.wait().await;
         }
     }
 }
@@ -620,13 +672,24 @@ fn local_status_from(
     Ok(reply)
 }
 
-/// See [`Cluster::leader_contact_age`].
-fn contact_age(m: &RaftMetrics<NodeId, BasicNode>, contact: &LeaderContact) -> Option<Duration> {
-    if m.state == ServerState::Leader {
-        return m.millis_since_quorum_ack.map(Duration::from_millis);
+/// Keeps `acks` told of the current term and voter set, for the quorum
+/// age the leader sends its followers.
+async fn publish_voters(
+    mut metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
+    acks: Arc<QuorumAcks>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        {
+            let m = metrics.borrow_and_update();
+            let voters = m.membership_config.membership().voter_ids().collect();
+            acks.set_voters(m.current_term, voters);
+        }
+        tokio::select! {
+            changed = metrics.changed() => if changed.is_err() { return },
+            _ = shutdown.cancelled() => return,
+        }
     }
-    m.current_leader?;
-    contact.last().map(|c| c.at.elapsed())
 }
 
 /// Lower-case role name.

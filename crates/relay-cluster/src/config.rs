@@ -35,8 +35,12 @@ pub struct ClusterConfig {
     /// do not linger in the Raft log (see [`crate::purge`]).
     pub purge_interval: Duration,
     /// How long this node may go without contact with a working cluster
-    /// before it stops delivering (see `Cluster::holds_lease`).
+    /// before it treats its leader as gone (half of `takeover_after`).
     pub delivery_lease: Duration,
+    /// How fresh this node's proof of a working cluster must be for it to
+    /// start a delivery (a few heartbeats; far below `takeover_after`; see
+    /// [`crate::ownership`]).
+    pub start_lease: Duration,
     /// How long a proposal may wait for commit before the caller gets
     /// `ProposeError::Timeout` (SMTP 451).
     pub submit_timeout: Duration,

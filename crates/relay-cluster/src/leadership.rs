@@ -6,14 +6,25 @@
 //! hears the leader (the leader lease, `election_timeout_max` long). So a
 //! transfer is three steps, each an ordinary openraft call:
 //!
-//! 1. **pause** every voter except the target: `enable_elect(false)` (they
-//!    will not compete) and `enable_heartbeat(false)` (the leader stops
-//!    renewing the followers' lease);
-//! 2. **elect** on the target, repeatedly, until it reports itself leader:
-//!    it wins as soon as one other voter's lease has run out and the
-//!    target's log is at least as long as that voter's (the old leader
-//!    steps down when it sees the higher term);
-//! 3. **resume** everyone.
+//! 1. **pause** every voter: `enable_elect(false)` (nobody competes, and
+//!    the trailing target does not start an election of its own) and
+//!    `enable_heartbeat(false)` (the leader stops renewing the followers'
+//!    lease); an explicit election request still works;
+//! 2. **catch up**: wait until the target's log reaches the leader's last
+//!    log index as it was after the pause (under write load the target can
+//!    trail the other follower, which would then refuse its vote);
+//! 3. **elect** on the target until it reports itself leader: it wins as
+//!    soon as one other voter's lease has run out and the target's log is
+//!    at least as long as that voter's (the old leader steps down when it
+//!    sees the higher term);
+//! 4. **resume** everyone.
+//!
+//! A round that fails (the target did not catch up or win within two
+//! election timeouts) resumes every voter at once, so the old leader
+//! heartbeats again and the cluster is never left leaderless for the whole
+//! transfer; the next round pauses again. The reply carries the leaderless
+//! time: from the successful round's first election request until the
+//! target leads.
 //!
 //! A pause ends by itself after its `millis` even if the coordinator dies
 //! halfway, so a lost `relayctl` can never leave a cluster unable to elect.
@@ -43,6 +54,8 @@ pub struct Transfer {
     pub term: u64,
     /// How long it took.
     pub took: Duration,
+    /// How long the cluster had no leader (zero when nothing moved).
+    pub leaderless: Duration,
 }
 
 /// A leadership step on one node.
@@ -195,34 +208,70 @@ impl Cluster {
                 leader,
                 term: status.term,
                 took: started.elapsed(),
+                leaderless: Duration::ZERO,
             });
         }
         let target = target.clone();
-        let others: Vec<MemberStatus> = voters
-            .iter()
-            .filter(|m| m.id != target.id)
-            .map(|m| (*m).clone())
-            .collect();
+        // The target is paused too: left alone, it would start an election
+        // of its own while it still trails (the leader's heartbeats stop),
+        // lose it, and bump the term with every other voter paused. Its
+        // explicit election request is not affected by the pause.
+        let everyone: Vec<MemberStatus> = voters.iter().map(|m| (*m).clone()).collect();
 
-        // Pauses outlive the deadline a little, so they cannot end while the
-        // target is still trying; resume below ends them early.
-        let pause = within + Duration::from_secs(2);
-        for m in &others {
-            if let Err(e) = self.step_on(m, LeadershipStep::Pause(pause)).await {
-                warn!(node = m.id, error = %e, "cannot pause elections on a voter; continuing");
+        let leader_member = status
+            .members
+            .iter()
+            .find(|m| m.id == leader)
+            .cloned()
+            .ok_or_else(|| AdminError::Unavailable(format!("leader {leader} is not listed")))?;
+        let round = self.config.election_timeout.1 * 2 + Duration::from_millis(500);
+        let (term, leaderless) = loop {
+            let round_deadline = (Instant::now() + round).min(deadline);
+            // Pauses outlive the round a little, so they cannot end while the
+            // target is still trying; resume below ends them early.
+            let pause = round + Duration::from_secs(2);
+            for m in &everyone {
+                if let Err(e) = self.step_on(m, LeadershipStep::Pause(pause)).await {
+                    warn!(node = m.id, error = %e, "cannot pause elections on a voter; continuing");
+                }
             }
-        }
-        let result = self.elect_until(&target, deadline).await;
-        for m in &others {
-            if let Err(e) = self.step_on(m, LeadershipStep::Resume).await {
-                warn!(node = m.id, error = %e, "cannot resume elections on a voter (its pause expires by itself)");
+            let result = match self
+                .caught_up(&leader_member, &target, round_deadline)
+                .await
+            {
+                true => self.elect_until(&target, round_deadline).await,
+                false => Err(AdminError::Failed(format!(
+                    "node {} did not catch up with the leader's log in time",
+                    target.id
+                ))),
+            };
+            // Resume everyone together, whatever the round's outcome.
+            futures::future::join_all(
+                everyone
+                    .iter()
+                    .map(|m| async move { (m.id, self.step_on(m, LeadershipStep::Resume).await) }),
+            )
+            .await
+            .into_iter()
+            .filter_map(|(id, r)| r.err().map(|e| (id, e)))
+            .for_each(|(id, e)| {
+                warn!(node = id, error = %e, "cannot resume elections on a voter (its pause expires by itself)")
+            });
+            match result {
+                Ok(won) => break won,
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    warn!(error = %e, "leadership transfer round failed; trying again");
+                    // Let the old leader (or an elected one) settle.
+                    tokio::time::sleep(self.config.election_timeout.0).await;
+                }
             }
-        }
-        let term = result?;
+        };
         info!(
             from = leader,
             to = target.id,
             term,
+            leaderless_ms = leaderless.as_millis() as u64,
             "leadership transferred"
         );
         Ok(Transfer {
@@ -230,15 +279,52 @@ impl Cluster {
             leader: target.id,
             term,
             took: started.elapsed(),
+            leaderless,
         })
     }
 
-    /// Triggers elections on `target` until it says it leads; its term.
+    /// Waits until `target`'s log reaches the leader's last log index (as
+    /// read now), or `deadline`.
+    async fn caught_up(
+        self: &Arc<Self>,
+        leader: &MemberStatus,
+        target: &MemberStatus,
+        deadline: Instant,
+    ) -> bool {
+        let status_of = |m: &MemberStatus| {
+            let m = m.clone();
+            let this = self.clone();
+            async move {
+                if m.id == this.node_id() {
+                    this.local_status(false).ok()
+                } else {
+                    this.peer_status(&m.addr, false).await.ok()
+                }
+            }
+        };
+        let Some(goal) = status_of(leader).await.map(|s| s.last_log_index) else {
+            return false;
+        };
+        while Instant::now() < deadline {
+            if status_of(target)
+                .await
+                .is_some_and(|s| s.last_log_index >= goal)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// Triggers elections on `target` until it says it leads; its term and
+    /// the time from the first election request until then.
     async fn elect_until(
         self: &Arc<Self>,
         target: &MemberStatus,
         deadline: Instant,
-    ) -> Result<u64, AdminError> {
+    ) -> Result<(u64, Duration), AdminError> {
+        let first_elect = Instant::now();
         let retry_every = self
             .config
             .election_timeout
@@ -258,7 +344,7 @@ impl Cluster {
                 if let Some(own) = own
                     && own.role == "leader"
                 {
-                    return Ok(own.term);
+                    return Ok((own.term, first_elect.elapsed()));
                 }
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -20,8 +20,9 @@
 //!   NodeStatus).
 //! - [`cluster`]: `Cluster`: start, bootstrap, propose, status, shutdown.
 //! - [`purge`]: periodic snapshot and log purge (bodies leave the log).
-//! - [`contact`]: when this node last heard from its leader (followers'
-//!   readiness; openraft's metrics only cover leaders).
+//! - [`ownership`]: who may deliver and when mail is taken over: the
+//!   start lease, leader contact, the takeover loop (safety argument in its
+//!   module doc).
 //! - [`leadership`]: leadership transfer for `relayctl failover` (openraft
 //!   0.9 has none: pause the others, elect the target, resume).
 //! - [`membership`]: add learner, promote, remove, run on the leader.
@@ -32,11 +33,11 @@ pub mod batcher;
 pub mod channels;
 pub mod cluster;
 pub mod config;
-pub mod contact;
 pub mod error;
 pub mod leadership;
 pub mod membership;
 pub mod network;
+pub mod ownership;
 pub mod probe;
 pub mod purge;
 pub mod secret;
@@ -44,10 +45,10 @@ pub mod service;
 
 pub use cluster::{Cluster, ClusterStatus, MemberStatus};
 pub use config::ClusterConfig;
-pub use contact::{Contact, LeaderContact};
 pub use error::{AdminError, ClusterError, ProposeError};
 pub use leadership::{LeadershipStep, Transfer};
 pub use membership::{MemberChange, Members};
+pub use ownership::{Contact, LeaderContact};
 pub use probe::{ProbeResult, TargetProber};
 pub use relay_proto::raft::NodeStatusReply;
 pub use relay_store::TypeConfig;

@@ -16,19 +16,27 @@ use relay_types::{NodeId, decode, encode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use crate::TypeConfig;
 use crate::channels::{Channels, MAX_GRPC_MESSAGE};
+use crate::ownership::QuorumAcks;
 
 /// Creates a [`GrpcNetwork`] per peer.
 #[derive(Clone, Debug)]
 pub struct GrpcNetworkFactory {
+    me: NodeId,
     channels: Channels,
+    acks: Arc<QuorumAcks>,
 }
 
 impl GrpcNetworkFactory {
-    /// A factory sharing `channels` with the rest of the node.
-    pub fn new(channels: Channels) -> Self {
-        GrpcNetworkFactory { channels }
+    /// A factory for node `me` sharing `channels` with the rest of the
+    /// node; accepted AppendEntries are recorded in `acks` (the leader's
+    /// quorum lease).
+    pub fn new(me: NodeId, channels: Channels, acks: Arc<QuorumAcks>) -> Self {
+        GrpcNetworkFactory { me, channels, acks }
     }
 }
 
@@ -37,9 +45,11 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> GrpcNetwork {
         GrpcNetwork {
+            me: self.me,
             target,
             addr: node.addr.clone(),
             channels: self.channels.clone(),
+            acks: self.acks.clone(),
         }
     }
 }
@@ -47,9 +57,11 @@ impl RaftNetworkFactory<TypeConfig> for GrpcNetworkFactory {
 /// The Raft RPC client for one peer.
 #[derive(Debug)]
 pub struct GrpcNetwork {
+    me: NodeId,
     target: NodeId,
     addr: String,
     channels: Channels,
+    acks: Arc<QuorumAcks>,
 }
 
 /// Which RPC to call.
@@ -87,7 +99,17 @@ impl GrpcNetwork {
             .channels
             .client(&self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
-        let mut request = tonic::Request::new(RaftPayload { data });
+        let leader_quorum_age_ms = match rpc {
+            Rpc::AppendEntries => self
+                .acks
+                .published_quorum_age(self.me)
+                .map(|age| age.as_millis() as u64),
+            _ => None,
+        };
+        let mut request = tonic::Request::new(RaftPayload {
+            data,
+            leader_quorum_age_ms,
+        });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(request).await,
@@ -126,8 +148,15 @@ impl RaftNetwork<TypeConfig> for GrpcNetwork {
                 PayloadTooLarge::new_entries_hint(fit),
             ));
         }
-        self.call(Rpc::AppendEntries, &rpc, &option, Some(entries))
-            .await
+        let sent = Instant::now();
+        let term = rpc.vote.leader_id().term;
+        let response: AppendEntriesResponse<NodeId> = self
+            .call(Rpc::AppendEntries, &rpc, &option, Some(entries))
+            .await?;
+        if !matches!(response, AppendEntriesResponse::HigherVote(_)) {
+            self.acks.record(self.target, term, sent);
+        }
+        Ok(response)
     }
 
     async fn install_snapshot(

@@ -9,6 +9,11 @@
 //! `purge_interval` this task builds a snapshot if entries were applied since
 //! the last one, then purges the log up to it, ignoring `keep_logs` (a
 //! follower that falls behind the purge catches up from the snapshot).
+//!
+//! The same interval drives the history pruner ([`run_history_pruner`]):
+//! trace events and finished-message ids are kept for the configured
+//! retention only, so the replicated state (and every snapshot) is bounded
+//! by the queue plus that window, not by all-time traffic.
 
 use std::time::Duration;
 
@@ -60,4 +65,35 @@ async fn snapshot_and_purge(raft: &Raft) -> Result<(), String> {
         debug!(upto = snapshot, "log purge requested");
     }
     Ok(())
+}
+
+/// Runs until `shutdown`: on the leader, every `interval`, commits a
+/// `Command::Prune` that forgets the history (trace events, finished ids)
+/// of messages accepted more than `retention` ago. The cutoff travels in
+/// the entry, so every replica prunes exactly the same rows; the replicated
+/// state stays proportional to the queue plus the retention window.
+pub async fn run_history_pruner(
+    cluster: std::sync::Arc<crate::Cluster>,
+    retention: Duration,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if cluster.current_leader() != Some(cluster.node_id()) {
+            continue;
+        }
+        let now = relay_types::UnixMillis::now();
+        let before = relay_types::UnixMillis(now.0.saturating_sub(retention.as_millis() as u64));
+        match cluster
+            .propose(relay_types::Command::Prune { before })
+            .await
+        {
+            Ok(_) => debug!(?before, "history pruned"),
+            Err(e) => warn!(error = %e, "history prune did not commit; retrying next interval"),
+        }
+    }
 }

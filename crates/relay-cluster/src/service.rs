@@ -55,8 +55,12 @@ impl RaftService for RaftGrpc {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let received = std::time::Instant::now();
+        let payload = request.into_inner();
+        let leader_quorum_age =
+            std::time::Duration::from_millis(payload.leader_quorum_age_ms.unwrap_or(0));
         let rpc: AppendEntriesRequest<TypeConfig> =
-            decode(&request.into_inner().data).map_err(|e| bad_payload("AppendEntries", e))?;
+            decode(&payload.data).map_err(|e| bad_payload("AppendEntries", e))?;
         let sender = rpc.vote.leader_id().voted_for();
         require_member(&self.cluster, sender, "AppendEntries")?;
         let leader_commit = rpc.leader_commit.map(|l| l.index).unwrap_or(0);
@@ -67,14 +71,17 @@ impl RaftService for RaftGrpc {
             && !matches!(response, AppendEntriesResponse::HigherVote(_))
         {
             self.cluster.contact().record(
+                received,
                 leader,
                 leader_commit,
+                leader_quorum_age,
                 self.cluster.delivery_lease(),
                 self.cluster.election_timeout().1,
             );
         }
         Ok(Response::new(RaftPayload {
             data: encode(&result),
+            leader_quorum_age_ms: None,
         }))
     }
 
@@ -85,6 +92,7 @@ impl RaftService for RaftGrpc {
         let result = self.cluster.raft().vote(rpc).await;
         Ok(Response::new(RaftPayload {
             data: encode(&result),
+            leader_quorum_age_ms: None,
         }))
     }
 
@@ -102,6 +110,7 @@ impl RaftService for RaftGrpc {
         let result = self.cluster.raft().install_snapshot(rpc).await;
         Ok(Response::new(RaftPayload {
             data: encode(&result),
+            leader_quorum_age_ms: None,
         }))
     }
 

@@ -125,6 +125,7 @@ pub async fn failover(
             "leader": reply.leader,
             "term": reply.term,
             "millis": reply.millis,
+            "leaderless_millis": reply.leaderless_millis,
         }));
     } else {
         match reply.previous_leader {
@@ -132,8 +133,8 @@ pub async fn failover(
                 println!("node {} already leads (term {})", reply.leader, reply.term)
             }
             Some(p) => println!(
-                "leader moved from node {p} to node {} (term {}) in {} ms",
-                reply.leader, reply.term, reply.millis
+                "leader moved from node {p} to node {} (term {}) in {} ms, {} ms without a leader",
+                reply.leader, reply.term, reply.millis, reply.leaderless_millis
             ),
             None => println!("node {} leads (term {})", reply.leader, reply.term),
         }

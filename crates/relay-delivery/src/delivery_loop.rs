@@ -23,7 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use bytes::Bytes;
 use relay_queue::body_checksum;
 use relay_types::{
-    BodyType, Command, CommandResult, MessageId, MessageRecord, Rejection, Route, UnixMillis,
+    BodyType, Command, CommandResult, MessageId, MessageRecord, RecipientStatus, Rejection, Route,
+    UnixMillis,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
@@ -36,9 +37,12 @@ use crate::config::DeliveryConfig;
 use crate::error::ProposeError;
 use crate::metrics as m;
 
-/// How often a running attempt re-checks the delivery lease.
-const LEASE_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 use crate::report::{self, Report, ReportContext};
+
+/// A report still not committed after this long pauses new deliveries: a
+/// commit normally takes milliseconds, so the node may be cut off from the
+/// cluster, and anything it delivered now might not be reportable.
+const REPORT_STALL: std::time::Duration = std::time::Duration::from_secs(2);
 use crate::transport::{self, RecipientResult, Transaction, TransportSettings};
 use crate::{DeliveryStore, Proposer};
 
@@ -80,6 +84,8 @@ struct Tracking {
     unreported: HashMap<MessageId, Unreported>,
     /// Report committed; skip stale due records until the replica catches up.
     settled: HashMap<MessageId, Settled>,
+    /// Reports being proposed right now, since when.
+    proposing: HashMap<MessageId, Instant>,
 }
 
 #[derive(Clone)]
@@ -92,6 +98,9 @@ struct Unreported {
     cluster_unavailable: bool,
     /// When the message was accepted (for the accept-to-delivered latency).
     received_at: UnixMillis,
+    /// An earlier attempt lost the reply to its final dot (the target may
+    /// hold a copy already): a delivery now is a possible duplicate.
+    after_lost_reply: bool,
 }
 
 struct Settled {
@@ -211,6 +220,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                     attempts_after: u32::MAX,
                     cluster_unavailable: false,
                     received_at: UnixMillis::now(),
+                    after_lost_reply: false,
                 },
             );
         }
@@ -233,7 +243,13 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             for (id, _) in &retries {
                 t.in_flight.insert(*id);
             }
-            let paused = t.unreported.values().any(|u| u.cluster_unavailable);
+            // A report that takes far longer than a commit normally does
+            // means this node may be cut off: start nothing new until it
+            // settles (a session started now might not be reportable).
+            let paused = t.unreported.values().any(|u| u.cluster_unavailable)
+                || t.proposing
+                    .values()
+                    .any(|since| since.elapsed() > REPORT_STALL);
             (retries, paused)
         };
         for (id, unreported) in retries {
@@ -248,11 +264,11 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             );
         }
         if paused {
-            debug!("no leader for the last reports: not starting deliveries");
+            debug!("reports are not committing: not starting deliveries");
             return;
         }
-        if !self.proposer.holds_lease() {
-            debug!("no recent contact with a working cluster: not starting deliveries");
+        if !self.proposer.may_start_session() {
+            debug!("no fresh contact with a working cluster: not starting deliveries");
             return;
         }
         if self.slots.available_permits() == 0 {
@@ -442,6 +458,10 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             attempts_after,
             cluster_unavailable: false,
             received_at: plan.record.received_at,
+            after_lost_reply: plan.record.recipients.iter().any(|r| {
+                matches!(r, RecipientStatus::Pending { last_reply: Some(reply) }
+                    if transport::is_lost_final_reply(reply))
+            }),
         };
         self.propose_report(id, unreported).await;
     }
@@ -462,6 +482,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             }
         };
         let mut results: Vec<RecipientResult> = Vec::new();
+        let mut withheld = false;
         let local_failure = |index: u32, reply: String| RecipientResult {
             index,
             target: "-".into(),
@@ -504,24 +525,25 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                             smtputf8: envelope.smtputf8,
                             eight_bit,
                         };
-                        if !self.proposer.holds_lease() {
-                            info!("delivery lease lost before the session: abandoning the attempt");
-                            return None;
-                        }
-                        tokio::select! {
-                            // Lease first: a process that was frozen (SIGSTOP,
-                            // a VM pause) wakes with both ready, and must not
-                            // finish a session its lease no longer covers.
-                            biased;
-                            _ = self.lease_lost() => {
-                                warn!("delivery lease lost during the session: abandoning the attempt");
-                                return None;
+                        let proposer = &self.proposer;
+                        let gate = || proposer.may_start_session();
+                        match transport::send_gated(route, &tx, &self.transport, &gate).await {
+                            Some(sent) => results.extend(sent),
+                            None => {
+                                // Nothing reached this route's target. Earlier
+                                // groups did: report them; these recipients
+                                // stay pending.
+                                info!("start lease ran out before the session: not sending");
+                                withheld = true;
+                                break;
                             }
-                            sent = transport::send(route, &tx, &self.transport) => results.extend(sent),
                         }
                     }
                 }
             }
+        }
+        if withheld && results.is_empty() {
+            return None;
         }
         let ctx = ReportContext {
             node_id: self.config.node_id,
@@ -530,13 +552,6 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             now: UnixMillis::now(),
         };
         Some(report::build(record, &body, &results, &ctx))
-    }
-
-    /// Resolves when this node no longer holds its delivery lease.
-    async fn lease_lost(&self) {
-        while self.proposer.holds_lease() {
-            tokio::time::sleep(LEASE_CHECK_INTERVAL).await;
-        }
     }
 
     async fn read_body(self: &Arc<Self>, id: MessageId) -> Result<Option<Bytes>, String> {
@@ -548,7 +563,8 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
 
     /// Proposes a report and records what became of it. The message stays
     /// in flight until this returns.
-    async fn propose_report(&self, id: MessageId, mut unreported: Unreported) {
+    async fn propose_report(&self, id: MessageId, unreported: Unreported) {
+        lock(&self.tracking).proposing.insert(id, Instant::now());
         let result = self
             .proposer
             .propose(unreported.report.command.clone())
@@ -559,9 +575,24 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                 warn!(error = %e, "cannot clear a pending report (it is refused if proposed again)");
             }
         }
+        if let Some((report, why)) = self.settle(id, unreported, result) {
+            self.record_duplicate(id, &report, why).await;
+        }
+    }
+
+    /// Records what became of a proposed report; returns the report and why
+    /// if that delivery is, or may be, a second copy at the target.
+    fn settle(
+        &self,
+        id: MessageId,
+        mut unreported: Unreported,
+        result: Result<CommandResult, ProposeError>,
+    ) -> Option<(Command, &'static str)> {
+        let mut known_duplicate = None;
         let mut guard = lock(&self.tracking);
         let t = &mut *guard;
         t.in_flight.remove(&id);
+        t.proposing.remove(&id);
         match result {
             Ok(CommandResult::Rejected(rejection)) => {
                 t.unreported.remove(&id);
@@ -580,6 +611,24 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                     _ => "other",
                 };
                 metrics::counter!(m::REPORTS_REJECTED_TOTAL, "reason" => reason).increment(1);
+                if unreported.report.counts.delivered > 0 {
+                    let (label, why) = match &rejection {
+                        Rejection::NotOwner { .. } => (
+                            "not_owner",
+                            "ownership had moved; the new owner delivers it too",
+                        ),
+                        _ => ("already_finished", "another owner had already finished it"),
+                    };
+                    metrics::counter!(m::DUPLICATE_DELIVERIES_TOTAL, "reason" => label)
+                        .increment(1);
+                    warn!(
+                        reason = label,
+                        duplicate = true,
+                        "the target accepted this message but its report was refused: \
+                         counted as a duplicate delivery"
+                    );
+                    known_duplicate = Some((unreported.report.command.clone(), why));
+                }
                 match rejection {
                     Rejection::NotOwner { owner, .. } => warn!(
                         %owner,
@@ -603,6 +652,19 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                     },
                 );
                 record_committed(&unreported.report, unreported.received_at);
+                if unreported.after_lost_reply && unreported.report.counts.delivered > 0 {
+                    metrics::counter!(m::DUPLICATE_DELIVERIES_TOTAL, "reason" => "outcome_unknown")
+                        .increment(1);
+                    warn!(
+                        duplicate = true,
+                        "delivered after an attempt whose reply to the final dot was lost: \
+                         counted as a possible duplicate"
+                    );
+                    known_duplicate = Some((
+                        unreported.report.command.clone(),
+                        "possible: an earlier attempt's reply to the final dot was lost",
+                    ));
+                }
                 debug!(
                     result = unreported.report.result_label(),
                     "report committed"
@@ -622,6 +684,28 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             }
         }
         set_in_flight_gauge(t);
+        known_duplicate
+    }
+
+    /// Puts a (possible) duplicate into the message's replicated trace
+    /// (`relayctl trace ID`), best effort: the metric already counted it.
+    async fn record_duplicate(&self, id: MessageId, report: &Command, why: &str) {
+        let (target, reply) = match report {
+            Command::Delivered { target, reply, .. } => (target.clone(), reply.clone()),
+            Command::Attempt { target, .. } => (target.clone(), String::new()),
+            _ => return,
+        };
+        let note = Command::DuplicateDelivered {
+            id,
+            by: self.config.node_id,
+            at: UnixMillis::now(),
+            target,
+            reply,
+            why: why.to_string(),
+        };
+        if let Err(e) = self.proposer.propose(note).await {
+            debug!(error = %e, "could not trace a known duplicate");
+        }
     }
 }
 

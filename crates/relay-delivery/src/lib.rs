@@ -18,15 +18,25 @@
 //! delivering; change the message bytes it forwards (the one exception: a
 //! bare CR or LF goes out as CRLF, see [`outbound`]).
 //!
-//! # Delivery guarantee: at least once
+//! # Delivery guarantee: at least once, duplicates counted
 //! A message is removed only after `Delivered` (or a finishing `Attempt`)
 //! commits. When the target accepted a message but the report does not
 //! commit (no leader, timeout), the loop keeps the report and proposes it
-//! again on later rounds instead of delivering again. If the node dies
-//! before the report commits, the message is still queued in the log, its
-//! new owner delivers it again, and the target sees it twice. That
-//! duplicate is accepted (SMTP is at-least-once) and is the only source of
-//! duplicates (docs/design.md, invariant 4).
+//! again on later rounds instead of delivering again.
+//!
+//! Fencing decides only whether a transaction may *start*
+//! ([`Proposer::may_start_session`], asked before `MAIL FROM` and before the
+//! message text). A transaction whose text is on its way always runs to its
+//! final reply (bounded by the data timeout), and that reply is reported:
+//! abandoning it would leave a message the target may already hold
+//! unrecorded, and the next attempt would send it again.
+//!
+//! Duplicates therefore come only from a transaction the target accepted
+//! whose report could not be recorded: the owner died first, or the report
+//! was refused because ownership had moved (or another owner finished the
+//! message) meanwhile. The second case is counted here
+//! (`relay_duplicate_deliveries_total`); the first is visible as a saved
+//! report proposed after the restart.
 //!
 //! # Layout
 //! - [`config`] — [`DeliveryConfig`] (timeouts, concurrency, retry policy).
@@ -116,12 +126,14 @@ pub trait Proposer: Send + Sync + 'static {
         command: Command,
     ) -> impl Future<Output = Result<CommandResult, ProposeError>> + Send;
 
-    /// Fencing: whether this node may open an outbound session now, i.e. it
-    /// has recently had proof that it is part of a working cluster, so the
-    /// leader cannot have given its messages to another node. Checked before
-    /// every attempt and while it runs; an attempt whose lease runs out is
-    /// abandoned before the target's final reply can make it count.
-    fn holds_lease(&self) -> bool {
+    /// Fencing: whether this node may start handing a message to a target
+    /// now (its *start lease*): it has fresh proof that it is part of a
+    /// working cluster and has applied what that cluster committed, so no
+    /// other node can own the message yet. Asked before each round, before
+    /// `MAIL FROM` and before the message text; never used to abort a
+    /// transaction whose text is on its way (its reply is read and
+    /// reported, see the crate's delivery guarantee).
+    fn may_start_session(&self) -> bool {
         true
     }
 }

@@ -21,6 +21,15 @@ pub const REPORT_FAILURES_TOTAL: &str = "relay_delivery_report_failures_total";
 /// reports the state machine rejected. `not_owner` after a successful
 /// delivery means the new owner may deliver the message again.
 pub const REPORTS_REJECTED_TOTAL: &str = "relay_delivery_reports_rejected_total";
+/// Counter, label `reason` = `not_owner` | `already_finished` |
+/// `outcome_unknown`: deliveries that are, or may be, a second copy at the
+/// target. `not_owner`/`already_finished`: the target accepted but the
+/// report was refused because another node owns the message now (it
+/// delivers it too) or already finished it (or, after an operator
+/// deletion, a message delivered once that the queue no longer shows).
+/// `outcome_unknown`: delivered after an earlier attempt lost its reply to
+/// the final dot, so the target may hold that copy as well.
+pub const DUPLICATE_DELIVERIES_TOTAL: &str = "relay_duplicate_deliveries_total";
 /// Gauge: messages being delivered or waiting for their report to commit.
 pub const IN_FLIGHT: &str = "relay_delivery_in_flight";
 /// Histogram, seconds: from the start of an attempt to its report being
@@ -59,6 +68,13 @@ pub fn describe() {
         REPORTS_REJECTED_TOTAL,
         "Delivery reports the state machine rejected."
     );
+    describe_counter!(
+        DUPLICATE_DELIVERIES_TOTAL,
+        "Deliveries that are, or may be, a second copy at the target."
+    );
+    for reason in ["not_owner", "already_finished", "outcome_unknown"] {
+        metrics::counter!(DUPLICATE_DELIVERIES_TOTAL, "reason" => reason).increment(0);
+    }
     describe_gauge!(
         IN_FLIGHT,
         "Messages being delivered or waiting for their report to commit."

@@ -90,6 +90,14 @@ pub struct RecipientResult {
     pub result: Classified,
 }
 
+/// Whether this node may still hand a message to a target: asked right
+/// before `MAIL FROM` and again right before the message text is sent after
+/// `354`. At both points the target cannot have accepted anything yet, so
+/// stopping there can never cause a duplicate. Once the text is on its way
+/// nothing stops the transaction: the final reply is read (bounded by the
+/// data timeout) and reported, whatever happens to the lease meanwhile.
+pub type SessionGate<'a> = &'a (dyn Fn() -> bool + Send + Sync);
+
 /// Sends `tx` to the first target of `route` that answers. Never fails as
 /// a whole: every recipient of `tx` gets exactly one result.
 pub async fn send(
@@ -97,10 +105,25 @@ pub async fn send(
     tx: &Transaction<'_>,
     settings: &TransportSettings,
 ) -> Vec<RecipientResult> {
+    send_gated(route, tx, settings, &|| true)
+        .await
+        .unwrap_or_default()
+}
+
+/// Like [`send`], but asks `gate` before `MAIL FROM` and before the message
+/// text. `None`: the gate closed before the target could accept anything,
+/// so there is nothing to report (the connection was dropped before the
+/// final dot, which makes the target discard the transaction).
+pub async fn send_gated(
+    route: &Route,
+    tx: &Transaction<'_>,
+    settings: &TransportSettings,
+    gate: SessionGate<'_>,
+) -> Option<Vec<RecipientResult>> {
     let mut last: Option<(String, Classified)> = None;
     for target in &route.targets {
         match open(target, route.tls, settings).await {
-            Ok(mut conn) => return transact(&mut conn, target, tx, settings).await,
+            Ok(mut conn) => return transact(&mut conn, target, tx, settings, gate).await,
             Err(failure) => {
                 debug!(%target, reply = %failure.reply, "target did not answer");
                 last = Some((target.clone(), failure));
@@ -113,7 +136,18 @@ pub async fn send(
             Classified::temporary("route has no targets"),
         )
     });
-    all(tx, &target, &failure)
+    Some(all(tx, &target, &failure))
+}
+
+/// The step name in the reply text of a failure after the message text was
+/// sent: no reply to the final dot, or the connection lost while waiting.
+const FINAL_REPLY_STEP: &str = "end of data";
+
+/// Whether a deferral's reply text says the reply to the final dot was
+/// lost (timeout or broken connection): the target may have accepted that
+/// copy, so the next delivery is a possible duplicate.
+pub fn is_lost_final_reply(reply: &str) -> bool {
+    reply.starts_with(FINAL_REPLY_STEP)
 }
 
 /// Splits `host:port`, `[v6]:port`, `host` or a bare IPv6 address.
@@ -325,13 +359,15 @@ fn verified_tls(host: &str, settings: &TransportSettings) -> Result<TlsParameter
     builder.build_rustls()
 }
 
-/// MAIL, RCPT…, DATA, message, QUIT on an open connection.
+/// MAIL, RCPT…, DATA, message, QUIT on an open connection. `None` when
+/// `gate` closed before the target could accept the message.
 async fn transact(
     conn: &mut AsyncSmtpConnection,
     target: &str,
     tx: &Transaction<'_>,
     settings: &TransportSettings,
-) -> Vec<RecipientResult> {
+    gate: SessionGate<'_>,
+) -> Option<Vec<RecipientResult>> {
     let result = |index: u32, result: Classified| RecipientResult {
         index,
         target: target.to_string(),
@@ -351,13 +387,13 @@ async fn transact(
     }
     if recipients.is_empty() {
         quit(conn, settings).await;
-        return results;
+        return Some(results);
     }
     if !is_sendable_path(tx.reverse_path) {
         let failure = Classified::permanent("501 5.1.7 sender address cannot be sent over SMTP");
         results.extend(recipients.iter().map(|&(i, _)| result(i, failure.clone())));
         quit(conn, settings).await;
-        return results;
+        return Some(results);
     }
 
     let needs_utf8 =
@@ -370,7 +406,7 @@ async fn transact(
         ));
         results.extend(recipients.iter().map(|&(i, _)| result(i, failure.clone())));
         quit(conn, settings).await;
-        return results;
+        return Some(results);
     }
     let mut mail = format!("MAIL FROM:<{}>", tx.reverse_path);
     if tx.eight_bit && info.supports_feature(Extension::EightBitMime) {
@@ -381,6 +417,10 @@ async fn transact(
     }
     mail.push_str("\r\n");
 
+    if !gate() {
+        quit(conn, settings).await;
+        return None;
+    }
     let timeout = settings.command_timeout;
     if let Err(failure) = within(timeout, "MAIL FROM", conn.command(Raw(mail))).await {
         results.extend(
@@ -389,7 +429,7 @@ async fn transact(
                 .map(|&(i, _)| result(i, failure.result.clone())),
         );
         finish(conn, settings, failure.lost).await;
-        return results;
+        return Some(results);
     }
 
     let mut accepted = Vec::with_capacity(recipients.len());
@@ -412,15 +452,18 @@ async fn transact(
     }
     if lost.is_some() || accepted.is_empty() {
         finish(conn, settings, lost.is_some()).await;
-        return results;
+        return Some(results);
     }
 
     let outcome = match within(timeout, "DATA", conn.command(Raw("DATA\r\n".into()))).await {
         Err(failure) => Err(failure),
+        // Last chance to stop: without the final dot the target discards
+        // the transaction when the connection closes.
+        Ok(_) if !gate() => return None,
         Ok(_) => {
             within(
                 settings.data_timeout,
-                "end of data",
+                FINAL_REPLY_STEP,
                 conn.message(&outbound::data_payload(tx.body)),
             )
             .await
@@ -440,7 +483,7 @@ async fn transact(
             finish(conn, settings, failure.lost).await;
         }
     }
-    results
+    Some(results)
 }
 
 /// A path we can put between `<` and `>`: no controls (CR, LF, NUL…) and

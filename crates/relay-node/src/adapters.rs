@@ -161,8 +161,8 @@ impl relay_delivery::Proposer for ClusterProposer {
         })
     }
 
-    fn holds_lease(&self) -> bool {
-        self.cluster.holds_lease()
+    fn may_start_session(&self) -> bool {
+        self.cluster.may_start_delivery()
     }
 }
 

@@ -51,6 +51,7 @@ struct FileCluster {
     snapshot_every: Option<u64>,
     keep_logs: Option<u64>,
     purge_interval: Option<String>,
+    history_retention: Option<String>,
     /// Shared secret on the node-to-node port; exactly one of the two.
     secret: Option<String>,
     secret_file: Option<PathBuf>,
@@ -246,6 +247,9 @@ pub struct NodeConfig {
     pub keep_logs: u64,
     /// Snapshot and purge the Raft log this often (bodies leave the log).
     pub purge_interval: Duration,
+    /// How long trace events and finished-message ids are kept (by the
+    /// message's acceptance time); at least `delivery.queue_lifetime`.
+    pub history_retention: Duration,
     /// SMTP settings.
     pub smtp: SmtpSettings,
     /// Delivery settings.
@@ -383,6 +387,11 @@ impl NodeConfig {
             v.duration("cluster.purge_interval", c.purge_interval.as_deref(), "5m");
         let takeover_after =
             v.duration("cluster.takeover_after", c.takeover_after.as_deref(), "10s");
+        let history_retention = v.duration(
+            "cluster.history_retention",
+            c.history_retention.as_deref(),
+            "7d",
+        );
         let heartbeat = v.duration("cluster.heartbeat", c.heartbeat.as_deref(), "100ms");
         let election_min = v.duration(
             "cluster.election_timeout_min",
@@ -561,6 +570,18 @@ impl NodeConfig {
             c.secret_file.as_deref(),
         );
 
+        if history_retention < delivery.queue_lifetime {
+            // A late copy of a finished message is recognised only while its
+            // id is remembered, and copies can arrive as long as it could be
+            // queued.
+            v.problem(
+                "cluster.history_retention",
+                format!(
+                    "must be at least delivery.queue_lifetime ({})",
+                    humantime::format_duration(delivery.queue_lifetime)
+                ),
+            );
+        }
         if !v.problems.is_empty() {
             return Err(ConfigError::Invalid(v.problems));
         }
@@ -588,6 +609,7 @@ impl NodeConfig {
             snapshot_every: c.snapshot_every.unwrap_or(10_000),
             keep_logs: c.keep_logs.unwrap_or(1_000),
             purge_interval,
+            history_retention,
             smtp,
             delivery,
             initial_routes,

@@ -125,6 +125,7 @@ mod tests {
                 at: Instant::now(),
                 leader,
                 leader_commit: 0,
+                leader_quorum_age: Duration::ZERO,
             },
             age,
         ))

@@ -20,7 +20,8 @@
 //!   tasks that keep Raft, queue and store gauges current.
 //! - [`status_page`]: the server-rendered status page with node lights.
 //! - [`recent`]: last committed delivery result per target (status page).
-//! - [`takeover`]: the leader reassigns an unreachable node's mail.
+//! - `testing` (feature `testing`): an in-process cluster of real nodes
+//!   with cuttable links, for tests.
 //! - [`check`]: `relayd --health-check URL`, the probe a container health
 //!   check runs (the image has no shell or curl).
 
@@ -34,6 +35,7 @@ pub mod metrics;
 pub mod node;
 pub mod recent;
 pub mod status_page;
-pub mod takeover;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use config::{ConfigError, NodeConfig};

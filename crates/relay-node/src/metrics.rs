@@ -79,7 +79,7 @@ pub const RAFT_PURGED_INDEX: &str = "relay_raft_purged_index";
 /// whose messages it reassigned, however many messages). Declared and
 /// described here so dashboards and alerts can rely on the name from the
 /// first scrape; the takeover task increments it.
-pub const TAKEOVERS_TOTAL: &str = "relay_takeovers_total";
+pub const TAKEOVERS_TOTAL: &str = relay_cluster::ownership::TAKEOVERS_TOTAL;
 /// Counter, label `result` (`ok`/`error`): STARTTLS certificate reloads
 /// on SIGHUP.
 pub const TLS_RELOADS: &str = "relay_tls_reloads_total";
@@ -464,6 +464,7 @@ mod tests {
             at: std::time::Instant::now(),
             leader: 1,
             leader_commit: 15,
+            leader_quorum_age: std::time::Duration::ZERO,
         };
         assert_eq!(committed_index(&m, Some(contact)), 10);
         assert_eq!(committed_index(&m, None), 0);

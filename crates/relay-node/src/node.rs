@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use relay_cluster::ownership::takeover;
 use relay_cluster::{Cluster, ClusterConfig};
 use relay_proto::admin::admin_server::AdminServer;
 use relay_types::Command;
@@ -61,7 +62,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         snapshot_every: config.snapshot_every,
         keep_logs: config.keep_logs,
         purge_interval: config.purge_interval,
-        delivery_lease: crate::takeover::delivery_lease(config.takeover_after),
+        delivery_lease: takeover::delivery_lease(config.takeover_after),
+        start_lease: start_lease(config.heartbeat, config.takeover_after),
         submit_timeout: config.submit_timeout,
         config_digest: config.shared_settings_digest(),
         secret: relay_cluster::secret::ClusterSecret::new(&config.cluster_secret),
@@ -113,9 +115,17 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     }
 
     // Takeover of unreachable nodes' mail (acts only on the leader).
-    tasks.spawn(crate::takeover::run(
+    tasks.spawn(takeover::run(
         cluster.clone(),
         config.takeover_after,
+        service_stop.clone(),
+    ));
+
+    // History retention (acts only on the leader).
+    tasks.spawn(relay_cluster::purge::run_history_pruner(
+        cluster.clone(),
+        config.history_retention,
+        config.purge_interval,
         service_stop.clone(),
     ));
 
@@ -346,4 +356,13 @@ fn delivery_config(config: &NodeConfig) -> relay_delivery::DeliveryConfig {
         extra_root_certificates_pem: config.delivery.extra_root_certificates_pem.clone(),
         ..Default::default()
     }
+}
+
+/// The start lease: ten heartbeats of fresh contact (one second with the
+/// shipped 100 ms heartbeat), never more than a quarter of `takeover_after`.
+/// Short, so an owner that is cut off stops starting deliveries long before
+/// the leader can give its mail away; long enough that a loaded node's
+/// heartbeats, late by a few intervals, do not pause its deliveries.
+pub fn start_lease(heartbeat: Duration, takeover_after: Duration) -> Duration {
+    (heartbeat * 10).min(takeover_after / 4)
 }

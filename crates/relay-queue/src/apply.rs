@@ -26,6 +26,10 @@ pub trait QueueRead {
 
     /// A domain's route.
     fn route(&self, domain: &str) -> Result<Option<Route>, Self::Error>;
+
+    /// Whether a message with this id finished (or was deleted) and its
+    /// history has not been pruned yet.
+    fn finished(&self, id: &MessageId) -> Result<bool, Self::Error>;
 }
 
 /// The outcome of applying one entry.
@@ -269,6 +273,59 @@ fn apply_command<R: QueueRead>(
         Command::Batch(_) => Ok(Applied::rejected(Rejection::Invalid(
             "a batch cannot nest".into(),
         ))),
+        Command::DuplicateDelivered {
+            id,
+            by,
+            at,
+            target,
+            reply,
+            why,
+        } => Ok(Applied {
+            changes: vec![trace(
+                *id,
+                index,
+                *at,
+                node_name(*by),
+                format!("duplicate delivery via {target} ({why}): {reply}"),
+            )],
+            result: CommandResult::Applied { affected: 0 },
+        }),
+        Command::TakeOver { from, to, at } => {
+            if to.is_empty() || to.contains(from) {
+                return Ok(Applied::rejected(Rejection::Invalid(format!(
+                    "takeover of node {from} needs other nodes to take its messages"
+                ))));
+            }
+            let filter = MessageFilter {
+                owner: Some(*from),
+                ..Default::default()
+            };
+            let mut changes = Vec::new();
+            // `select` returns id order: the n-th message goes to to[n % len].
+            for (n, record) in state.select(&filter)?.into_iter().enumerate() {
+                let new_owner = to[n % to.len()];
+                changes.push(trace(
+                    record.id,
+                    index,
+                    *at,
+                    "leader",
+                    format!("owner node {from} -> node {new_owner} (taken over)"),
+                ));
+                let mut after = record.clone();
+                after.owner = new_owner;
+                changes.push(Change::Update {
+                    before: record,
+                    after,
+                });
+            }
+            Ok(counted(changes))
+        }
+        Command::Prune { before } => Ok(Applied {
+            changes: vec![Change::PruneHistory {
+                before: MessageId::first_at(*before),
+            }],
+            result: CommandResult::Applied { affected: 0 },
+        }),
         Command::RemoveRoute { domain } => {
             if state.route(domain)?.is_none() {
                 return Ok(Applied {
@@ -349,7 +406,10 @@ impl<R> BatchView<'_, R> {
                 Change::Remove { record } => {
                     self.written.insert(record.id, None);
                 }
-                Change::PutRoute { .. } | Change::RemoveRoute { .. } | Change::Trace { .. } => {}
+                Change::PutRoute { .. }
+                | Change::RemoveRoute { .. }
+                | Change::Trace { .. }
+                | Change::PruneHistory { .. } => {}
             }
         }
     }
@@ -386,6 +446,15 @@ impl<R: QueueRead> QueueRead for BatchView<'_, R> {
     fn route(&self, domain: &str) -> Result<Option<Route>, R::Error> {
         self.state.route(domain)
     }
+
+    fn finished(&self, id: &MessageId) -> Result<bool, R::Error> {
+        match self.written.get(id) {
+            // Removed earlier in this batch.
+            Some(None) => Ok(true),
+            Some(Some(_)) => Ok(false),
+            None => self.state.finished(id),
+        }
+    }
 }
 
 /// Validates an `Enqueue` and pushes its changes; the inner `Err` is a
@@ -396,7 +465,10 @@ fn enqueue_changes<R: QueueRead>(
     enqueue: &Enqueue,
     changes: &mut Vec<Change>,
 ) -> Result<Result<MessageId, Rejection>, R::Error> {
-    if state.message(&enqueue.id)?.is_some() {
+    // A copy of a queued message, or of one that already finished (a
+    // forwarded proposal that committed after its first copy was
+    // delivered): refused, never delivered twice.
+    if state.message(&enqueue.id)?.is_some() || state.finished(&enqueue.id)? {
         return Ok(Err(Rejection::Duplicate(enqueue.id)));
     }
     if enqueue.envelope.recipients.is_empty() {

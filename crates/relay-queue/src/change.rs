@@ -26,7 +26,9 @@ pub enum Change {
         /// The record to store.
         after: MessageRecord,
     },
-    /// The message is finished or deleted: record, body and index keys go.
+    /// The message is finished or deleted: record, body and index keys go,
+    /// and its id is remembered as finished (see [`Change::PruneHistory`]),
+    /// so a late copy of the same message is refused as a duplicate.
     Remove {
         /// The record as stored before.
         record: MessageRecord,
@@ -42,6 +44,13 @@ pub enum Change {
     RemoveRoute {
         /// Normalised domain.
         domain: String,
+    },
+    /// Forget trace events and finished-id records of messages whose ids
+    /// sort below `before`, except for messages still queued: trace pruning
+    /// stops at the oldest queued message id.
+    PruneHistory {
+        /// The first id kept ([`MessageId::first_at`] of the entry's time).
+        before: MessageId,
     },
     /// Append to a message's trace.
     Trace {

@@ -3,7 +3,7 @@
 //! Used by property tests and as the model the RocksDB store is checked
 //! against. Not for production: it holds bodies in memory.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -24,6 +24,7 @@ pub struct MemQueue {
     bodies: BTreeMap<MessageId, Bytes>,
     routes: BTreeMap<String, Route>,
     traces: BTreeMap<(MessageId, u64, u32), TraceEvent>,
+    finished: BTreeSet<MessageId>,
     last_applied: u64,
 }
 
@@ -45,6 +46,10 @@ impl QueueRead for MemQueue {
 
     fn route(&self, domain: &str) -> Result<Option<Route>, Infallible> {
         Ok(self.routes.get(domain).cloned())
+    }
+
+    fn finished(&self, id: &MessageId) -> Result<bool, Infallible> {
+        Ok(self.finished.contains(id))
     }
 }
 
@@ -74,6 +79,16 @@ impl MemQueue {
                 Change::Remove { record } => {
                     self.messages.remove(&record.id);
                     self.bodies.remove(&record.id);
+                    self.finished.insert(record.id);
+                }
+                Change::PruneHistory { before } => {
+                    let traces_before = self
+                        .messages
+                        .keys()
+                        .next()
+                        .map_or(before, |oldest| before.min(*oldest));
+                    self.traces.retain(|(id, _, _), _| *id >= traces_before);
+                    self.finished.retain(|id| *id >= before);
                 }
                 Change::PutRoute { domain, route } => {
                     self.routes.insert(domain, route);
@@ -150,6 +165,11 @@ impl MemQueue {
             .collect()
     }
 
+    /// Whether `id` is remembered as finished (until pruned).
+    pub fn is_finished(&self, id: &MessageId) -> bool {
+        self.finished.contains(id)
+    }
+
     /// SHA-256 over every table in key order: equal on replicas that applied
     /// the same entries.
     pub fn checksum(&self) -> [u8; 32] {
@@ -169,6 +189,9 @@ impl MemQueue {
         for (k, e) in &self.traces {
             h.update(k.0.as_bytes());
             h.update(encode(e));
+        }
+        for id in &self.finished {
+            h.update(id.as_bytes());
         }
         h.finalize().into()
     }

@@ -122,7 +122,31 @@ fn single_command() -> impl Strategy<Value = Command> {
         (0u8..3).prop_map(|d| Command::RemoveRoute {
             domain: format!("d{d}.test")
         }),
+        (node.clone(), prop::collection::vec(1u64..4, 0..3)).prop_map(|(from, to)| {
+            Command::TakeOver {
+                from,
+                to,
+                at: UnixMillis(13),
+            }
+        }),
+        (n.clone(), node.clone()).prop_map(|(n, by)| Command::DuplicateDelivered {
+            id: id(n),
+            by,
+            at: UnixMillis(15),
+            target: "t".into(),
+            reply: "250 ok".into(),
+            why: "test".into(),
+        }),
+        // Ids here are [n; 16]: a cutoff of k << 40 ms forgets ids below k.
+        (0u64..8).prop_map(|k| Command::Prune {
+            before: UnixMillis(k << 40),
+        }),
     ]
+}
+
+/// [`single_command`] without history pruning.
+fn command_without_prune() -> impl Strategy<Value = Command> {
+    single_command().prop_filter("no prune", |c| !matches!(c, Command::Prune { .. }))
 }
 
 /// Is this entry allowed to drop `victim`'s body?
@@ -147,6 +171,53 @@ fn all_ids() -> Vec<MessageId> {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A copy of a message that already finished (a forwarded proposal
+    /// that commits after the first copy was delivered) is refused as a
+    /// duplicate, whatever happened in between, as long as the history
+    /// was not pruned.
+    #[test]
+    fn a_second_enqueue_of_a_finished_id_is_a_duplicate(
+        prefix in prop::collection::vec(command_without_prune(), 0..20),
+        between in prop::collection::vec(command_without_prune(), 0..20),
+        n in 0u8..6,
+    ) {
+        let mut q = MemQueue::default();
+        let mut index = 0u64;
+        let mut apply = |q: &mut MemQueue, c: &Command| {
+            index += 1;
+            q.apply(index, c)
+        };
+        for c in &prefix {
+            apply(&mut q, c);
+        }
+        let first = Command::Enqueue(Box::new(enqueue(n, 1, 1, false)));
+        if apply(&mut q, &first) != CommandResult::Enqueued(id(n)) {
+            // Queued already, or finished already: refused either way.
+            prop_assert_eq!(
+                apply(&mut q, &first),
+                CommandResult::Rejected(Rejection::Duplicate(id(n)))
+            );
+            return Ok(());
+        }
+        let owner = q.message(&id(n)).unwrap().unwrap().owner;
+        apply(&mut q, &Command::Delivered {
+            id: id(n),
+            by: owner,
+            at: UnixMillis(20),
+            target: "t".into(),
+            reply: "250".into(),
+        });
+        prop_assert!(q.is_finished(&id(n)));
+        for c in &between {
+            apply(&mut q, c);
+        }
+        prop_assert_eq!(
+            apply(&mut q, &first),
+            CommandResult::Rejected(Rejection::Duplicate(id(n)))
+        );
+        prop_assert!(q.body(&id(n)).is_none());
+    }
 
     #[test]
     fn replicas_applying_the_same_log_reach_identical_state(log in prop::collection::vec(command(), 0..60)) {
@@ -317,4 +388,91 @@ fn corrupted_enqueue_is_rejected() {
         relay_types::CommandResult::Rejected(relay_types::Rejection::ChecksumMismatch(id(1)))
     );
     assert!(q.is_empty());
+}
+
+#[test]
+fn a_takeover_spreads_every_message_of_the_owner_in_id_order() {
+    let mut q = MemQueue::default();
+    for n in 0..5 {
+        q.apply(
+            n as u64 + 1,
+            &Command::Enqueue(Box::new(enqueue(n, 3, 1, false))),
+        );
+    }
+    q.apply(6, &Command::Enqueue(Box::new(enqueue(9, 1, 1, false))));
+    let result = q.apply(
+        7,
+        &Command::TakeOver {
+            from: 3,
+            to: vec![1, 2],
+            at: UnixMillis(50),
+        },
+    );
+    assert_eq!(result, CommandResult::Applied { affected: 5 });
+    let owners: Vec<u64> = (0..5)
+        .map(|n| q.message(&id(n)).unwrap().unwrap().owner)
+        .collect();
+    assert_eq!(owners, vec![1, 2, 1, 2, 1]);
+    assert_eq!(q.message(&id(9)).unwrap().unwrap().owner, 1);
+    // Taking over from a node to itself, or to nobody, is refused.
+    for to in [vec![], vec![1, 3]] {
+        let r = q.apply(
+            8,
+            &Command::TakeOver {
+                from: 3,
+                to,
+                at: UnixMillis(51),
+            },
+        );
+        assert!(matches!(r, CommandResult::Rejected(Rejection::Invalid(_))));
+    }
+}
+
+#[test]
+fn pruning_forgets_finished_ids_and_old_traces_but_not_queued_history() {
+    let mut q = MemQueue::default();
+    // Three messages, ids sorting in acceptance order.
+    for n in 1..=3u8 {
+        q.apply(
+            n as u64,
+            &Command::Enqueue(Box::new(enqueue(n, 1, 1, false))),
+        );
+    }
+    for n in [1u8, 3] {
+        q.apply(
+            10 + n as u64,
+            &Command::Delivered {
+                id: id(n),
+                by: 1,
+                at: UnixMillis(20),
+                target: "t".into(),
+                reply: "250".into(),
+            },
+        );
+    }
+    assert!(q.is_finished(&id(1)) && q.is_finished(&id(3)));
+    // Cut off after every id: message 2 is still queued, so traces stop
+    // there; finished ids go whatever their position.
+    q.apply(
+        20,
+        &Command::Prune {
+            before: UnixMillis(8 << 40),
+        },
+    );
+    assert!(!q.is_finished(&id(1)) && !q.is_finished(&id(3)));
+    assert!(q.trace(&id(1)).is_empty());
+    assert!(
+        !q.trace(&id(2)).is_empty(),
+        "a queued message keeps its trace"
+    );
+    assert!(
+        !q.trace(&id(3)).is_empty(),
+        "traces after the oldest queued id stay"
+    );
+    // Once forgotten, a copy is accepted again (the window is the
+    // configured retention, at least the queue lifetime).
+    assert_eq!(
+        q.apply(21, &Command::Enqueue(Box::new(enqueue(1, 1, 1, false)))),
+        CommandResult::Enqueued(id(1))
+    );
 }

@@ -49,12 +49,16 @@ pub(crate) const CF_DUE: &str = "due_index";
 pub(crate) const CF_OWNER: &str = "owner_index";
 pub(crate) const CF_ROUTES: &str = "routes";
 pub(crate) const CF_TRACES: &str = "traces";
+/// Ids of finished (delivered, bounced, expired, deleted) messages, value
+/// empty: a late copy of a finished message is refused. Pruned with the
+/// traces by `Command::Prune`.
+pub(crate) const CF_FINISHED: &str = "finished";
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
 /// Local only: reports of deliveries the target accepted whose entry has not
 /// committed yet (see `StateMachine::save_pending_report`).
 pub(crate) const CF_PENDING_REPORTS: &str = "pending_reports";
 
-const ALL_CFS: [&str; 11] = [
+const ALL_CFS: [&str; 12] = [
     CF_LOG,
     CF_RAFT_META,
     CF_SM_META,
@@ -66,11 +70,12 @@ const ALL_CFS: [&str; 11] = [
     CF_TRACES,
     CF_SNAPSHOT,
     CF_PENDING_REPORTS,
+    CF_FINISHED,
 ];
 
 /// The column families that make up the replicated state: what a snapshot
 /// carries and what installing one replaces.
-pub(crate) const STATE_CFS: [&str; 7] = [
+pub(crate) const STATE_CFS: [&str; 8] = [
     CF_SM_META,
     CF_MESSAGES,
     CF_BODIES,
@@ -78,6 +83,7 @@ pub(crate) const STATE_CFS: [&str; 7] = [
     CF_OWNER,
     CF_ROUTES,
     CF_TRACES,
+    CF_FINISHED,
 ];
 
 /// `raft_meta` keys.

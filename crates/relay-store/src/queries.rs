@@ -15,8 +15,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::db::{
-    CF_BODIES, CF_DUE, CF_MESSAGES, CF_OWNER, CF_PENDING_REPORTS, CF_ROUTES, CF_SM_META, CF_TRACES,
-    KEY_COUNTS, KEY_LAST_APPLIED, Reader, Store, owner_key_id, parse_due_key,
+    CF_BODIES, CF_DUE, CF_FINISHED, CF_MESSAGES, CF_OWNER, CF_PENDING_REPORTS, CF_ROUTES,
+    CF_SM_META, CF_TRACES, KEY_COUNTS, KEY_LAST_APPLIED, Reader, Store, owner_key_id,
+    parse_due_key,
 };
 use crate::error::StoreError;
 use crate::state_machine::StateMachine;
@@ -136,6 +137,33 @@ impl StateMachine {
         select(&self.store.at(&snapshot), filter, limit)
     }
 
+    /// The distinct owners of queued messages, ascending: one seek per
+    /// owner in the owner index, whatever the queue size (the takeover
+    /// loop asks every second).
+    pub fn owners(&self) -> Result<Vec<NodeId>, StoreError> {
+        let snapshot = self.store.snapshot();
+        let reader = self.store.at(&snapshot);
+        let mut owners = Vec::new();
+        let mut from: u64 = 0;
+        loop {
+            let Some(item) = reader.scan(CF_OWNER, &from.to_be_bytes(), None)?.next() else {
+                break;
+            };
+            let (key, _) = item?;
+            let owner_bytes: [u8; 8] = key
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| StoreError::Inconsistent("short owner index key".into()))?;
+            let owner = u64::from_be_bytes(owner_bytes);
+            owners.push(owner);
+            match owner.checked_add(1) {
+                Some(next) => from = next,
+                None => break,
+            }
+        }
+        Ok(owners)
+    }
+
     /// Message counts by state (kept up to date by every apply: O(1)).
     pub fn counts(&self) -> Result<QueueCounts, StoreError> {
         Ok(self
@@ -199,7 +227,8 @@ impl StateMachine {
     /// The state digest, read from one RocksDB snapshot (so the applied index
     /// and the tables agree). Hashes, in key order: each message (id, then
     /// encoded record), each body (id, then bytes), each route (domain, then
-    /// encoded route), each trace event (message id, then encoded event).
+    /// encoded route), each trace event (message id, then encoded event),
+    /// each finished id (the id; the value is empty).
     /// By construction this is the same SHA-256 as `MemQueue::checksum` for
     /// the same state. The derived index tables and counts are not hashed:
     /// they are functions of the messages. Scans the whole state.
@@ -214,6 +243,7 @@ impl StateMachine {
             (CF_BODIES, None),
             (CF_ROUTES, None),
             (CF_TRACES, Some(16)),
+            (CF_FINISHED, None),
         ] {
             for item in reader.scan(cf, &[], None)? {
                 let (key, value) = item?;
@@ -313,5 +343,9 @@ impl QueueRead for LiveView<'_> {
 
     fn route(&self, domain: &str) -> Result<Option<Route>, StoreError> {
         self.reader.get(CF_ROUTES, domain.as_bytes())
+    }
+
+    fn finished(&self, id: &MessageId) -> Result<bool, StoreError> {
+        Ok(self.reader.get_raw(CF_FINISHED, id.as_bytes())?.is_some())
     }
 }

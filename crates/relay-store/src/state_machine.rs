@@ -20,14 +20,14 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use relay_queue::Change;
-use relay_types::{CommandResult, MessageRecord, MessageState, QueueCounts};
+use relay_types::{CommandResult, MessageId, MessageRecord, MessageState, QueueCounts};
 use rocksdb::WriteBatch;
 use tokio::sync::watch;
 
 use crate::TypeConfig;
 use crate::db::{
-    CF_BODIES, CF_DUE, CF_MESSAGES, CF_OWNER, CF_ROUTES, CF_SM_META, CF_TRACES, KEY_COUNTS,
-    KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, Store, due_key, owner_key, trace_key,
+    CF_BODIES, CF_DUE, CF_FINISHED, CF_MESSAGES, CF_OWNER, CF_ROUTES, CF_SM_META, CF_TRACES,
+    KEY_COUNTS, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, Store, due_key, owner_key, trace_key,
 };
 use crate::error::{StoreError, read_sm, read_snapshot, write_snapshot};
 use crate::queries::LiveView;
@@ -182,8 +182,28 @@ impl StateMachine {
                 Change::Remove { record } => {
                     batch.delete_cf(store.cf(CF_MESSAGES)?, record.id.as_bytes());
                     batch.delete_cf(store.cf(CF_BODIES)?, record.id.as_bytes());
+                    batch.put_cf(store.cf(CF_FINISHED)?, record.id.as_bytes(), []);
                     self.delete_index_keys(batch, &record)?;
                     count(&mut counts, &record, false);
+                }
+                Change::PruneHistory { before } => {
+                    // Ids sort by acceptance time, so both prunes are one
+                    // range each; traces stop at the oldest queued message
+                    // (read before this entry's own changes, which cannot
+                    // add an older one).
+                    let oldest_queued = store
+                        .live()
+                        .scan(CF_MESSAGES, &[], None)?
+                        .next()
+                        .transpose()?
+                        .and_then(|(key, _)| MessageId::from_slice(&key));
+                    let traces_end = oldest_queued.map_or(before, |oldest| oldest.min(before));
+                    batch.delete_range_cf(
+                        store.cf(CF_TRACES)?,
+                        &[][..],
+                        &traces_end.as_bytes()[..],
+                    );
+                    batch.delete_range_cf(store.cf(CF_FINISHED)?, &[][..], &before.as_bytes()[..]);
                 }
                 Change::PutRoute { domain, route } => {
                     store.put(batch, CF_ROUTES, domain.as_bytes(), &route)?;

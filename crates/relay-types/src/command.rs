@@ -187,6 +187,45 @@ pub enum Command {
     /// is rejected on its own, deterministically, without affecting the
     /// others.
     Batch(Vec<Command>),
+    /// A delivery that is, or may be, a second copy at the target, recorded
+    /// in the message's trace: the target accepted but the report was
+    /// refused (ownership had moved, or the message was already finished),
+    /// or an earlier attempt's reply to the final dot was lost (the target
+    /// may have accepted that one too). Changes nothing else.
+    DuplicateDelivered {
+        /// The message.
+        id: MessageId,
+        /// The node that delivered it.
+        by: NodeId,
+        /// When it noticed.
+        at: UnixMillis,
+        /// The target that accepted it.
+        target: String,
+        /// The target's reply text.
+        reply: String,
+        /// Why it is a duplicate, for people.
+        why: String,
+    },
+    /// One takeover decision: every message owned by `from` goes to the
+    /// nodes in `to`, spread in turn in message-id order (deterministic, so
+    /// every replica computes the same new owners). One entry, so a node
+    /// that comes back while it is decided either sees all of it or none.
+    TakeOver {
+        /// The owner that is dead, removed or no longer a voter.
+        from: NodeId,
+        /// The live voters that get its messages, in order.
+        to: Vec<NodeId>,
+        /// When the leader decided.
+        at: UnixMillis,
+    },
+    /// Forget history of messages accepted before `before` (a time the
+    /// leader put in the entry, never a clock in apply): their trace events
+    /// and the records of their ids having finished. Messages still queued
+    /// keep their traces (pruning stops at the oldest queued message).
+    Prune {
+        /// Messages accepted before this time lose their history.
+        before: UnixMillis,
+    },
 }
 
 impl Command {
@@ -201,6 +240,9 @@ impl Command {
             Command::SetRoute { .. } => "set_route",
             Command::RemoveRoute { .. } => "remove_route",
             Command::Batch(_) => "batch",
+            Command::DuplicateDelivered { .. } => "duplicate_delivered",
+            Command::TakeOver { .. } => "take_over",
+            Command::Prune { .. } => "prune",
         }
     }
 
@@ -210,7 +252,10 @@ impl Command {
     pub fn batchable(&self) -> bool {
         matches!(
             self,
-            Command::Enqueue(_) | Command::Attempt { .. } | Command::Delivered { .. }
+            Command::Enqueue(_)
+                | Command::Attempt { .. }
+                | Command::Delivered { .. }
+                | Command::DuplicateDelivered { .. }
         )
     }
 }
@@ -236,8 +281,9 @@ pub enum Rejection {
         /// The owner at apply time.
         owner: NodeId,
     },
-    /// An `Enqueue` for an id that is already queued (a retried proposal).
-    #[error("message {0} is already queued")]
+    /// An `Enqueue` for an id that is already queued or already finished
+    /// within the history window (a retried or re-forwarded proposal).
+    #[error("message {0} is already queued or was already finished")]
     Duplicate(MessageId),
     /// The body does not match its checksum.
     #[error("message {0} body does not match its checksum")]

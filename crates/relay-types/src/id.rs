@@ -23,6 +23,16 @@ impl MessageId {
     }
 
     /// The raw big-endian bytes; as a key prefix they sort by time.
+    /// The smallest id a message accepted at `at` (or later) can have: a
+    /// UUIDv7 carries its millisecond time in its first 48 bits, so every
+    /// id accepted before `at` sorts below this one.
+    pub fn first_at(at: crate::UnixMillis) -> Self {
+        let mut bytes = [0u8; 16];
+        let ms = at.0.min((1u64 << 48) - 1);
+        bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        MessageId(bytes)
+    }
+
     pub fn as_bytes(&self) -> &[u8; 16] {
         &self.0
     }

@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -41,6 +41,8 @@ pub struct FakeCluster {
     /// When set, committed entries reach the local replica only on
     /// `catch_up` (a follower behind the leader).
     lagging: Mutex<Option<Vec<Command>>>,
+    /// The start lease `may_start_session` answers.
+    lease: AtomicBool,
 }
 
 impl FakeCluster {
@@ -55,6 +57,7 @@ impl FakeCluster {
             failures: Mutex::new(VecDeque::new()),
             gate: Mutex::new(None),
             lagging: Mutex::new(None),
+            lease: AtomicBool::new(true),
         })
     }
 
@@ -99,6 +102,17 @@ impl FakeCluster {
         gate
     }
 
+    /// Grants or withdraws this node's start lease.
+    pub fn set_lease(&self, held: bool) {
+        self.lease.store(held, Ordering::SeqCst);
+    }
+
+    /// Applies a command as if another node had proposed it (a takeover,
+    /// an admin action), with its own log index.
+    pub fn commit_from_elsewhere(&self, command: Command) -> CommandResult {
+        self.apply_local(&command)
+    }
+
     pub fn start_lagging(&self) {
         *self.lagging.lock().unwrap() = Some(Vec::new());
     }
@@ -121,6 +135,11 @@ impl FakeCluster {
 
     pub fn record(&self, id: &MessageId) -> Option<MessageRecord> {
         self.queue.lock().unwrap().message(id).unwrap()
+    }
+
+    /// A message's replicated trace.
+    pub fn trace(&self, id: &MessageId) -> Vec<relay_types::TraceEvent> {
+        self.queue.lock().unwrap().trace(id)
     }
 
     pub fn queued(&self) -> Vec<MessageRecord> {
@@ -185,6 +204,10 @@ impl Proposer for FakeCluster {
             .unwrap()
             .push((command, result.clone()));
         Ok(result)
+    }
+
+    fn may_start_session(&self) -> bool {
+        self.lease.load(Ordering::SeqCst)
     }
 }
 

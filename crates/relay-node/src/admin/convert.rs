@@ -137,7 +137,7 @@ pub fn trace_event(e: &TraceEvent) -> pb::TraceEvent {
 /// writes (the trace keeps text, which is what people read; scripts get this
 /// stable kind instead of parsing it).
 pub fn trace_kind(what: &str) -> &'static str {
-    const KINDS: [(&str, &str); 10] = [
+    const KINDS: [(&str, &str); 11] = [
         ("accepted ", "accepted"),
         ("attempt ", "attempt"),
         ("delivered ", "delivered"),
@@ -148,6 +148,7 @@ pub fn trace_kind(what: &str) -> &'static str {
         ("released", "released"),
         ("retry now", "retry"),
         ("deleted", "deleted"),
+        ("duplicate ", "duplicate"),
     ];
     KINDS
         .iter()
@@ -186,6 +187,10 @@ mod tests {
         assert_eq!(trace_kind("released: done"), "released");
         assert_eq!(trace_kind("retry now: flush"), "retry");
         assert_eq!(trace_kind("deleted: spam"), "deleted");
+        assert_eq!(
+            trace_kind("duplicate delivery via t after ownership moved (known duplicate): 250"),
+            "duplicate"
+        );
         assert_eq!(trace_kind("something new"), "other");
     }
 

@@ -414,6 +414,7 @@ impl Admin for AdminService {
             leader: transfer.leader,
             term: transfer.term,
             millis: transfer.took.as_millis() as u64,
+            leaderless_millis: transfer.leaderless.as_millis() as u64,
         }))
     }
 

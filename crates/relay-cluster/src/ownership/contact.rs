@@ -6,9 +6,11 @@
 //! the Raft gRPC service records every AppendEntries (heartbeats included)
 //! that this node accepted, with the commit index the leader sent.
 //!
-//! The delivery lease (`Cluster::holds_lease`) reads it too: after a gap in
-//! contact longer than the lease, the node must first apply what the leader
-//! had committed when contact resumed ([`LeaderContact::catch_up_to`]).
+//! The start lease (`Cluster::may_start_delivery`) reads it too: a
+//! follower's contact counts only as long as the leader's own quorum lease
+//! it carried, and after a gap in contact the node must first apply what
+//! the leader had committed when contact resumed
+//! ([`LeaderContact::caught_up`]).
 
 use std::sync::Mutex;
 use std::time::Instant;
@@ -24,6 +26,10 @@ pub struct Contact {
     pub leader: NodeId,
     /// The leader's commit index in it (0: nothing committed yet).
     pub leader_commit: u64,
+    /// How long before sending it a quorum had last acknowledged the
+    /// leader (zero from a leader that does not say). A follower's proof
+    /// of a working cluster is never fresher than its leader's.
+    pub leader_quorum_age: std::time::Duration,
 }
 
 /// The last [`Contact`], shared between the gRPC service and readers.
@@ -50,12 +56,14 @@ impl LeaderContact {
     /// a round trip, so one election timeout of watching covers it.)
     pub fn record(
         &self,
+        received: Instant,
         leader: NodeId,
         leader_commit: u64,
+        leader_quorum_age: std::time::Duration,
         gap: std::time::Duration,
         settle: std::time::Duration,
     ) {
-        let now = Instant::now();
+        let now = received;
         // A poisoned lock only means a panic elsewhere; the value is plain data.
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if state.last.is_none_or(|c| now.duration_since(c.at) >= gap) {
@@ -67,10 +75,15 @@ impl LeaderContact {
         {
             state.catch_up_to = state.catch_up_to.max(leader_commit);
         }
+        // Requests can finish out of order: keep the newest.
+        if state.last.is_some_and(|c| c.at > now) {
+            return;
+        }
         state.last = Some(Contact {
             at: now,
             leader,
             leader_commit,
+            leader_quorum_age,
         });
     }
 

@@ -1,0 +1,177 @@
+//! Fencing in the delivery loop: the start lease decides only whether a
+//! transaction may start; one whose message text is on its way always runs
+//! to its final reply and is reported; a delivery whose report is refused
+//! because ownership moved is counted as a known duplicate and traced.
+
+mod support;
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use relay_delivery::ProposeError;
+use relay_testkit::{Behaviour, TargetOptions, TestTarget, wait_until};
+use relay_types::{Command, TlsPolicy, UnixMillis};
+use support::{BODY, FakeCluster, Running, WAIT, config, message, reports_for};
+
+async fn held_reply_target(hold: Duration) -> TestTarget {
+    TestTarget::start_with(TargetOptions {
+        behaviour: Behaviour::DelayDataReply(hold),
+        ..Default::default()
+    })
+    .await
+    .expect("target")
+}
+
+/// The lease runs out while the target holds its reply to the final dot
+/// (a leader stepping down, a `relayctl failover`): the transaction is
+/// finished and its `Delivered` reported, and the target gets one copy.
+/// (Abandoning the session here made every such message arrive twice.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_lease_after_the_final_dot_still_reports_the_delivery() {
+    let target = held_reply_target(Duration::from_millis(1500)).await;
+    let cluster = FakeCluster::new();
+    cluster.set_route("example.test", vec![target.target()], TlsPolicy::None);
+    let id = cluster.enqueue(message("s@sender.test", &["a@example.test"], BODY));
+
+    let running = Running::start(&cluster, config());
+    target
+        .wait_for_messages(1, WAIT)
+        .await
+        .expect("the target stored the message");
+    cluster.set_lease(false);
+    wait_until(WAIT, || cluster.record(&id).is_none())
+        .await
+        .expect("the delivery is reported although the lease ran out");
+    // The lease comes back; nothing is left to deliver.
+    cluster.set_lease(true);
+    let scans = cluster.due_calls.load(Ordering::SeqCst);
+    wait_until(WAIT, || {
+        cluster.due_calls.load(Ordering::SeqCst) > scans + 5
+    })
+    .await
+    .expect("the loop keeps scanning");
+    running.stop().await;
+
+    assert_eq!(target.messages().len(), 1, "delivered exactly once");
+    let reports = reports_for(&cluster, id);
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(matches!(reports[0], Command::Delivered { .. }));
+}
+
+/// Without the start lease nothing reaches the target: no connection is
+/// even opened, and the message waits, undelivered, until the lease is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_start_lease_no_session_starts() {
+    let target = TestTarget::start().await.expect("target");
+    let cluster = FakeCluster::new();
+    cluster.set_route("example.test", vec![target.target()], TlsPolicy::None);
+    cluster.set_lease(false);
+    let id = cluster.enqueue(message("s@sender.test", &["a@example.test"], BODY));
+
+    let running = Running::start(&cluster, config());
+    let scans = cluster.due_calls.load(Ordering::SeqCst);
+    // The loop skips its scan without a lease: wait on the clock instead,
+    // bounded, for a few poll intervals.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(target.connection_count(), 0, "no session without the lease");
+    assert_eq!(cluster.due_calls.load(Ordering::SeqCst), scans);
+    assert!(cluster.record(&id).is_some());
+
+    cluster.set_lease(true);
+    wait_until(WAIT, || cluster.record(&id).is_none())
+        .await
+        .expect("delivered once the lease is back");
+    running.stop().await;
+    assert_eq!(target.messages().len(), 1);
+}
+
+/// The owner delivered while its report could not commit, and meanwhile the
+/// leader gave the message to another node: the report is refused, and the
+/// relay counts that delivery as a known duplicate and records it in the
+/// message's trace (`DuplicateDelivered`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_refused_because_ownership_moved_is_counted_and_traced() {
+    let target = held_reply_target(Duration::from_millis(300)).await;
+    let cluster = FakeCluster::new();
+    cluster.set_route("example.test", vec![target.target()], TlsPolicy::None);
+    let id = cluster.enqueue(message("s@sender.test", &["a@example.test"], BODY));
+    // The first report finds no leader; by the second the message is owned
+    // by node 2.
+    cluster.fail_next([ProposeError::NoLeader]);
+
+    let running = Running::start(&cluster, config());
+    target
+        .wait_for_messages(1, WAIT)
+        .await
+        .expect("the target stored the message");
+    cluster.commit_from_elsewhere(Command::TakeOver {
+        from: support::NODE,
+        to: vec![2],
+        at: UnixMillis::now(),
+    });
+    wait_until(WAIT, || {
+        cluster
+            .committed_commands()
+            .iter()
+            .any(|c| matches!(c, Command::DuplicateDelivered { id: d, .. } if *d == id))
+    })
+    .await
+    .expect("the known duplicate is traced");
+    running.stop().await;
+
+    assert_eq!(cluster.record(&id).map(|r| r.owner), Some(2));
+    let trace = cluster.trace(&id);
+    assert!(
+        trace
+            .iter()
+            .any(|e| e.what.starts_with("duplicate delivery") && e.what.contains("ownership")),
+        "{trace:?}"
+    );
+}
+
+/// The target stored the message but the connection broke before its reply
+/// to the final dot: the outcome is unknown, the message is retried, and
+/// the delivery that then succeeds is counted and traced as a possible
+/// duplicate (the target holds two copies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_after_a_lost_final_reply_is_counted_as_a_possible_duplicate() {
+    let target = TestTarget::start_with(TargetOptions {
+        behaviour: Behaviour::DropAfterData,
+        ..Default::default()
+    })
+    .await
+    .expect("target");
+    let cluster = FakeCluster::new();
+    cluster.set_route("example.test", vec![target.target()], TlsPolicy::None);
+    let id = cluster.enqueue(message("s@sender.test", &["a@example.test"], BODY));
+    let mut config = config();
+    config.retry.min_backoff_ms = 100;
+    config.retry.max_backoff_ms = 100;
+
+    let running = Running::start(&cluster, config);
+    wait_until(WAIT, || {
+        cluster.record(&id).is_some_and(|r| r.attempts == 1)
+    })
+    .await
+    .expect("the first attempt is recorded as deferred");
+    target.set_behaviour(Behaviour::AcceptAll);
+    wait_until(WAIT, || {
+        cluster
+            .committed_commands()
+            .iter()
+            .any(|c| matches!(c, Command::DuplicateDelivered { id: d, .. } if *d == id))
+    })
+    .await
+    .expect("the possible duplicate is traced");
+    running.stop().await;
+
+    assert_eq!(target.messages().len(), 2, "the target holds two copies");
+    assert!(cluster.record(&id).is_none(), "delivered");
+    let trace = cluster.trace(&id);
+    assert!(
+        trace
+            .iter()
+            .any(|e| e.what.starts_with("duplicate delivery") && e.what.contains("possible")),
+        "{trace:?}"
+    );
+}

@@ -1,0 +1,234 @@
+//! Fencing and takeover in an in-process cluster of real nodes (RocksDB,
+//! gRPC on loopback, real delivery to a real SMTP target) with links cut per
+//! direction while the target stays reachable from every node.
+//!
+//! What is asserted, at the target after the heal and the drain: every
+//! submitted message arrived; every extra copy is one the relay counted
+//! itself (a `DuplicateDelivered` trace), and there are no more of them than
+//! sessions that could have been past their last lease check at the cut.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use relay_node::testing::{InProcessCluster, InProcessOptions};
+use relay_testkit::{Behaviour, ReceivedMessage, Reply, TargetOptions, TestTarget};
+use relay_tests::load::subject;
+use relay_types::{MessageId, NodeId};
+use tokio::time::Instant;
+
+const LONG: Duration = Duration::from_secs(60);
+
+/// Marker → copies at the target.
+fn copies(messages: &[ReceivedMessage]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for m in messages {
+        if let Some(subject) = subject(&m.data) {
+            *out.entry(subject).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+fn cycles(default: usize) -> usize {
+    std::env::var("QR_INPROC_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Submits `n` messages to `node`, retrying a 451 (the sender's side of
+/// SMTP); (marker, id) of each.
+async fn submit_n(
+    tier: &InProcessCluster,
+    node: NodeId,
+    tag: &str,
+    n: usize,
+) -> Vec<(String, MessageId)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let marker = format!("{tag}-{i}");
+        let deadline = Instant::now() + LONG;
+        loop {
+            match tier.submit(node, &marker, "r@dest.test").await {
+                Ok(id) => {
+                    out.push((marker, id));
+                    break;
+                }
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "{marker} never accepted: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Checks the target against what was acknowledged; returns (extra copies,
+/// counted duplicates).
+fn verdict(
+    tier: &InProcessCluster,
+    target: &TestTarget,
+    acked: &[(String, MessageId)],
+) -> (usize, usize) {
+    let got = copies(&target.messages());
+    let mut extra = 0;
+    for (marker, _) in acked {
+        let n = got.get(marker).copied().unwrap_or(0);
+        assert!(n >= 1, "{marker} acknowledged but never delivered");
+        extra += n - 1;
+    }
+    assert_eq!(got.len(), acked.len(), "unexpected messages at the target");
+    let ids: Vec<MessageId> = acked.iter().map(|(_, id)| *id).collect();
+    let counted: usize = tier.counted_duplicates(&ids).unwrap().values().sum();
+    (extra, counted)
+}
+
+/// An owner cut off from its peers but not from the target, while it is
+/// delivering under load: it stops starting sessions within its start
+/// lease, so after the takeover the only extra copies are of sessions it
+/// had already started, and the relay counts every one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_cut_off_from_its_peers_duplicates_only_what_it_had_started_and_counts_it() {
+    let target = TestTarget::start_with(TargetOptions {
+        behaviour: Behaviour::DelayDataReply(Duration::from_millis(200)),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let options = InProcessOptions {
+        routes: vec![("dest.test".into(), target.target())],
+        max_concurrent: 10,
+        ..Default::default()
+    };
+    let max_in_flight = options.max_concurrent;
+    let tier = InProcessCluster::start(options).await.unwrap();
+    let mut acked = Vec::new();
+    let mut extra_total = 0;
+    for cycle in 0..cycles(3) {
+        let leader = tier.wait_for_leader(LONG).await.unwrap();
+        let owner = (1..=3).find(|&id| id != leader).unwrap();
+        // A backlog the owner is busy delivering when it is cut off.
+        acked.extend(submit_n(&tier, owner, &format!("cut{cycle}"), 40).await);
+        let before = target.messages().len();
+        relay_testkit::wait_until(LONG, || target.messages().len() > before + 3)
+            .await
+            .unwrap();
+        tier.partition(&[owner]);
+        // Past takeover_after (3 s): the others take its mail over.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        tier.heal();
+        tier.wait_drained(LONG).await.unwrap();
+        let (extra, counted) = verdict(&tier, &target, &acked);
+        let this_cycle = extra - extra_total;
+        extra_total = extra;
+        println!("cycle {cycle}: owner {owner} cut; extra copies {this_cycle}, counted {counted}");
+        assert!(
+            this_cycle <= max_in_flight,
+            "{this_cycle} duplicates: more than the {max_in_flight} sessions that can run at once"
+        );
+        assert_eq!(extra, counted, "every duplicate is counted by the relay");
+    }
+    tier.shutdown().await;
+}
+
+/// Five voters; the leader and one follower are cut off from the other
+/// three while their mail is deferred (the target refuses). The deposed
+/// leader keeps heartbeating its follower, but without a quorum its lease
+/// runs out and so does the follower's: when the target comes back, only
+/// the majority side delivers the taken-over mail, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_deposed_leader_cannot_keep_its_follower_delivering() {
+    let target = TestTarget::start_with(TargetOptions {
+        behaviour: Behaviour::RejectRcpt(Reply::temporary()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tier = InProcessCluster::start(InProcessOptions {
+        nodes: 5,
+        routes: vec![("dest.test".into(), target.target())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let leader = tier.wait_for_leader(LONG).await.unwrap();
+    let follower = (1..=5).find(|&id| id != leader).unwrap();
+    let mut acked = submit_n(&tier, leader, "leader", 10).await;
+    acked.extend(submit_n(&tier, follower, "follower", 10).await);
+    // Every message attempted once and deferred.
+    relay_testkit::wait_until(LONG, || {
+        tier.node(leader)
+            .store
+            .counts()
+            .is_ok_and(|c| c.deferred == 20)
+    })
+    .await
+    .unwrap();
+    tier.partition(&[leader, follower]);
+    // Both leases run out within a second; then the target accepts again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    target.set_behaviour(Behaviour::AcceptAll);
+    // The majority elects a leader and takes the mail over (3 s).
+    relay_testkit::wait_until(LONG, || copies(&target.messages()).len() == 20)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    tier.heal();
+    tier.wait_drained(LONG).await.unwrap();
+    let (extra, counted) = verdict(&tier, &target, &acked);
+    assert_eq!((extra, counted), (0, 0), "no duplicates");
+    tier.shutdown().await;
+}
+
+/// Mail owned by a node that is removed from the cluster is taken over
+/// and delivered once (takeover reads the owners of queued mail, not the
+/// voter list).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mail_of_a_removed_node_is_taken_over_and_delivered_once() {
+    let target = TestTarget::start_with(TargetOptions {
+        behaviour: Behaviour::RejectRcpt(Reply::temporary()),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tier = InProcessCluster::start(InProcessOptions {
+        routes: vec![("dest.test".into(), target.target())],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let leader = tier.wait_for_leader(LONG).await.unwrap();
+    let removed = (1..=3).find(|&id| id != leader).unwrap();
+    let acked = submit_n(&tier, removed, "removed", 10).await;
+    relay_testkit::wait_until(LONG, || {
+        tier.node(leader)
+            .store
+            .counts()
+            .is_ok_and(|c| c.deferred == 10)
+    })
+    .await
+    .unwrap();
+    tier.node(leader)
+        .cluster
+        .change_membership(relay_cluster::MemberChange::Remove(removed))
+        .await
+        .unwrap();
+    target.set_behaviour(Behaviour::AcceptAll);
+    relay_testkit::wait_until(LONG, || copies(&target.messages()).len() == 10)
+        .await
+        .unwrap();
+    let got = copies(&target.messages());
+    for (marker, id) in &acked {
+        assert_eq!(got.get(marker), Some(&1), "{marker} once");
+        relay_testkit::wait_until(LONG, || {
+            tier.node(leader)
+                .store
+                .message(id)
+                .is_ok_and(|m| m.is_none())
+        })
+        .await
+        .unwrap();
+    }
+    tier.shutdown().await;
+}
