@@ -2,7 +2,7 @@
 # The one-command benchmark: quorum-relay against Postfix as a relay, same
 # load, same run, same sink, over a matrix of configurations, plus group
 # commit at a paced load and quorum-relay with 1 M messages queued (every
-# issue-8 figure in one results file).
+# benchmark target figure in one results file).
 #
 #   benches/relay-vs-postfix.sh
 #
@@ -18,7 +18,7 @@
 #     every 250 after a quorum fsync; sessions spread round-robin over the
 #     three nodes' SMTP ports; each node delivers what it accepted.
 #   - Postfix: one private instance, logging off
-#     (../shared/bench/postfix-relay.sh), smtpd on 127.0.0.1:2535.
+#     (benches/postfix-relay.sh), smtpd on 127.0.0.1:2535.
 # Both relay to one smtp-sink on 127.0.0.1:2600 (smtp-sink -c counts what
 # arrives). The load driver is benches' smtp-latency (MAIL FROM to 250 per
 # message, every session back to back over one connection).
@@ -74,13 +74,13 @@
 # Q_IN_FLIGHT [16] Submits, Q_MAX_LAG [512] entries (queue-fill's flow
 # control);
 # NAME [relay-vs-postfix-matrix],
-# QR_SHARED_BENCH [../shared/bench], QR_SKIP_BUILD=1 (use the binaries in
+# QR_BENCH_TOOLS [benches] (where postfix-relay.sh is), QR_SKIP_BUILD=1 (use the binaries in
 # $CARGO_TARGET_DIR/release as they are, e.g. to compare two builds).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../scripts/build-env.sh"
 cd "$QR_ROOT"
-BENCH="${QR_SHARED_BENCH:-$QR_ROOT/../shared/bench}"
+BENCH="${QR_BENCH_TOOLS:-$QR_ROOT/benches}"
 SESSIONS_LIST=${SESSIONS_LIST:-"1 10 50"}
 SIZES=${SIZES:-"1024 32768"}
 SYSTEMS=${SYSTEMS:-"qr pfx"}
@@ -625,7 +625,7 @@ mkdir -p benches/results
     echo "  every 250 after the Enqueue committed on 2 of 3 fsynced logs; sessions"
     echo "  round-robin over the three SMTP ports; each node delivers what it accepted"
     echo "  (per_target_concurrency 5 per node)."
-    echo "- Postfix: one instance (../shared/bench/postfix-relay.sh: logging off,"
+    echo "- Postfix: one instance (benches/postfix-relay.sh: logging off,"
     echo "  destination concurrency 20, in_flow_delay 1s), fsyncs each queue file before 250."
     echo "- Sink: one smtp-sink on 127.0.0.1:$SINK_PORT for both. Each system starts fresh"
     echo "  (empty store / queue) for every configuration."
@@ -647,9 +647,9 @@ mkdir -p benches/results
     echo "  this whole benchmark; copying queue files is not an honest fill (Postfix"
     echo "  names them after their inode)."
     echo
-    echo "## Issue 8 figures"
+    echo "## Target figures"
     echo
-    echo "Targets from issue 8; the matrix figures are at 50 sessions x 1 KiB. \"-\" = phase"
+    echo "The benchmark targets; the matrix figures are at 50 sessions x 1 KiB. \"-\" = phase"
     echo "not run; verdicts compare this run's figures only."
     echo
     echo "| figure | target | quorum-relay | Postfix | verdict |"
@@ -708,7 +708,7 @@ mkdir -p benches/results
             v["msgs_per_s"], fail, v["p50_ms"], v["p99_ms"], e2e, v["cpu_s"], v["cpu_s"] * 1000 / v["count"], rss
     }' "$work/rows"
     echo
-    echo "Ratios (quorum-relay / Postfix; issue 8 targets: accepted >= 2 at 50 x 1 KiB,"
+    echo "Ratios (quorum-relay / Postfix; targets: accepted >= 2 at 50 x 1 KiB,"
     echo "p99 <= 1, e2e >= 1.5):"
     echo
     echo "| sessions | size | accepted | p99 | e2e | CPU s |"

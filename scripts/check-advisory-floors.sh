@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Fails if Cargo.lock pins any version of a listed crate below its floor
-# (S7). Every locked version counts, so a second, older copy pulled in by
+# Fails if Cargo.lock pins any version of a listed crate below its floor.
+# Every locked version counts, so a second, older copy pulled in by
 # some dependency fails the check too. Usage: scripts/check-advisory-floors.sh
 # [path/to/Cargo.lock]  (default: the workspace's).
 set -euo pipefail
 
-# The floors: the lowest versions free of the security advisories issue 7
-# tracks (project target S7, "dependency floors free of known advisories").
+# The floors: the lowest versions free of the known security advisories
+# that concern this project.
 # Raise a floor here when a new advisory is published; keep one per line.
 FLOORS="
 h2      0.4.16

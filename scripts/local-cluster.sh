@@ -8,11 +8,12 @@
 #   scripts/local-cluster.sh start-node N start node N again on its existing data dir
 #
 # Data, logs and PID files live in data/local/ (ignored by git). Ports: see
-# cluster-config/local/node{1,2,3}.toml and DESIGN.md's operator contract.
+# cluster-config/local/node{1,2,3}.toml and docs/design.md "Operator contract".
 # For benchmarks: QR_SKIP_BUILD=1 starts the binaries already built, and
 # QR_NO_TARGET=1 leaves port 2600 to another target (e.g. smtp-sink).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/build-env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/ports.sh"
 cd "$QR_ROOT"
 
 DATA="$QR_ROOT/data/local"
@@ -72,19 +73,31 @@ stop_pid_file() {
     rm -f "$f"
 }
 
+# The ports of everything `start` is about to start, by name.
+ports_to_start() {
+    if [ "${QR_NO_TARGET:-0}" != 1 ] && ! running "$DATA/target.pid"; then
+        echo "2600 demo target SMTP"
+    fi
+    for n in 1 2 3; do
+        running "$DATA/node$n.pid" || qr_node_ports "$n"
+    done
+}
+
 case "${1:-}" in
 start)
+    ports_to_start | qr_check_ports
     [ "${QR_SKIP_BUILD:-0}" = 1 ] || build
     [ "${QR_NO_TARGET:-0}" = 1 ] || start_target
     for n in 1 2 3; do start_node "$n"; done
     wait_for_leader
+    mkdir -p bin && ln -sfn "$QR_BIN_DIR/relayctl" bin/relayctl
     cat <<EOT
 SMTP:       127.0.0.1:2525, 127.0.0.1:2526, 127.0.0.1:2527
 Raft gRPC:  127.0.0.1:7101..7103   admin gRPC: 127.0.0.1:7201..7203 (token dev-token)
 HTTP:       http://127.0.0.1:9101/ status page (9102, 9103; also /readyz, /metrics)
 Target:     127.0.0.1:2600 -> messages appear in $DATA/target-mail/
 Send one:   swaks --server 127.0.0.1:2525 --from you@sender.test --to user@example.test
-Status:     $QR_BIN_DIR/relayctl --token dev-token status
+Status:     bin/relayctl --token dev-token status   (bin/relayctl -> $QR_BIN_DIR/relayctl)
 EOT
     ;;
 stop)
@@ -103,7 +116,9 @@ kill)
     echo "node $n killed"
     ;;
 start-node)
-    start_node "${2:?usage: start-node N}"
+    n="${2:?usage: start-node N}"
+    running "$DATA/node$n.pid" || qr_node_ports "$n" | qr_check_ports
+    start_node "$n"
     ;;
 *)
     sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'

@@ -2,7 +2,7 @@
 //! arbitrary recipient paths, read the way RCPT reads them (`split_path` on
 //! the raw `RCPT TO:<…>` line, then `Mailbox::parse`).
 //!
-//! Properties (S4, no open relay):
+//! Properties (no open relay):
 //! - a client outside the authorized networks is `Accept`ed only for a relay
 //!   domain: the policy asked `is_relay_domain` about exactly the mailbox's
 //!   normalised domain and got `true`, and the mailbox uses no routing form;

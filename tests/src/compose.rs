@@ -6,6 +6,8 @@
 //!
 //! The image is `quorum-relay:local`, built by `scripts/docker-image.sh
 //! --no-build` from the binaries of this target dir (nothing is pulled).
+//! The Compose tool is the v2 plugin (`docker compose`) when present, else
+//! the classic `docker-compose`, as in `scripts/demo.sh`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -19,7 +21,8 @@ use tokio::time::Instant;
 use crate::free_ports;
 use crate::load::subject;
 
-/// The `cluster.secret` in `cluster-config/compose/node*.toml`.
+/// The demo cluster secret the compose configs read
+/// (`cluster-config/compose/secrets/cluster-secret`).
 pub const COMPOSE_CLUSTER_SECRET: &str = "demo-cluster-secret-change-me";
 
 /// The repository root (this crate lives in `tests/`).
@@ -30,16 +33,31 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Whether a Docker engine answers here.
+/// Whether a Docker engine and a Compose tool answer here.
 pub fn docker_available() -> bool {
     Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])
         .output()
         .is_ok_and(|o| o.status.success())
-        && Command::new("docker-compose")
-            .arg("version")
+        && compose_command().is_some()
+}
+
+/// The Compose command: `docker compose` (the v2 plugin) when it answers,
+/// else `docker-compose`.
+pub fn compose_command() -> Option<Vec<&'static str>> {
+    let answers = |program: &str, args: &[&str]| {
+        Command::new(program)
+            .args(args)
             .output()
             .is_ok_and(|o| o.status.success())
+    };
+    if answers("docker", &["compose", "version"]) {
+        Some(vec!["docker", "compose"])
+    } else if answers("docker-compose", &["version"]) {
+        Some(vec!["docker-compose"])
+    } else {
+        None
+    }
 }
 
 /// Builds `quorum-relay:local` from the binaries next to the test.
@@ -92,6 +110,11 @@ impl ComposeCluster {
     /// `docker-compose up -d` under a fresh project name.
     pub fn up() -> anyhow::Result<ComposeCluster> {
         let mail_dir = tempfile::Builder::new().prefix("qr-mail-").tempdir()?;
+        // The demo target runs as the image's unprivileged user (uid 10001).
+        std::fs::set_permissions(
+            mail_dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o777),
+        )?;
         let project = format!("qrfault{}", std::process::id());
         let free = free_ports(12);
         let mut env = vec![
@@ -134,7 +157,9 @@ impl ComposeCluster {
 
     fn compose(&self, args: &[&str]) -> anyhow::Result<Output> {
         let root = repo_root();
-        let out = Command::new("docker-compose")
+        let command = compose_command().context("no docker compose or docker-compose")?;
+        let out = Command::new(command[0])
+            .args(&command[1..])
             .arg("-f")
             .arg(root.join("docker-compose.yml"))
             .arg("-p")
@@ -143,10 +168,11 @@ impl ComposeCluster {
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(&root)
             .output()
-            .context("run docker-compose")?;
+            .with_context(|| format!("run {}", command.join(" ")))?;
         if !out.status.success() {
             bail!(
-                "docker-compose {args:?} failed: {}",
+                "{} {args:?} failed: {}",
+                command.join(" "),
                 String::from_utf8_lossy(&out.stderr)
             );
         }

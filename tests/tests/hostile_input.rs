@@ -1,5 +1,5 @@
-//! Hostile input against real `relayd` processes over TCP (issue 7,
-//! TARGETS S1–S8): every attack gets its SMTP or gRPC answer, and after
+//! Hostile input against real `relayd` processes over TCP: every
+//! attack gets its SMTP or gRPC answer, and after
 //! each one the node still serves a normal session and has lost none of
 //! the messages queued before.
 //!
@@ -232,7 +232,7 @@ async fn hostile_smtp_input_is_refused_and_the_node_keeps_serving() {
     let mut f = Fixture::start(LIMITS, |_, _| {}).await;
     let addr = f.addr();
 
-    // S4: no open relay, no routing tricks (the test client is not in the
+    // No open relay, no routing tricks (the test client is not in the
     // authorized networks here).
     let mut c = SmtpClient::connect_ehlo(addr).await.unwrap();
     assert_eq!(
@@ -255,7 +255,7 @@ async fn hostile_smtp_input_is_refused_and_the_node_keeps_serving() {
     drop(c);
     f.normal("after-relay-control").await;
 
-    // S5: a command line over 512 octets; the session goes on.
+    // A command line over 512 octets; the session goes on.
     let mut c = SmtpClient::connect_ehlo(addr).await.unwrap();
     let r = c
         .command(&format!("NOOP {}", "x".repeat(600)))
@@ -446,7 +446,7 @@ async fn tls_auth_and_certificate_reload_on_a_real_node() {
         .unwrap();
     assert_reply(&r, 538, "5.7.11", "AUTH in clear");
 
-    // S3: commands pipelined with STARTTLS are discarded: after TLS, the
+    // Commands pipelined with STARTTLS are discarded: after TLS, the
     // injected MAIL did not happen.
     c.starttls_pipelining(b"MAIL FROM:<evil@attacker.test>\r\n")
         .await
@@ -557,7 +557,7 @@ async fn tls_auth_and_certificate_reload_on_a_real_node() {
     f.finish().await;
 }
 
-/// S8: the cluster and admin ports refuse strangers; gRPC size limits.
+/// The cluster and admin ports refuse strangers; gRPC size limits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_and_admin_ports_refuse_strangers() {
     use relay_proto::raft::{NodeStatusRequest, ProbeRequest, RaftPayload, SubmitRequest};
@@ -665,7 +665,7 @@ async fn cluster_and_admin_ports_refuse_strangers() {
     f.finish().await;
 }
 
-/// S5: 10,000 idle sessions, plain, then 2,000 over TLS; memory per
+/// 10,000 idle sessions, plain, then 2,000 over TLS; memory per
 /// session is reported (and bounded), and a new session is still served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_sessions_are_cheap_and_a_new_one_is_served() {

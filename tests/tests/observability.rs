@@ -571,7 +571,7 @@ async fn json_logs_carry_the_message_id_and_never_the_body() -> anyhow::Result<(
     Ok(())
 }
 
-/// Group commit (issue 8): messages whose final dots arrive together at the
+/// Group commit: messages whose final dots arrive together at the
 /// leader share log entries. The leader's `relay_raft_entry_commands`
 /// histogram must show an entry that carried more than one command, its
 /// sum must count every command, and the leader must have made more than

@@ -1,5 +1,5 @@
 //! The periodic snapshot-and-purge that bounds how long a delivered message's
-//! body stays in the Raft log (DESIGN invariant 3).
+//! body stays in the Raft log (docs/design.md, invariant 3).
 //!
 //! Bodies travel inside `Enqueue` entries (ADR 001). Deleting a message from
 //! the state does not remove its entry from the log; only a snapshot that

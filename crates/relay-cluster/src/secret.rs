@@ -1,4 +1,4 @@
-//! The shared cluster secret on the node-to-node gRPC port (TARGETS S8).
+//! The shared cluster secret on the node-to-node gRPC port.
 //!
 //! Every Raft RPC, forwarded write, membership change, leadership step and
 //! target probe carries `authorization: Bearer <secret>`; the server

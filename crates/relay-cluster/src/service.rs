@@ -34,7 +34,7 @@ impl RaftGrpc {
     }
 }
 
-/// Refuses Raft RPCs from a node id outside the membership (S8).
+/// Refuses Raft RPCs from a node id outside the membership.
 fn require_member(cluster: &Cluster, sender: Option<NodeId>, what: &str) -> Result<(), Status> {
     match sender {
         Some(id) if cluster.is_member_or_uninitialised(id) => Ok(()),

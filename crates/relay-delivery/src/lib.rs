@@ -48,7 +48,7 @@
 //! - [`transport`] — one SMTP transaction to a route's targets with lettre,
 //!   per-recipient results, TLS per route policy.
 //! - [`outbound`] — the bytes after `DATA`: CRLF-only line ends whatever
-//!   was stored, dot-stuffing (S2).
+//!   was stored, dot-stuffing.
 //! - [`report`] — an attempt's results → `Delivered` or `Attempt`.
 //! - [`dsn`] — the RFC 3464 delivery status notification for failures.
 //! - `delivery_loop` — [`DeliveryLoop`]: scheduling, concurrency limits,

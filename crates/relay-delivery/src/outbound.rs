@@ -1,4 +1,4 @@
-//! What goes on the wire after `DATA` (TARGETS S2, the outbound half of
+//! What goes on the wire after `DATA` (the outbound half of
 //! SMTP smuggling).
 //!
 //! The inbound side refuses bare CR and bare LF, so a stored body normally

@@ -24,9 +24,12 @@
 //!   with cuttable links, for tests.
 //! - [`supervise`]: which tasks stop the node and which restart, and the
 //!   exit statuses.
+//! - [`check`]: `relayd --health-check URL`, the probe a container health
+//!   check runs (the image has no shell or curl).
 
 pub mod adapters;
 pub mod admin;
+pub mod check;
 pub mod config;
 pub mod health;
 pub mod http;

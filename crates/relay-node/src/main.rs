@@ -12,12 +12,21 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "relayd", version, about)]
 struct Args {
     /// The node's TOML configuration file.
-    #[arg(long, value_name = "FILE", required_unless_present = "hash_password")]
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present_any = ["hash_password", "health_check"]
+    )]
     config: Option<PathBuf>,
     /// Read a password from standard input (one line) and print its argon2
     /// hash for `[smtp.auth] users`, then exit.
     #[arg(long, conflicts_with_all = ["config", "check_config"])]
     hash_password: bool,
+    /// Probe a running service and exit 0 if it is healthy, 1 if not:
+    /// `http://HOST:PORT/PATH` wants a 2xx answer (e.g. `/readyz`),
+    /// `smtp://HOST:PORT` a 220 greeting. For container health checks.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["config", "check_config", "hash_password"])]
+    health_check: Option<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -37,6 +46,9 @@ fn main() -> ExitCode {
     if args.hash_password {
         return hash_password();
     }
+    if let Some(url) = &args.health_check {
+        return health_check(url);
+    }
     let config_path = args.config.expect("clap requires --config");
     let filter = tracing_subscriber::EnvFilter::try_from_env("RELAY_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn")
@@ -54,7 +66,7 @@ fn main() -> ExitCode {
     }
 
     // Every SMTP session is a file descriptor: use the hard limit, as
-    // Postfix's master does, so 10,000 idle sessions fit (S5).
+    // Postfix's master does, so 10,000 idle sessions fit.
     match rlimit::increase_nofile_limit(u64::MAX) {
         Ok(n) => tracing::debug!(limit = n, "open file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open file limit"),
@@ -131,6 +143,26 @@ fn hash_password() -> ExitCode {
     }
     println!("{}", relay_smtp::auth::hash_password(password));
     ExitCode::SUCCESS
+}
+
+/// `--health-check URL`: one probe, its answer on stdout (healthy) or
+/// stderr (not), exit 0 or 1.
+fn health_check(url: &str) -> ExitCode {
+    use relay_node::check::{CheckError, health_check};
+    match health_check(url, std::time::Duration::from_secs(3)) {
+        Ok(answer) => {
+            println!("{answer}");
+            ExitCode::SUCCESS
+        }
+        Err(e @ CheckError::BadUrl(_)) => {
+            eprintln!("relayd: {e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("relayd: unhealthy: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -7,7 +7,7 @@
 //! when a DSN is due.
 //!
 //! Must never: do I/O, read a clock, use randomness, or read configuration.
-//! Time, ids and decisions arrive inside entries (DESIGN invariant 5). The
+//! Time, ids and decisions arrive inside entries (docs/design.md, invariant 5). The
 //! RocksDB store (`relay-store`) implements [`QueueRead`] and writes the
 //! changes; [`MemQueue`] is the in-memory reference used by tests.
 //!

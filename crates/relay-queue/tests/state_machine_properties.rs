@@ -1,5 +1,5 @@
 //! Property tests of the pure state machine: determinism across replicas and
-//! "no body dropped except by a finishing entry" (DESIGN invariants 3 and 5).
+//! "no body dropped except by a finishing entry" (docs/design.md, invariants 3 and 5).
 
 use bytes::Bytes;
 use proptest::prelude::*;

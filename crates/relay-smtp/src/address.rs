@@ -183,7 +183,7 @@ impl Mailbox {
 }
 
 /// Address forms that route mail somewhere other than the domain says.
-/// Refused from clients outside the authorized networks (S4).
+/// Refused from clients outside the authorized networks (no open relay).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RoutingForm {
     /// `<@hop1,@hop2:user@domain>` (RFC 821 source route).

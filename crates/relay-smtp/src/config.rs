@@ -46,7 +46,7 @@ pub struct SmtpConfig {
     /// closed. Default 20.
     pub max_errors: u32,
     /// Concurrent sessions on this listener; past it new connections get
-    /// `421 4.7.0` at greeting. Default 20000 (S5 wants 10,000 idle sessions
+    /// `421 4.7.0` at greeting. Default 20000 (10,000 idle sessions must fit,
     /// with room for more).
     pub max_connections: usize,
     /// Concurrent sessions per client IP; past it `421 4.7.0` at greeting.

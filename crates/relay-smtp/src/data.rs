@@ -2,7 +2,7 @@
 //! checker and the size-capped body buffer. Pure (no I/O), streaming, and
 //! chunking-invariant: feeding input in any split gives the same result.
 //!
-//! # The rules (S1, S5)
+//! # The rules
 //! - A line ends only at CRLF. A bare LF or a bare CR is an ordinary octet
 //!   for framing purposes, so `\n.\n`, `\r.\n`, `\n.\r\n`, `\r\n.\n`,
 //!   `\r.\r\n` and every other mix never end DATA.

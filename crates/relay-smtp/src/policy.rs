@@ -1,4 +1,4 @@
-//! The relay decision for one recipient (S4: no open relay). Pure.
+//! The relay decision for one recipient (no open relay). Pure.
 //!
 //! - A recipient without a domain (`<postmaster>`) is refused: a relay has
 //!   no local mailboxes.

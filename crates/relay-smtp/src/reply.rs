@@ -171,7 +171,7 @@ pub struct EhloOffer {
     /// Offer STARTTLS (TLS configured and not active yet).
     pub starttls: bool,
     /// Offer `AUTH PLAIN LOGIN` (credentials configured and TLS active:
-    /// never in clear, S3).
+    /// never in clear).
     pub auth: bool,
 }
 

@@ -3,8 +3,8 @@
 //! [`load_tls`] reads a PEM certificate chain and private key.
 //! [`load_or_create_tls`] does the same from `cert.pem`/`key.pem` in a
 //! directory, creating a self-signed development certificate there at first
-//! start (DESIGN: "STARTTLS on, with a self-signed development certificate
-//! created at first start"). Only the ring provider is used, so no process
+//! start (the shipped configurations use it: STARTTLS works out of the box,
+//! see docs/design.md "Operator contract"). Only the ring provider is used, so no process
 //! default crypto provider needs installing.
 
 use std::io::Write;

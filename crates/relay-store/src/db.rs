@@ -225,7 +225,7 @@ impl Store {
         // until `flush_wal`, which every durability point calls with sync.
         opts.set_manual_wal_flush(options.unsynced_writes_die_with_process);
 
-        // Memory is bounded whatever the queue size (issue 8: a million
+        // Memory is bounded whatever the queue size (a million
         // queued messages in at most 512 MiB per node): every column family
         // shares one block cache, index and filter blocks included, and
         // all memtables together flush at MEMTABLE_BUDGET.

@@ -36,7 +36,7 @@ const PURGE_POLL: std::time::Duration = std::time::Duration::from_millis(10);
 ///   `callback.log_io_completed(Ok(()))`. If the sync fails the callback
 ///   gets the error, never `Ok`, and openraft stops the node's Raft core.
 /// - `save_vote` and `truncate` return only after their write is synced.
-/// - `save_committed` is written but not synced (issue 8: it sat on every
+/// - `save_committed` is written but not synced (it sat on every
 ///   node's commit path, one fsync per commit advance). The committed
 ///   index is a hint openraft may lose: after a crash a node applies up to
 ///   what it read back and learns the rest from the leader, and a stale

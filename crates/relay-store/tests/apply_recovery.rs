@@ -1,4 +1,4 @@
-//! Issue 8: applying committed entries does not fsync again what the log
+//! Applying committed entries does not fsync again what the log
 //! already made durable, and recovery after kill -9 is still exact.
 //!
 //! A child process (this test binary started again with

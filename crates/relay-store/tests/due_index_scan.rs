@@ -1,4 +1,4 @@
-//! Issue 8: the due-index scan stays O(due) after many deliveries. Every
+//! The due-index scan stays O(due) after many deliveries. Every
 //! delivered message leaves a tombstone in the due index; a scan from the
 //! start of an owner's range must not walk all of them. Counted with
 //! RocksDB's own perf counter of deletes skipped by iterators.

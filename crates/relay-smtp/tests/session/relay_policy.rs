@@ -1,4 +1,4 @@
-//! S4: no open relay, no routing tricks from outside.
+//! No open relay, no routing tricks from outside.
 
 use crate::common::*;
 

@@ -220,7 +220,7 @@ async fn many_idle_sessions_do_not_stop_a_new_one() {
 
 #[tokio::test]
 async fn an_idle_session_is_small() {
-    // S5: 10,000 idle sessions must fit. The session future holds every
+    // 10,000 idle sessions must fit. The session future holds every
     // state it can be in (no big buffers inline); buffers start empty and
     // grow on demand (1 KiB read buffer while waiting for commands).
     let (_c, server) = tokio::io::duplex(1024);

@@ -1,4 +1,4 @@
-//! S1: no end-of-data variant but CRLF.CRLF ends DATA, so no second
+//! No end-of-data variant but CRLF.CRLF ends DATA, so no second
 //! message can be smuggled inside the first.
 
 use crate::common::*;

@@ -1,4 +1,4 @@
-//! S3: STARTTLS with a rustls client trusting the generated development
+//! STARTTLS with a rustls client trusting the generated development
 //! certificate; plaintext pipelined after STARTTLS is discarded; all
 //! session state is reset by TLS.
 
