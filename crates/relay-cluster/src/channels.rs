@@ -1,15 +1,23 @@
-//! One tonic channel per peer address, connected lazily and reused by the
-//! Raft network, write forwarding and status queries.
+//! One tonic channel per peer, connected lazily and reused by the Raft
+//! network, write forwarding and status queries.
+//!
+//! With TLS on, a channel dials `https://` and accepts only a server whose
+//! certificate is valid for `node-<id>` of the member it meant to reach
+//! (see [`crate::tls`]). After a certificate reload every channel is built
+//! anew, so new connections present the new certificate; calls already
+//! running finish on the channel they hold.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use relay_proto::raft::raft_service_client::RaftServiceClient;
+use relay_types::NodeId;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::secret::ClusterSecret;
+use crate::tls::ClusterTls;
 
 /// A Raft-service client that sends the cluster secret with every call.
 pub type PeerClient = RaftServiceClient<InterceptedService<Channel, ClusterSecret>>;
@@ -18,36 +26,48 @@ pub type PeerClient = RaftServiceClient<InterceptedService<Channel, ClusterSecre
 /// message bodies; larger batches are split (see `network`).
 pub const MAX_GRPC_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// Shared map of peer address → channel.
+/// The channels and the TLS generation they were built with.
+#[derive(Debug, Default)]
+struct ChannelMap {
+    generation: u64,
+    channels: HashMap<(NodeId, String), Channel>,
+}
+
+/// Shared map of (peer id, address) → channel.
 #[derive(Clone, Debug)]
 pub struct Channels {
-    inner: Arc<Mutex<HashMap<String, Channel>>>,
+    inner: Arc<Mutex<ChannelMap>>,
     secret: ClusterSecret,
+    tls: Option<Arc<ClusterTls>>,
 }
 
 impl Channels {
-    /// Channels whose calls carry `secret`.
-    pub fn new(secret: ClusterSecret) -> Self {
+    /// Channels whose calls carry `secret`, over mTLS when `tls` is set.
+    pub fn new(secret: ClusterSecret, tls: Option<Arc<ClusterTls>>) -> Self {
         Channels {
             inner: Arc::default(),
             secret,
+            tls,
         }
     }
 
-    /// A Raft-service client for `addr` (`host:port`).
-    pub fn client(&self, addr: &str) -> Result<PeerClient, tonic::transport::Error> {
+    /// A Raft-service client for node `peer` at `addr` (`host:port`).
+    pub fn client(&self, peer: NodeId, addr: &str) -> Result<PeerClient, tonic::transport::Error> {
         let channel = {
             let mut map = self.inner.lock().expect("channel map lock poisoned");
-            match map.get(addr) {
+            if let Some(tls) = &self.tls {
+                let generation = tls.generation();
+                if generation != map.generation {
+                    map.channels.clear();
+                    map.generation = generation;
+                }
+            }
+            match map.channels.get(&(peer, addr.to_string())) {
                 Some(channel) => channel.clone(),
                 None => {
-                    let channel = Endpoint::from_shared(format!("http://{addr}"))?
-                        .connect_timeout(Duration::from_millis(500))
-                        .tcp_nodelay(true)
-                        .http2_keep_alive_interval(Duration::from_secs(5))
-                        .keep_alive_timeout(Duration::from_secs(5))
-                        .connect_lazy();
-                    map.insert(addr.to_string(), channel.clone());
+                    let channel = self.endpoint(peer, addr)?.connect_lazy();
+                    map.channels
+                        .insert((peer, addr.to_string()), channel.clone());
                     channel
                 }
             }
@@ -57,5 +77,18 @@ impl Channels {
                 .max_decoding_message_size(MAX_GRPC_MESSAGE)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE),
         )
+    }
+
+    fn endpoint(&self, peer: NodeId, addr: &str) -> Result<Endpoint, tonic::transport::Error> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint.tls_config(tls.client_config(peer).0)?;
+        }
+        Ok(endpoint)
     }
 }

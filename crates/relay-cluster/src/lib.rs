@@ -2,7 +2,8 @@
 //! and to peers over gRPC.
 //!
 //! Owns: the openraft `Raft` instance and its configuration, the tonic Raft
-//! network (client side [`network`], server side [`service`]), forwarding a
+//! network (client side [`network`], server side [`service`], mutual TLS
+//! between nodes in [`tls`]), forwarding a
 //! client write from a follower to the leader ([`Cluster::propose`]), cluster
 //! bootstrap (exactly one node initialises, never on restart), and the
 //! per-node status that `relayctl status` and drills read.
@@ -26,6 +27,9 @@
 //!   0.9 has none: pause the others, elect the target, resume).
 //! - [`membership`]: add learner, promote, remove, run on the leader.
 //! - [`probe`]: the hook a node installs for drill SMTP connect tests.
+//! - [`secret`]: the cluster secret and the server-side interceptor.
+//! - [`tls`]: mutual TLS between nodes: material from PEM files, node
+//!   identity in certificates, the TLS accept loop, reload.
 //! - [`error`]: `ProposeError`, `ClusterError`, `AdminError`.
 
 pub mod batcher;
@@ -41,6 +45,7 @@ pub mod probe;
 pub mod purge;
 pub mod secret;
 pub mod service;
+pub mod tls;
 
 pub use cluster::{Cluster, ClusterStatus, MemberStatus};
 pub use config::ClusterConfig;

@@ -85,7 +85,7 @@ impl GrpcNetwork {
         }
         let mut client = self
             .channels
-            .client(&self.addr)
+            .client(self.target, &self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.hard_ttl());

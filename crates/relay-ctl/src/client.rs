@@ -1,10 +1,11 @@
 //! Connecting to a node's admin API and turning failures into exit codes.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use relay_proto::admin::admin_client::AdminClient;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 /// A failure with the exit code it maps to.
 #[derive(Debug)]
@@ -94,16 +95,88 @@ pub struct Admin {
     pub client: AdminClient<InterceptedService<Channel, Bearer>>,
 }
 
-/// Connects to `addr` (host:port).
-pub async fn connect(addr: &str, token: Option<&str>) -> Result<Admin, CliError> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+/// The admin token: `--token`, or the first line of `--token-file`.
+pub fn token(token: Option<String>, file: Option<&Path>) -> Result<Option<String>, CliError> {
+    match (token, file) {
+        (Some(t), _) => Ok(Some(t)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                CliError::usage(format!("--token-file {}: cannot read: {e}", path.display()))
+            })?;
+            Ok(Some(text.lines().next().unwrap_or("").trim().to_string()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// TLS to the admin port: the CA to trust, and optionally a client
+/// certificate (all PEM, read at start).
+#[derive(Debug)]
+pub struct TlsFiles {
+    ca: Vec<u8>,
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+    server_name: Option<String>,
+}
+
+impl TlsFiles {
+    /// From `--ca`, `--cert`, `--key`, `--server-name`; `None` without a CA.
+    pub fn from_args(
+        ca: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        server_name: Option<String>,
+    ) -> Result<Option<TlsFiles>, CliError> {
+        let read = |flag: &str, path: &Path| {
+            std::fs::read(path).map_err(|e| {
+                CliError::usage(format!("--{flag} {}: cannot read: {e}", path.display()))
+            })
+        };
+        let Some(ca) = ca else {
+            if cert.is_some() {
+                return Err(CliError::usage(
+                    "--cert/--key need --ca (the cluster CA that signed the node certificates)",
+                ));
+            }
+            return Ok(None);
+        };
+        let identity = match (cert, key) {
+            (Some(cert), Some(key)) => Some((read("cert", &cert)?, read("key", &key)?)),
+            _ => None,
+        };
+        Ok(Some(TlsFiles {
+            ca: read("ca", &ca)?,
+            identity,
+            server_name,
+        }))
+    }
+}
+
+/// Connects to `addr` (host:port): `https://` with `tls`, else `http://`.
+pub async fn connect(
+    addr: &str,
+    token: Option<&str>,
+    tls: Option<&TlsFiles>,
+) -> Result<Admin, CliError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
         .map_err(|e| CliError::failed(format!("bad --addr {addr:?}: {e}")))?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30));
-    let channel = endpoint
-        .connect()
-        .await
-        .map_err(|e| CliError::unreachable(format!("cannot connect to {addr}: {e}")))?;
+    if let Some(tls) = tls {
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&tls.ca));
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &tls.server_name {
+            config = config.domain_name(name.clone());
+        }
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| CliError::usage(format!("TLS settings: {e}")))?;
+    }
+    let channel = endpoint.connect().await.map_err(|e| {
+        CliError::unreachable(format!("cannot connect to {addr}: {}", error_chain(&e)))
+    })?;
     let bearer = match token {
         Some(t) => Some(format!("Bearer {t}").parse().map_err(|_| {
             CliError::failed("the token contains characters not allowed in a header")
@@ -114,4 +187,20 @@ pub async fn connect(addr: &str, token: Option<&str>) -> Result<Admin, CliError>
         addr: addr.to_string(),
         client: AdminClient::with_interceptor(channel, Bearer(bearer)),
     })
+}
+
+/// An error and its causes on one line (a TLS failure's reason is a few
+/// sources down: "transport error: ... invalid peer certificate: ...").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -80,8 +80,8 @@ pub const RAFT_PURGED_INDEX: &str = "relay_raft_purged_index";
 /// described here so dashboards and alerts can rely on the name from the
 /// first scrape; the takeover task increments it.
 pub const TAKEOVERS_TOTAL: &str = "relay_takeovers_total";
-/// Counter, label `result` (`ok`/`error`): STARTTLS certificate reloads
-/// on SIGHUP.
+/// Counter, labels `link` (`smtp`: STARTTLS; `cluster`: the Raft and admin
+/// ports' mTLS) and `result` (`ok`/`error`): certificate reloads on SIGHUP.
 pub const TLS_RELOADS: &str = "relay_tls_reloads_total";
 /// Gauge, labels `version`, `node`: always 1.
 pub const BUILD_INFO: &str = "relay_build_info";
@@ -236,7 +236,7 @@ fn describe() {
     );
     describe_counter!(
         TLS_RELOADS,
-        "STARTTLS certificate reloads on SIGHUP, by result (an error keeps the old certificate)."
+        "Certificate reloads on SIGHUP, by link (smtp, cluster) and result (an error keeps the old certificate)."
     );
     describe_counter!(
         TAKEOVERS_TOTAL,
