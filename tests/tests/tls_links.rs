@@ -165,7 +165,7 @@ async fn plaintext_foreign_and_misnamed_peers_are_refused_on_both_ports() {
         String::from_utf8_lossy(&ok.stderr)
     );
     let status: serde_json::Value = serde_json::from_slice(&ok.stdout).expect("JSON status");
-    assert_eq!(status["members"].as_array().map(Vec::len), Some(3));
+    assert_eq!(status["nodes"].as_array().map(Vec::len), Some(3));
     let refused = [
         ("plaintext", vec![]),
         ("no client certificate", vec!["--ca", path(&ca)]),

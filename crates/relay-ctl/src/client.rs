@@ -49,8 +49,14 @@ impl CliError {
             // A node that answers UNAVAILABLE itself (no leader, no quorum)
             // is reachable; the command failed. Transport failures carry
             // tonic's own messages.
-            tonic::Code::Unavailable if is_transport_failure(&status) => {
-                CliError::unreachable(format!("{addr} is unreachable: {}", status.message()))
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+                if is_transport_failure(&status) =>
+            {
+                CliError::unreachable(format!(
+                    "{addr} is unreachable: {} (a node with [tls] mode = \"on\" needs --ca, \
+                     and --cert/--key when it requires client certificates)",
+                    status.message()
+                ))
             }
             tonic::Code::DeadlineExceeded => CliError::unreachable(format!(
                 "{addr} did not answer in time: {}",
@@ -71,6 +77,9 @@ fn is_transport_failure(status: &tonic::Status) -> bool {
         || m.contains("error trying to connect")
         || m.contains("connection")
         || m.contains("tcp connect")
+        // Plaintext HTTP/2 against a TLS port, or a TLS session the server
+        // ended (client certificate refused).
+        || m.contains("h2 protocol error")
 }
 
 /// Adds `authorization: Bearer <token>` to every request.
