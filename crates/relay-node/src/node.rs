@@ -361,7 +361,7 @@ fn spawn_tls_reloader(
                     Err(e) => {
                         metrics::counter!(crate::metrics::TLS_RELOADS, "link" => "smtp", "result" => "error")
                             .increment(1);
-                        warn!(error = %format!("{e:#}"), "SIGHUP: the STARTTLS certificate did not load; keeping the old one");
+                        warn!(error = %format!("{e:#}"), "SIGHUP: the certificate did not load; keeping the old one");
                     }
                 }
             }
