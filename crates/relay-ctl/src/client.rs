@@ -49,7 +49,10 @@ impl CliError {
             // A node that answers UNAVAILABLE itself (no leader, no quorum)
             // is reachable; the command failed. Transport failures carry
             // tonic's own messages.
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Internal
+            tonic::Code::Unavailable
+            | tonic::Code::Unknown
+            | tonic::Code::Internal
+            | tonic::Code::Cancelled
                 if is_transport_failure(&status) =>
             {
                 CliError::unreachable(format!(
@@ -78,8 +81,9 @@ fn is_transport_failure(status: &tonic::Status) -> bool {
         || m.contains("connection")
         || m.contains("tcp connect")
         // Plaintext HTTP/2 against a TLS port, or a TLS session the server
-        // ended (client certificate refused).
+        // ended after the handshake (TLS 1.3: client certificate refused).
         || m.contains("h2 protocol error")
+        || m.contains("operation was canceled")
 }
 
 /// Adds `authorization: Bearer <token>` to every request.
