@@ -168,6 +168,8 @@ sink_count() { # last "mesg=N" written by smtp-sink -c
 start_qr() {
     rm -rf data/local
     QR_SKIP_BUILD=1 QR_NO_TARGET=1 scripts/local-cluster.sh start >"$work/cluster-start.log"
+    # The admin port runs mTLS: relayctl's CA and certificate.
+    eval "$(scripts/local-cluster.sh env)"
     local port deadline=$((SECONDS + 60))
     for port in "${QR_HTTP[@]}"; do # every node ready (knows the leader)
         until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do

@@ -6,7 +6,11 @@
 #   scripts/local-cluster.sh status       relayctl status
 #   scripts/local-cluster.sh kill N       SIGKILL node N
 #   scripts/local-cluster.sh start-node N start node N again on its existing data dir
+#   scripts/local-cluster.sh env          print `export RELAYCTL_CA=...` lines for relayctl
+#                                         (eval "$(scripts/local-cluster.sh env)")
 #
+# The Raft and admin ports run mutual TLS; development certificates are
+# created in data/local/certs/ at first start (relayd --dev-certs).
 # Data, logs and PID files live in data/local/ (ignored by git). Ports: see
 # cluster-config/local/node{1,2,3}.toml and docs/design.md "Operator contract".
 # For benchmarks: QR_SKIP_BUILD=1 starts the binaries already built, and
@@ -18,9 +22,18 @@ cd "$QR_ROOT"
 
 DATA="$QR_ROOT/data/local"
 TOKEN="dev-token"
+CERTS="$DATA/certs"
 mkdir -p "$DATA"
 
-relayctl() { "$QR_BIN_DIR/relayctl" --addr 127.0.0.1:7201 --token "$TOKEN" "$@"; }
+tls_flags=(--ca "$CERTS/ca.pem" --cert "$CERTS/relayctl.pem" --key "$CERTS/relayctl-key.pem")
+relayctl() { "$QR_BIN_DIR/relayctl" --addr 127.0.0.1:7201 --token "$TOKEN" "${tls_flags[@]}" "$@"; }
+
+# Development CA and certificates for nodes 1-3 and relayctl, once.
+ensure_certs() {
+    [ -f "$CERTS/ca.pem" ] && return
+    "$QR_BIN_DIR/relayd" --dev-certs "$CERTS" --nodes 1,2,3 >/dev/null
+    echo "created development TLS certificates in $CERTS"
+}
 
 running() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
@@ -40,6 +53,7 @@ start_target() {
 start_node() {
     local n=$1
     if running "$DATA/node$n.pid"; then echo "node $n already running (pid $(cat "$DATA/node$n.pid"))"; return; fi
+    ensure_certs
     nohup "$QR_BIN_DIR/relayd" --config "cluster-config/local/node$n.toml" \
         >>"$DATA/node$n.log" 2>&1 &
     echo $! >"$DATA/node$n.pid"
@@ -51,7 +65,7 @@ wait_for_leader() {
     while [ $SECONDS -lt $deadline ]; do
         for port in 7201 7202 7203; do
             # Exit 4 (degraded: a node still starting) prints the status too.
-            out=$("$QR_BIN_DIR/relayctl" --addr 127.0.0.1:$port --token "$TOKEN" --json status 2>/dev/null || true)
+            out=$("$QR_BIN_DIR/relayctl" --addr 127.0.0.1:$port --token "$TOKEN" "${tls_flags[@]}" --json status 2>/dev/null || true)
             if echo "$out" | grep -q '"leader": [0-9]'; then
                 echo "$out" | sed -n 's/.*"leader": \([0-9]*\).*/leader: node \1/p'
                 return 0
@@ -83,6 +97,18 @@ ports_to_start() {
     done
 }
 
+# relayctl's TLS settings for this cluster, as shell exports (nothing when
+# the local cluster is not running, e.g. after a Compose demo).
+print_env() {
+    local n
+    for n in 1 2 3; do
+        if running "$DATA/node$n.pid" && [ -f "$CERTS/ca.pem" ]; then
+            echo "export RELAYCTL_CA=$CERTS/ca.pem RELAYCTL_CERT=$CERTS/relayctl.pem RELAYCTL_KEY=$CERTS/relayctl-key.pem"
+            return
+        fi
+    done
+}
+
 case "${1:-}" in
 start)
     ports_to_start | qr_check_ports
@@ -93,12 +119,13 @@ start)
     mkdir -p bin && ln -sfn "$QR_BIN_DIR/relayctl" bin/relayctl
     cat <<EOT
 SMTP:       127.0.0.1:2525, 127.0.0.1:2526, 127.0.0.1:2527
-Raft gRPC:  127.0.0.1:7101..7103   admin gRPC: 127.0.0.1:7201..7203 (token dev-token)
+Raft gRPC:  127.0.0.1:7101..7103   admin gRPC: 127.0.0.1:7201..7203 (token dev-token; mTLS, certs in $CERTS)
 HTTP:       http://127.0.0.1:9101/ status page (9102, 9103; also /readyz, /metrics)
 Target:     127.0.0.1:2600 -> messages appear in $DATA/target-mail/
 Send one:   swaks --server 127.0.0.1:2525 --from you@sender.test --to user@example.test
-Status:     bin/relayctl --token dev-token status   (bin/relayctl -> $QR_BIN_DIR/relayctl)
+Status:     eval "\$(scripts/local-cluster.sh env)"; bin/relayctl --token dev-token status   (bin/relayctl -> $QR_BIN_DIR/relayctl)
 EOT
+    print_env
     ;;
 stop)
     for n in 1 2 3; do stop_pid_file "$DATA/node$n.pid"; done
@@ -120,8 +147,11 @@ start-node)
     running "$DATA/node$n.pid" || qr_node_ports "$n" | qr_check_ports
     start_node "$n"
     ;;
+env)
+    print_env
+    ;;
 *)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -131,6 +131,10 @@ pub struct ClusterOptions {
     /// Run every node with the store's power-loss failpoint: a kill -9 then
     /// loses everything not yet fsynced, like a power cut.
     pub power_loss: bool,
+    /// mTLS on the Raft and admin ports (`[tls] mode = "on"`, client
+    /// certificates required on the admin port too), with certificates
+    /// from `relayd --dev-certs` in `<dir>/certs`. Off by default.
+    pub tls: bool,
 }
 
 impl Default for ClusterOptions {
@@ -147,6 +151,7 @@ impl Default for ClusterOptions {
             smtp_extra: String::new(),
             delivery_extra: String::new(),
             power_loss: false,
+            tls: false,
         }
     }
 }
@@ -178,6 +183,8 @@ pub struct ProcessCluster {
     power_loss: bool,
     /// Nodes stopped with SIGSTOP.
     paused: std::collections::BTreeSet<NodeId>,
+    /// With TLS on: where the development CA and certificates are.
+    pub certs: Option<PathBuf>,
 }
 
 impl ProcessCluster {
@@ -209,6 +216,14 @@ impl ProcessCluster {
                 "[[routes]]\ndomain = \"{domain}\"\ntargets = [\"{target}\"]\ntls = \"{tls}\"\n\n"
             ));
         }
+        let certs = if options.tls {
+            let certs = dir.path().join("certs");
+            let ids: Vec<String> = (1..=options.nodes).map(|i| i.to_string()).collect();
+            dev_certs(&certs, &ids.join(","))?;
+            Some(certs)
+        } else {
+            None
+        };
         let mut nodes = Vec::new();
         for (i, p) in node_ports.iter().enumerate() {
             let id = i as NodeId + 1;
@@ -249,6 +264,7 @@ poll_interval = "200ms"
 {routes}
 [admin]
 token = "{token}"
+{tls}
 "#,
                 smtp = p.smtp,
                 raft = p.raft,
@@ -272,6 +288,15 @@ token = "{token}"
                     "tls = \"off\""
                 },
                 delivery_extra = options.delivery_extra,
+                tls = if options.tls {
+                    format!(
+                        "[tls]\nmode = \"on\"\nca = \"certs/ca.pem\"\n\
+                         cert = \"certs/node-{id}.pem\"\nkey = \"certs/node-{id}-key.pem\"\n\
+                         admin_client_cert = true\n"
+                    )
+                } else {
+                    String::new()
+                },
             );
             std::fs::write(&config, text)?;
             nodes.push(NodeProcess {
@@ -288,6 +313,7 @@ token = "{token}"
             token,
             power_loss: options.power_loss,
             paused: Default::default(),
+            certs,
         };
         for id in 1..=options.nodes as NodeId {
             cluster.start_node(id)?;
@@ -431,12 +457,11 @@ token = "{token}"
         id: NodeId,
         secret: &str,
     ) -> anyhow::Result<RaftClient> {
-        let addr = format!("http://127.0.0.1:{}", self.node(id).ports.raft);
-        let channel = tonic::transport::Endpoint::from_shared(addr)?
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(10))
-            .connect()
-            .await?;
+        let tls = self.certs.as_ref().map(|certs| {
+            // The harness dials as node 1 (a member) and expects node `id`.
+            node_client_tls(certs, &certs.join("ca.pem"), "node-1", id)
+        });
+        let channel = raft_channel(self.node(id).ports.raft, tls.transpose()?).await?;
         Ok(
             RaftServiceClient::with_interceptor(channel, SecretHeader(secret.to_string()))
                 .max_decoding_message_size(64 << 20)
@@ -444,12 +469,26 @@ token = "{token}"
         )
     }
 
+    /// Raft-service client for node `id` with a chosen TLS setting (or
+    /// plaintext with `None`), for tests of who is refused.
+    pub async fn raft_client_with_tls(
+        &self,
+        id: NodeId,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> anyhow::Result<RaftClient> {
+        let channel = raft_channel(self.node(id).ports.raft, tls).await?;
+        Ok(RaftServiceClient::with_interceptor(
+            channel,
+            SecretHeader(CLUSTER_SECRET.to_string()),
+        ))
+    }
+
     /// The PID of node `id`'s process, if running.
     pub fn pid(&self, id: NodeId) -> Option<u32> {
         self.node(id).child.as_ref().map(Child::id)
     }
 
-    /// Sends SIGHUP to node `id` (reload the STARTTLS certificate).
+    /// Sends SIGHUP to node `id` (reload the STARTTLS and mTLS certificates).
     pub fn hangup(&self, id: NodeId) {
         self.signal(id, "HUP");
     }
@@ -615,6 +654,61 @@ impl Drop for ProcessCluster {
     }
 }
 
+/// Runs `relayd --dev-certs DIR --nodes IDS` (a development CA, kept if
+/// DIR has one, and new node and relayctl certificates).
+pub fn dev_certs(dir: &Path, ids: &str) -> anyhow::Result<()> {
+    let out = Command::new(bin_path("relayd"))
+        .arg("--dev-certs")
+        .arg(dir)
+        .arg("--nodes")
+        .arg(ids)
+        .stdin(Stdio::null())
+        .output()
+        .context("run relayd --dev-certs")?;
+    if !out.status.success() {
+        bail!(
+            "relayd --dev-certs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Client TLS for the Raft port of node `server`: trust `ca`, present the
+/// certificate `<certs>/<name>.pem`, expect the server to be
+/// `node-<server>`.
+pub fn node_client_tls(
+    certs: &Path,
+    ca: &Path,
+    name: &str,
+    server: NodeId,
+) -> anyhow::Result<tonic::transport::ClientTlsConfig> {
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |p: PathBuf| std::fs::read(&p).with_context(|| format!("read {}", p.display()));
+    Ok(ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(read(ca.to_path_buf())?))
+        .identity(Identity::from_pem(
+            read(certs.join(format!("{name}.pem")))?,
+            read(certs.join(format!("{name}-key.pem")))?,
+        ))
+        .domain_name(format!("node-{server}")))
+}
+
+async fn raft_channel(
+    port: u16,
+    tls: Option<tonic::transport::ClientTlsConfig>,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint =
+        tonic::transport::Endpoint::from_shared(format!("{scheme}://127.0.0.1:{port}"))?
+            .connect_timeout(Duration::from_millis(500))
+            .timeout(Duration::from_secs(10));
+    if let Some(tls) = tls {
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    Ok(endpoint.connect().await?)
+}
+
 /// A message `Enqueue` command with a unique body, owned by `owner`.
 pub fn test_enqueue(n: u32, owner: NodeId, domain: &str) -> relay_types::Command {
     use sha2::Digest;
@@ -645,14 +739,29 @@ impl ProcessCluster {
     /// Runs `relayctl --addr <node id's admin port> --token <token> ARGS`
     /// and returns its output (exit status, stdout, stderr).
     pub fn relayctl(&self, id: NodeId, args: &[&str]) -> std::process::Output {
-        Command::new(bin_path("relayctl"))
+        let mut command = Command::new(bin_path("relayctl"));
+        command
             .arg("--addr")
             .arg(format!("127.0.0.1:{}", self.node(id).ports.admin))
             .arg("--token")
-            .arg(&self.token)
+            .arg(&self.token);
+        if let Some(certs) = &self.certs {
+            command
+                .arg("--ca")
+                .arg(certs.join("ca.pem"))
+                .arg("--cert")
+                .arg(certs.join("relayctl.pem"))
+                .arg("--key")
+                .arg(certs.join("relayctl-key.pem"));
+        }
+        command
             .args(args)
             .env_remove("RELAYCTL_ADDR")
             .env_remove("RELAYCTL_TOKEN")
+            .env_remove("RELAYCTL_TOKEN_FILE")
+            .env_remove("RELAYCTL_CA")
+            .env_remove("RELAYCTL_CERT")
+            .env_remove("RELAYCTL_KEY")
             .stdin(Stdio::null())
             .output()
             .expect("run relayctl")

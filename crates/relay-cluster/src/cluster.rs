@@ -138,7 +138,7 @@ impl Cluster {
     ) -> Result<(Arc<Cluster>, bool), ClusterError> {
         let raft_config = Arc::new(config.raft_config()?);
         let secret = config.secret.clone();
-        let channels = Channels::new(config.node_id, secret.clone(), faults);
+        let channels = Channels::new(config.node_id, secret.clone(), config.tls.clone(), faults);
         let acks = Arc::new(QuorumAcks::default());
         let network = GrpcNetworkFactory::new(config.node_id, channels.clone(), acks.clone());
         let raft = Raft::new(
@@ -182,17 +182,39 @@ impl Cluster {
             RaftServiceServer::new(RaftGrpc::new(cluster.clone()))
                 .max_decoding_message_size(MAX_GRPC_MESSAGE)
                 .max_encoding_message_size(MAX_GRPC_MESSAGE),
-            crate::secret::RequireClusterSecret(secret),
+            crate::secret::RequireClusterSecret {
+                secret,
+                peers: cluster.config.tls.is_some().then(|| cluster.clone()),
+            },
         );
         let server_shutdown = shutdown.clone();
         let server_failure = cluster.failure.clone();
+        let tls = cluster.config.tls.clone();
         let server = tokio::spawn(async move {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
-            let result = tonic::transport::Server::builder()
+            let server = tonic::transport::Server::builder()
                 .tcp_nodelay(true)
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled())
-                .await;
+                .add_service(service);
+            let result = match tls {
+                // mTLS: the handshake happens in `tls_incoming`; plaintext
+                // and foreign certificates never reach the service.
+                Some(tls) => {
+                    let incoming = crate::tls::tls_incoming(
+                        listener,
+                        tls.server().clone(),
+                        server_shutdown.clone(),
+                        "raft",
+                    );
+                    server
+                        .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled())
+                        .await
+                }
+                None => {
+                    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+                    server
+                        .serve_with_incoming_shutdown(incoming, server_shutdown.cancelled())
+                        .await
+                }
+            };
             if let Err(e) = result {
                 server_failure.fail(format!("the raft gRPC server failed: {e}"));
             }
@@ -290,14 +312,54 @@ impl Cluster {
         self.prober.get()
     }
 
-    /// The Raft-service client for a peer (shared channels).
+    /// The Raft-service client for the member at `addr` (shared channels).
     pub(crate) fn peer_client(
         &self,
         addr: &str,
     ) -> Result<crate::channels::PeerClient, tonic::Status> {
+        let id = self.member_at(addr).ok_or_else(|| {
+            tonic::Status::unavailable(format!("no member has the address {addr}"))
+        })?;
         self.channels
-            .client(addr)
+            .client(id, addr)
             .map_err(|e| tonic::Status::unavailable(e.to_string()))
+    }
+
+    /// The id of the member (current membership first, then the configured
+    /// initial members) whose Raft address is `addr`. With TLS on, the
+    /// server there must prove to be that node.
+    fn member_at(&self, addr: &str) -> Option<NodeId> {
+        let metrics = self.raft.metrics();
+        let found = metrics
+            .borrow()
+            .membership_config
+            .nodes()
+            .find(|(_, node)| node.addr == addr)
+            .map(|(id, _)| *id);
+        found.or_else(|| {
+            self.config
+                .members
+                .iter()
+                .find(|(_, a)| a.as_str() == addr)
+                .map(|(id, _)| *id)
+        })
+    }
+
+    /// The ids a client certificate may name on this node's Raft port:
+    /// every member of the current membership and every configured initial
+    /// member (a node that has not joined yet knows only those).
+    pub(crate) fn known_node_ids(&self) -> Vec<NodeId> {
+        let metrics = self.raft.metrics();
+        let mut ids: Vec<NodeId> = metrics
+            .borrow()
+            .membership_config
+            .nodes()
+            .map(|(id, _)| *id)
+            .collect();
+        ids.extend(self.config.members.keys().copied());
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// May `sender` send Raft RPCs to this node? Only members (voters and
@@ -573,10 +635,7 @@ impl Cluster {
         command: Vec<u8>,
         deadline: Instant,
     ) -> Result<CommandResult, tonic::Status> {
-        let mut client = self
-            .channels
-            .client(addr)
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client = self.peer_client(addr)?;
         let mut request = tonic::Request::new(SubmitRequest { command });
         request.set_timeout(
             deadline
@@ -605,10 +664,7 @@ impl Cluster {
         addr: &str,
         with_digest: bool,
     ) -> Result<NodeStatusReply, tonic::Status> {
-        let mut client = self
-            .channels
-            .client(addr)
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let mut client = self.peer_client(addr)?;
         let mut request = tonic::Request::new(NodeStatusRequest { with_digest });
         request.set_timeout(PEER_STATUS_TIMEOUT);
         Ok(client.node_status(request).await?.into_inner())

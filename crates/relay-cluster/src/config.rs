@@ -47,6 +47,9 @@ pub struct ClusterConfig {
     /// The shared secret every node-to-node call carries (see
     /// [`crate::secret`]); the same on every node.
     pub secret: crate::secret::ClusterSecret,
+    /// Mutual TLS on the node-to-node port (server and clients); `None`:
+    /// plaintext (see [`crate::tls`]).
+    pub tls: Option<std::sync::Arc<crate::tls::ClusterTls>>,
     /// Hex digest of the node's shared settings (limits, retry policy,
     /// timings), reported in `NodeStatus` so drills can compare nodes.
     /// Computed by the node; empty if not provided.

@@ -2,7 +2,8 @@
 //! and to peers over gRPC.
 //!
 //! Owns: the openraft `Raft` instance and its configuration, the tonic Raft
-//! network (client side [`network`], server side [`service`]), forwarding a
+//! network (client side [`network`], server side [`service`], mutual TLS
+//! between nodes in [`tls`]), forwarding a
 //! client write from a follower to the leader ([`Cluster::propose`]), cluster
 //! bootstrap (exactly one node initialises, never on restart), and the
 //! per-node status that `relayctl status` and drills read.
@@ -30,6 +31,9 @@
 //! - [`metrics`]: this crate's Prometheus instruments (stranded writes).
 //! - [`supervise`]: [`Failure`], and the watch on the crate's own tasks
 //!   (gRPC server, batcher, purger): one that ends early fails the cluster.
+//! - [`secret`]: the cluster secret and the server-side interceptor.
+//! - [`tls`]: mutual TLS between nodes: material from PEM files, node
+//!   identity in certificates, the TLS accept loop, reload.
 //! - [`error`]: `ProposeError`, `ClusterError`, `AdminError`.
 
 pub mod batcher;
@@ -47,6 +51,7 @@ pub mod purge;
 pub mod secret;
 pub mod service;
 pub mod supervise;
+pub mod tls;
 
 pub use cluster::{Cluster, ClusterStatus, MemberStatus};
 pub use config::ClusterConfig;

@@ -97,7 +97,7 @@ impl GrpcNetwork {
         }
         let mut client = self
             .channels
-            .client(&self.addr)
+            .client(self.target, &self.addr)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         let leader_quorum_age_ms = match rpc {
             Rpc::AppendEntries => self

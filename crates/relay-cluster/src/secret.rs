@@ -7,11 +7,15 @@
 //! entries, vote, join, nor make a node connect somewhere (ProbeTargets).
 //! The comparison is constant-time. Members are additionally checked per
 //! RPC in [`service`](crate::service): a holder of the secret whose node
-//! id is not in the membership gets `PERMISSION_DENIED`.
+//! id is not in the membership gets `PERMISSION_DENIED`. With TLS on, the
+//! interceptor also requires a client certificate naming a member (see
+//! [`crate::tls`]).
 
 use std::sync::Arc;
 
 use subtle::ConstantTimeEq;
+
+use crate::tls::{PeerNodes, certified_nodes};
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Status};
 
@@ -63,13 +67,38 @@ impl tonic::service::Interceptor for ClusterSecret {
     }
 }
 
-/// Server side as a tonic interceptor.
+/// Server side as a tonic interceptor: the secret, and with TLS on the
+/// client certificate's node identity.
 #[derive(Clone, Debug)]
-pub struct RequireClusterSecret(pub ClusterSecret);
+pub struct RequireClusterSecret {
+    /// The secret every call must carry.
+    pub secret: ClusterSecret,
+    /// With TLS on: the cluster whose members' certificates are accepted.
+    /// The certificate must name at least one of them (`node-<id>`); the
+    /// ids it names travel on in the request as [`PeerNodes`], for the
+    /// Raft RPCs to compare with the sender they claim.
+    pub peers: Option<std::sync::Arc<crate::Cluster>>,
+}
 
 impl tonic::service::Interceptor for RequireClusterSecret {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        self.0.check(&request)?;
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        self.secret.check(&request)?;
+        if let Some(cluster) = &self.peers {
+            let certs = request
+                .peer_certs()
+                .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+            let leaf = certs
+                .first()
+                .ok_or_else(|| Status::unauthenticated("no client certificate"))?;
+            let nodes = certified_nodes(leaf, cluster.known_node_ids());
+            if nodes.is_empty() {
+                return Err(Status::permission_denied(
+                    "the client certificate names no member of this cluster \
+                     (a node certificate carries the DNS name node-<id>)",
+                ));
+            }
+            request.extensions_mut().insert(PeerNodes(nodes));
+        }
         Ok(request)
     }
 }

@@ -17,6 +17,7 @@ use crate::cluster::Cluster;
 use crate::error::AdminError;
 use crate::leadership::LeadershipStep;
 use crate::membership::MemberChange;
+use crate::tls::PeerNodes;
 
 /// Longest per-target probe timeout a peer may ask for.
 const MAX_PROBE_TIMEOUT_MS: u64 = 30_000;
@@ -34,8 +35,22 @@ impl RaftGrpc {
     }
 }
 
-/// Refuses Raft RPCs from a node id outside the membership.
-fn require_member(cluster: &Cluster, sender: Option<NodeId>, what: &str) -> Result<(), Status> {
+/// Refuses Raft RPCs from a node id outside the membership, and with TLS
+/// on from a sender the client certificate does not name.
+fn require_member(
+    cluster: &Cluster,
+    sender: Option<NodeId>,
+    certified: Option<&PeerNodes>,
+    what: &str,
+) -> Result<(), Status> {
+    if let (Some(id), Some(certified)) = (sender, certified)
+        && !certified.0.contains(&id)
+    {
+        return Err(Status::permission_denied(format!(
+            "{what} claims to come from node {id}, but the client certificate is for {:?}",
+            certified.0
+        )));
+    }
     match sender {
         Some(id) if cluster.is_member_or_uninitialised(id) => Ok(()),
         Some(id) => Err(Status::permission_denied(format!(
@@ -56,13 +71,14 @@ impl RaftService for RaftGrpc {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let received = std::time::Instant::now();
+        let certified = request.extensions().get::<PeerNodes>().cloned();
         let payload = request.into_inner();
         let leader_quorum_age =
             std::time::Duration::from_millis(payload.leader_quorum_age_ms.unwrap_or(0));
         let rpc: AppendEntriesRequest<TypeConfig> =
             decode(&payload.data).map_err(|e| bad_payload("AppendEntries", e))?;
         let sender = rpc.vote.leader_id().voted_for();
-        require_member(&self.cluster, sender, "AppendEntries")?;
+        require_member(&self.cluster, sender, certified.as_ref(), "AppendEntries")?;
         let leader_commit = rpc.leader_commit.map(|l| l.index).unwrap_or(0);
         let result = self.cluster.raft().append_entries(rpc).await;
         // Any answer but HigherVote means this node accepts the sender as
@@ -86,9 +102,15 @@ impl RaftService for RaftGrpc {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let certified = request.extensions().get::<PeerNodes>().cloned();
         let rpc: openraft::raft::VoteRequest<NodeId> =
             decode(&request.into_inner().data).map_err(|e| bad_payload("Vote", e))?;
-        require_member(&self.cluster, rpc.vote.leader_id().voted_for(), "Vote")?;
+        require_member(
+            &self.cluster,
+            rpc.vote.leader_id().voted_for(),
+            certified.as_ref(),
+            "Vote",
+        )?;
         let result = self.cluster.raft().vote(rpc).await;
         Ok(Response::new(RaftPayload {
             data: encode(&result),
@@ -100,11 +122,13 @@ impl RaftService for RaftGrpc {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        let certified = request.extensions().get::<PeerNodes>().cloned();
         let rpc: openraft::raft::InstallSnapshotRequest<TypeConfig> =
             decode(&request.into_inner().data).map_err(|e| bad_payload("InstallSnapshot", e))?;
         require_member(
             &self.cluster,
             rpc.vote.leader_id().voted_for(),
+            certified.as_ref(),
             "InstallSnapshot",
         )?;
         let result = self.cluster.raft().install_snapshot(rpc).await;

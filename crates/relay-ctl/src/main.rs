@@ -9,7 +9,8 @@
 //! found the cluster degraded, 5 `status` found it down (see `client`).
 //!
 //! # Layout
-//! - `client`: connecting with the bearer token; error → exit code.
+//! - `client`: connecting (TLS with --ca, client certificate with
+//!   --cert/--key) with the bearer token; error → exit code.
 //! - `output`: tables, human sizes and ages, JSON.
 //! - `status`: `relayctl status`.
 //! - `queue`: `relayctl queue list|summary|show|hold|release|delete|flush`,
@@ -30,6 +31,7 @@ mod status;
 mod trace;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -63,6 +65,37 @@ struct Cli {
     /// Admin bearer token.
     #[arg(long, env = "RELAYCTL_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
+    /// Read the admin token from this file (first line); --token wins if
+    /// both are given.
+    #[arg(long, env = "RELAYCTL_TOKEN_FILE", value_name = "FILE", global = true)]
+    token_file: Option<PathBuf>,
+    /// The cluster CA (PEM): connect with TLS (`https://`) and accept only
+    /// a node certificate from this CA.
+    #[arg(long, env = "RELAYCTL_CA", value_name = "FILE", global = true)]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM) for nodes that require one on the admin
+    /// port; needs --key and --ca.
+    #[arg(
+        long,
+        env = "RELAYCTL_CERT",
+        value_name = "FILE",
+        global = true,
+        requires = "key"
+    )]
+    cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "RELAYCTL_KEY",
+        value_name = "FILE",
+        global = true,
+        requires = "cert"
+    )]
+    key: Option<PathBuf>,
+    /// The name the node's certificate must carry (default: the host of
+    /// --addr).
+    #[arg(long, env = "RELAYCTL_SERVER_NAME", value_name = "NAME", global = true)]
+    server_name: Option<String>,
     /// Print JSON for scripts instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -110,7 +143,9 @@ fn main() -> ExitCode {
         if let Command::Queue(c) = &cli.command {
             c.validate()?;
         }
-        let mut admin = client::connect(&cli.addr, cli.token.as_deref()).await?;
+        let token = client::token(cli.token, cli.token_file.as_deref())?;
+        let tls = client::TlsFiles::from_args(cli.ca, cli.cert, cli.key, cli.server_name)?;
+        let mut admin = client::connect(&cli.addr, token.as_deref(), tls.as_ref()).await?;
         let admin = &mut admin;
         match cli.command {
             Command::Status => status::run(admin, cli.json).await,

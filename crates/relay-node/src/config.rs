@@ -26,6 +26,26 @@ struct FileConfig {
     #[serde(default)]
     routes: Vec<FileRoute>,
     admin: FileAdmin,
+    #[serde(default)]
+    tls: FileTls,
+}
+
+/// `[tls]`: mutual TLS on the Raft and admin gRPC ports.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTls {
+    /// `"off"` (default: plaintext) or `"on"` (mTLS required; plaintext
+    /// refused).
+    mode: Option<String>,
+    /// The cluster CA certificate (PEM).
+    ca: Option<PathBuf>,
+    /// This node's certificate (PEM, DNS name `node-<id>`).
+    cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    key: Option<PathBuf>,
+    /// Require a client certificate from the CA on the admin port as well
+    /// as the token (default false).
+    admin_client_cert: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +169,15 @@ pub enum SmtpTls {
     },
 }
 
+/// Validated `[tls]` with `mode = "on"`: mTLS on the Raft and admin ports.
+#[derive(Clone, Debug)]
+pub struct PeerTlsSettings {
+    /// CA, certificate and key files (read again on SIGHUP).
+    pub files: relay_cluster::tls::TlsFiles,
+    /// Require a client certificate on the admin port.
+    pub admin_client_cert: bool,
+}
+
 /// Validated SMTP settings.
 #[derive(Clone, Debug)]
 pub struct SmtpSettings {
@@ -260,6 +289,8 @@ pub struct NodeConfig {
     pub admin_token: String,
     /// The shared secret on the node-to-node port (`cluster.secret`).
     pub cluster_secret: String,
+    /// mTLS on the Raft and admin ports; `None` when `tls.mode = "off"`.
+    pub tls: Option<PeerTlsSettings>,
 }
 
 /// Everything wrong with a configuration file.
@@ -304,7 +335,7 @@ impl NodeConfig {
              smtp.max_message_size={}\nsmtp.max_recipients={}\nsmtp.max_connections={}\n\
              smtp.max_connections_per_ip={}\nsmtp.command_timeout={:?}\n\
              smtp.data_timeout={:?}\nsmtp.authorized_networks={:?}\nsmtp.tls={tls}\n\
-             delivery={:?}\nroutes={:?}\n",
+             delivery={:?}\nroutes={:?}\ntls={}\n",
             self.members,
             self.submit_timeout,
             self.takeover_after,
@@ -321,6 +352,7 @@ impl NodeConfig {
             self.smtp.authorized_networks,
             self.delivery,
             self.initial_routes,
+            if self.tls.is_some() { "on" } else { "off" },
         );
         hex::encode(sha2::Sha256::digest(shared.as_bytes()))
     }
@@ -582,6 +614,8 @@ impl NodeConfig {
                 ),
             );
         }
+        let tls = peer_tls(&mut v, base, &file.tls);
+
         if !v.problems.is_empty() {
             return Err(ConfigError::Invalid(v.problems));
         }
@@ -615,6 +649,7 @@ impl NodeConfig {
             initial_routes,
             admin_token,
             cluster_secret,
+            tls,
         })
     }
 }
@@ -685,6 +720,54 @@ fn smtp_auth(v: &mut Validator, base: &Path, a: &FileSmtpAuth) -> SmtpAuthSettin
             "5m",
         ),
     }
+}
+
+/// `[tls]` → settings. With `mode = "on"` the three files must be given
+/// and must load (the key matching the certificate), each problem named by
+/// its key.
+fn peer_tls(v: &mut Validator, base: &Path, t: &FileTls) -> Option<PeerTlsSettings> {
+    match t.mode.as_deref().unwrap_or("off") {
+        "off" => return None,
+        "on" => {}
+        other => {
+            v.problem("tls.mode", format!("{other:?}: expected \"off\" or \"on\""));
+            return None;
+        }
+    }
+    let mut path = |key: &str, value: &Option<PathBuf>| match value {
+        Some(p) => Some(base.join(p)),
+        None => {
+            v.problem(
+                key,
+                "required with tls.mode = \"on\" (a PEM file; `relayd dev-certs` makes \
+                 development ones)"
+                    .into(),
+            );
+            None
+        }
+    };
+    let (ca, cert, key) = (
+        path("tls.ca", &t.ca),
+        path("tls.cert", &t.cert),
+        path("tls.key", &t.key),
+    );
+    let files = relay_cluster::tls::TlsFiles {
+        ca: ca?,
+        cert: cert?,
+        key: key?,
+    };
+    if let Err(e) = relay_cluster::tls::TlsMaterial::load(&files) {
+        let key = match &e {
+            relay_cluster::tls::TlsError::File { path, .. } if *path == files.ca => "tls.ca",
+            relay_cluster::tls::TlsError::File { path, .. } if *path == files.cert => "tls.cert",
+            _ => "tls.key",
+        };
+        v.problem(key, e.to_string());
+    }
+    Some(PeerTlsSettings {
+        files,
+        admin_client_cert: t.admin_client_cert.unwrap_or(false),
+    })
 }
 
 impl Validator {
@@ -822,7 +905,40 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join(format!("../../cluster-config/local/node{n}.toml"));
         let text = std::fs::read_to_string(&path).expect("shipped local config");
+        // The shipped files point at development certificates that
+        // scripts/local-cluster.sh creates; these tests do not need them.
+        let text = text.replace("mode = \"on\"", "mode = \"off\"");
         (path, text)
+    }
+
+    #[test]
+    fn tls_on_needs_three_loadable_files_named_by_key() {
+        let (path, text) = local(1);
+        let on = text.replace("mode = \"off\"", "mode = \"on\"");
+        let missing = problems(&path, &on);
+        assert!(
+            missing.contains("node1.toml: tls.ca: ") && missing.contains("ca.pem: cannot read"),
+            "{missing}"
+        );
+        let unset = problems(
+            &path,
+            &on.replace("ca = \"../../data/local/certs/ca.pem\"\n", ""),
+        );
+        assert!(unset.contains("node1.toml: tls.ca: required"), "{unset}");
+        let bad_mode = problems(&path, &text.replace("mode = \"off\"", "mode = \"yes\""));
+        assert!(bad_mode.contains("tls.mode"), "{bad_mode}");
+
+        let dir = tempfile::tempdir().unwrap();
+        crate::dev_certs::write(dir.path(), &[1], &[]).unwrap();
+        let certs = dir.path().display().to_string();
+        let good = on.replace("../../data/local/certs", &certs);
+        let config = NodeConfig::parse(&path, &good).expect("development certificates load");
+        let tls = config.tls.expect("tls on");
+        assert!(tls.admin_client_cert);
+        // A key that does not belong to the certificate.
+        let swapped = good.replace("node-1-key.pem", "relayctl-key.pem");
+        let mismatch = problems(&path, &swapped);
+        assert!(mismatch.contains("tls.key"), "{mismatch}");
     }
 
     #[test]

@@ -10,7 +10,10 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML file shape and its validation.
-//! - [`node`]: `run(config, shutdown)`: start everything, stop in order.
+//! - [`node`]: `run(config, shutdown)`: start everything, stop in order;
+//!   mTLS on the Raft and admin ports and its SIGHUP reload.
+//! - [`dev_certs`]: `relayd --dev-certs`: a development CA and
+//!   certificates for nodes and relayctl.
 //! - [`adapters`]: the SMTP backend and delivery store/proposer over the
 //!   cluster.
 //! - [`admin`]: the admin gRPC service and its token check.
@@ -31,6 +34,7 @@ pub mod adapters;
 pub mod admin;
 pub mod check;
 pub mod config;
+pub mod dev_certs;
 pub mod health;
 pub mod http;
 pub mod metrics;

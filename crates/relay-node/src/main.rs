@@ -1,4 +1,6 @@
 //! `relayd --config FILE`: runs one quorum-relay node until SIGTERM/SIGINT.
+//! `relayd --hash-password` and `relayd --dev-certs DIR` are helpers that
+//! print or write something and exit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,18 +17,36 @@ struct Args {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present_any = ["hash_password", "health_check"]
+        required_unless_present_any = ["hash_password", "health_check", "dev_certs"]
     )]
     config: Option<PathBuf>,
     /// Read a password from standard input (one line) and print its argon2
     /// hash for `[smtp.auth] users`, then exit.
-    #[arg(long, conflicts_with_all = ["config", "check_config"])]
+    #[arg(long, conflicts_with_all = ["config", "check_config", "dev_certs"])]
     hash_password: bool,
     /// Probe a running service and exit 0 if it is healthy, 1 if not:
     /// `http://HOST:PORT/PATH` wants a 2xx answer (e.g. `/readyz`),
     /// `smtp://HOST:PORT` a 220 greeting. For container health checks.
     #[arg(long, value_name = "URL", conflicts_with_all = ["config", "check_config", "hash_password"])]
     health_check: Option<String>,
+    /// Write a development CA (kept if DIR already has one), a certificate
+    /// per node of --nodes and one for relayctl into DIR, for
+    /// `[tls] mode = "on"`; then exit.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["config", "check_config"])]
+    dev_certs: Option<PathBuf>,
+    /// With --dev-certs: the node ids to issue certificates for.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        requires = "dev_certs",
+        default_value = "1,2,3"
+    )]
+    nodes: Vec<u64>,
+    /// With --dev-certs: another DNS name or IP address for every node
+    /// certificate (repeatable; `node-<id>`, localhost and loopback are
+    /// always in).
+    #[arg(long = "san", value_name = "NAME", requires = "dev_certs")]
+    extra_names: Vec<String>,
     /// Log format.
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -48,6 +68,20 @@ fn main() -> ExitCode {
     }
     if let Some(url) = &args.health_check {
         return health_check(url);
+    }
+    if let Some(dir) = &args.dev_certs {
+        return match relay_node::dev_certs::write(dir, &args.nodes, &args.extra_names) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("relayd: cannot write development certificates: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let config_path = args.config.expect("clap requires --config");
     let filter = tracing_subscriber::EnvFilter::try_from_env("RELAY_LOG").unwrap_or_else(|_| {

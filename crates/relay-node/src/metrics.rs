@@ -83,8 +83,8 @@ pub const TAKEOVERS_TOTAL: &str = relay_cluster::ownership::TAKEOVERS_TOTAL;
 /// Counter: messages reassigned by takeovers this node ran as leader (the
 /// takeover task increments it under this name).
 pub const MESSAGES_REASSIGNED_TOTAL: &str = relay_cluster::ownership::MESSAGES_REASSIGNED_TOTAL;
-/// Counter, label `result` (`ok`/`error`): STARTTLS certificate reloads
-/// on SIGHUP.
+/// Counter, labels `link` (`smtp`: STARTTLS; `cluster`: the Raft and admin
+/// ports' mTLS) and `result` (`ok`/`error`): certificate reloads on SIGHUP.
 pub const TLS_RELOADS: &str = "relay_tls_reloads_total";
 /// Gauge, labels `version`, `node`: always 1.
 pub const BUILD_INFO: &str = "relay_build_info";
@@ -282,7 +282,7 @@ fn describe() {
     );
     describe_counter!(
         TLS_RELOADS,
-        "STARTTLS certificate reloads on SIGHUP, by result (an error keeps the old certificate)."
+        "Certificate reloads on SIGHUP, by link (smtp, cluster) and result (an error keeps the old certificate)."
     );
     describe_counter!(
         TAKEOVERS_TOTAL,

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use relay_cluster::ownership::takeover;
+use relay_cluster::tls::{ClientAuth, ClusterTls, ReloadableServerConfig, TlsMaterial};
 use relay_cluster::{Cluster, ClusterConfig, Failure};
 use relay_proto::admin::admin_server::AdminServer;
 use relay_types::Command;
@@ -67,6 +68,12 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     let admin_listener = bind(config.admin_listen, "listen.admin").await?;
     let http_listener = bind(config.http_listen, "listen.http").await?;
 
+    // mTLS on the Raft and admin ports (validated at load; read again here).
+    let peer_tls = match &config.tls {
+        Some(settings) => Some(PeerTls::load(settings).context("tls")?),
+        None => None,
+    };
+
     let raft_shutdown = CancellationToken::new();
     let cluster_config = ClusterConfig {
         node_id: config.node_id,
@@ -83,6 +90,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         submit_timeout: config.submit_timeout,
         config_digest: config.shared_settings_digest(),
         secret: relay_cluster::secret::ClusterSecret::new(&config.cluster_secret),
+        tls: peer_tls.as_ref().map(|t| t.cluster.clone()),
     };
     let (cluster, initialised) = Cluster::start(
         cluster_config,
@@ -125,16 +133,33 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         );
         let stop = service_stop.clone();
         let fail = failure.clone();
+        let tls = peer_tls.as_ref().map(|t| t.admin.clone());
         crate::supervise::critical(
             &tasks,
             "the admin gRPC server",
             async move {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
-                if let Err(e) = tonic::transport::Server::builder()
-                    .add_service(service)
-                    .serve_with_incoming_shutdown(incoming, stop.cancelled())
-                    .await
-                {
+                let server = tonic::transport::Server::builder().add_service(service);
+                let result = match tls {
+                    Some(tls) => {
+                        let incoming = relay_cluster::tls::tls_incoming(
+                            admin_listener,
+                            tls,
+                            stop.clone(),
+                            "admin",
+                        );
+                        server
+                            .serve_with_incoming_shutdown(incoming, stop.cancelled())
+                            .await
+                    }
+                    None => {
+                        let incoming =
+                            tokio_stream::wrappers::TcpListenerStream::new(admin_listener);
+                        server
+                            .serve_with_incoming_shutdown(incoming, stop.cancelled())
+                            .await
+                    }
+                };
+                if let Err(e) = result {
                     fail.fail(format!("the admin gRPC server failed: {e}"));
                 }
             },
@@ -211,31 +236,16 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     // SMTP.
     let server_tls = load_server_tls(&config)?.map(relay_smtp::ServerTls::new);
-    if let Some(tls) = &server_tls {
-        // Restartable: the old certificate stays in use meanwhile.
-        let reload_config = Arc::new(config.clone());
-        let tls = tls.clone();
-        let stop = service_stop.clone();
-        // Fail at start if SIGHUP cannot be watched at all.
-        drop(tls_reloader(
-            reload_config.clone(),
-            tls.clone(),
-            stop.clone(),
-        )?);
-        crate::supervise::restartable(
-            &tasks,
-            "the certificate reloader",
-            move || {
-                let reloader = tls_reloader(reload_config.clone(), tls.clone(), stop.clone());
-                async move {
-                    match reloader {
-                        Ok(reloader) => reloader.await,
-                        Err(e) => warn!(error = %format!("{e:#}"), "cannot watch for SIGHUP"),
-                    }
-                }
-            },
+    if server_tls.is_some() || peer_tls.is_some() {
+        // SIGHUP reloads every certificate; the old ones stay in use when a
+        // file does not load. Fail at start if SIGHUP cannot be watched.
+        let reloader = tls_reloader(
+            Arc::new(config.clone()),
+            server_tls.clone(),
+            peer_tls,
             service_stop.clone(),
-        );
+        )?;
+        tasks.spawn(reloader);
     }
     let smtp_config = Arc::new(smtp_config(&config, server_tls)?);
     let backend = Arc::new(SmtpBackend::new(
@@ -392,13 +402,54 @@ fn load_server_tls(config: &NodeConfig) -> anyhow::Result<Option<Arc<rustls::Ser
     })
 }
 
-/// Reloads the STARTTLS certificate on every SIGHUP (certificate renewal
-/// without a restart, like `postfix reload`). A file that does not load
-/// is logged with its name and the old certificate stays in use. Installs
-/// the SIGHUP handler now and returns the task to run.
+/// mTLS on the Raft and admin ports: the replaceable server and client
+/// state, built from `[tls]`'s files.
+struct PeerTls {
+    settings: crate::config::PeerTlsSettings,
+    cluster: Arc<ClusterTls>,
+    admin: Arc<ReloadableServerConfig>,
+}
+
+impl PeerTls {
+    fn load(settings: &crate::config::PeerTlsSettings) -> anyhow::Result<PeerTls> {
+        let material = Arc::new(TlsMaterial::load(&settings.files)?);
+        Ok(PeerTls {
+            settings: settings.clone(),
+            cluster: ClusterTls::new(material.clone())?,
+            admin: ReloadableServerConfig::new(
+                material.server_config(admin_client_auth(settings))?,
+            ),
+        })
+    }
+
+    /// Reads the files again and uses them for every later handshake, on
+    /// both ports and for outgoing node-to-node connections. Nothing
+    /// changes if any file fails to load.
+    fn reload(&self) -> anyhow::Result<()> {
+        let material = Arc::new(TlsMaterial::load(&self.settings.files)?);
+        let admin = material.server_config(admin_client_auth(&self.settings))?;
+        self.cluster.reload(material)?;
+        self.admin.replace(admin);
+        Ok(())
+    }
+}
+
+fn admin_client_auth(settings: &crate::config::PeerTlsSettings) -> ClientAuth {
+    if settings.admin_client_cert {
+        ClientAuth::Required
+    } else {
+        ClientAuth::None
+    }
+}
+
+/// Reloads certificates on every SIGHUP (renewal without a restart, like
+/// `postfix reload`): the STARTTLS certificate and the node's mTLS
+/// material. A file that does not load is logged with its name and the old
+/// certificate stays in use.
 fn tls_reloader(
     config: Arc<NodeConfig>,
-    tls: Arc<relay_smtp::ServerTls>,
+    smtp: Option<Arc<relay_smtp::ServerTls>>,
+    peer: Option<PeerTls>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -409,17 +460,34 @@ fn tls_reloader(
                 _ = shutdown.cancelled() => return,
                 got = hangups.recv() => if got.is_none() { return },
             }
-            match load_server_tls(&config) {
-                Ok(Some(new)) => {
-                    tls.replace(new);
-                    metrics::counter!(crate::metrics::TLS_RELOADS, "result" => "ok").increment(1);
-                    info!("SIGHUP: reloaded the STARTTLS certificate");
+            if let Some(tls) = &smtp {
+                match load_server_tls(&config) {
+                    Ok(Some(new)) => {
+                        tls.replace(new);
+                        metrics::counter!(crate::metrics::TLS_RELOADS, "link" => "smtp", "result" => "ok")
+                            .increment(1);
+                        info!("SIGHUP: reloaded the STARTTLS certificate");
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        metrics::counter!(crate::metrics::TLS_RELOADS, "link" => "smtp", "result" => "error")
+                            .increment(1);
+                        warn!(error = %format!("{e:#}"), "SIGHUP: the certificate did not load; keeping the old one");
+                    }
                 }
-                Ok(None) => {}
-                Err(e) => {
-                    metrics::counter!(crate::metrics::TLS_RELOADS, "result" => "error")
-                        .increment(1);
-                    warn!(error = %format!("{e:#}"), "SIGHUP: the certificate did not load; keeping the old one");
+            }
+            if let Some(peer) = &peer {
+                match peer.reload() {
+                    Ok(()) => {
+                        metrics::counter!(crate::metrics::TLS_RELOADS, "link" => "cluster", "result" => "ok")
+                            .increment(1);
+                        info!("SIGHUP: reloaded the cluster TLS certificates");
+                    }
+                    Err(e) => {
+                        metrics::counter!(crate::metrics::TLS_RELOADS, "link" => "cluster", "result" => "error")
+                            .increment(1);
+                        warn!(error = %format!("{e:#}"), "SIGHUP: the cluster TLS certificates did not load; keeping the old ones");
+                    }
                 }
             }
         }
