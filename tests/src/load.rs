@@ -31,6 +31,45 @@ pub fn subject(data: &[u8]) -> Option<String> {
         .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
 }
 
+/// Subject (marker) → copies among `messages` (what a target received).
+pub fn copies(messages: &[relay_testkit::ReceivedMessage]) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for m in messages {
+        if let Some(subject) = subject(&m.data) {
+            *out.entry(subject).or_insert(0) += 1;
+        }
+    }
+    out
+}
+
+/// Sends `n` messages to node `id` of `cluster` in one session, each marked
+/// `{tag}-{i}`, all of which must get `250`; the markers.
+pub async fn queue_on(
+    cluster: &crate::ProcessCluster,
+    id: u64,
+    tag: &str,
+    n: usize,
+) -> Vec<String> {
+    let mut client = SmtpClient::connect_ehlo(cluster.smtp_addr(id))
+        .await
+        .expect("session");
+    let mut markers = Vec::new();
+    for i in 0..n {
+        let marker = format!("{tag}-{i}");
+        let reply = transaction(
+            &mut client,
+            "s@sender.test",
+            &["r@dest.test"],
+            &message(&marker),
+        )
+        .await
+        .expect("transaction");
+        assert_eq!(reply.code, 250, "{reply}");
+        markers.push(marker);
+    }
+    markers
+}
+
 /// What the load driver saw for each message.
 #[derive(Debug, Default)]
 pub struct Ledger {

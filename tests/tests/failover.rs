@@ -13,23 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use relay_testkit::{Behaviour, ReceivedMessage, TargetOptions, TestTarget};
-use relay_tests::load::{FaultVerdict, Ledger, median_max, message, spawn_senders, subject};
-use relay_tests::smtp::{SmtpClient, transaction};
+use relay_tests::load::{
+    FaultVerdict, Ledger, copies, median_max, queue_on, spawn_senders, subject,
+};
 use relay_tests::{ClusterOptions, ProcessCluster};
 use tokio_util::sync::CancellationToken;
 
 const LONG: Duration = Duration::from_secs(90);
-
-/// Marker → copies at the target.
-fn copies(messages: &[ReceivedMessage]) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for m in messages {
-        if let Some(subject) = subject(&m.data) {
-            *out.entry(subject).or_insert(0) += 1;
-        }
-    }
-    out
-}
 
 fn options(target: SocketAddr) -> ClusterOptions {
     ClusterOptions {
@@ -54,28 +44,6 @@ async fn start_target(listen: SocketAddr) -> TestTarget {
     })
     .await
     .expect("target on its address")
-}
-
-/// Sends `n` messages to node `id`, all acknowledged; returns the markers.
-async fn queue_on(cluster: &ProcessCluster, id: u64, tag: &str, n: usize) -> Vec<String> {
-    let mut client = SmtpClient::connect_ehlo(cluster.smtp_addr(id))
-        .await
-        .expect("session");
-    let mut markers = Vec::new();
-    for i in 0..n {
-        let marker = format!("{tag}-{i}");
-        let reply = transaction(
-            &mut client,
-            "s@sender.test",
-            &["r@dest.test"],
-            &message(&marker),
-        )
-        .await
-        .expect("transaction");
-        assert_eq!(reply.code, 250, "{reply}");
-        markers.push(marker);
-    }
-    markers
 }
 
 /// Waits until the replicated queue (as node `id` sees it) has `n`

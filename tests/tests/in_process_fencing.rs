@@ -7,27 +7,15 @@
 //! itself (a `DuplicateDelivered` trace), and there are no more of them than
 //! sessions that could have been past their last lease check at the cut.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use relay_node::testing::{InProcessCluster, InProcessOptions};
-use relay_testkit::{Behaviour, ReceivedMessage, Reply, TargetOptions, TestTarget};
-use relay_tests::load::subject;
+use relay_testkit::{Behaviour, Reply, TargetOptions, TestTarget};
+use relay_tests::load::copies;
 use relay_types::{MessageId, NodeId};
 use tokio::time::Instant;
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// Marker → copies at the target.
-fn copies(messages: &[ReceivedMessage]) -> BTreeMap<String, usize> {
-    let mut out = BTreeMap::new();
-    for m in messages {
-        if let Some(subject) = subject(&m.data) {
-            *out.entry(subject).or_insert(0) += 1;
-        }
-    }
-    out
-}
 
 fn cycles(default: usize) -> usize {
     std::env::var("QR_INPROC_CYCLES")
