@@ -111,9 +111,14 @@ async fn an_owner_cut_off_from_its_peers_duplicates_only_what_it_had_started_and
         let this_cycle = extra - extra_total;
         extra_total = extra;
         println!("cycle {cycle}: owner {owner} cut; extra copies {this_cycle}, counted {counted}");
+        // Past the final dot at the cut: the sessions running (at most
+        // max_concurrent) plus deliveries whose report was on its way (a
+        // session frees its slot before proposing). Bounded by that, not by
+        // the delivery rate times a lease.
         assert!(
-            this_cycle <= max_in_flight,
-            "{this_cycle} duplicates: more than the {max_in_flight} sessions that can run at once"
+            this_cycle <= 2 * max_in_flight,
+            "{this_cycle} duplicates: more than the sessions that can be past the final dot \
+             ({max_in_flight} running, as many reporting)"
         );
         assert_eq!(extra, counted, "every duplicate is counted by the relay");
     }
