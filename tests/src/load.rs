@@ -42,6 +42,15 @@ pub fn copies(messages: &[relay_testkit::ReceivedMessage]) -> BTreeMap<String, u
     out
 }
 
+/// `(subject, EHLO name of the delivering relay)` per received copy: what
+/// [`FaultVerdict::new`] compares with the ledger.
+pub fn received(messages: &[relay_testkit::ReceivedMessage]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .filter_map(|m| subject(&m.data).map(|s| (s, m.helo.clone())))
+        .collect()
+}
+
 /// Sends `n` messages to node `id` of `cluster` in one session, each marked
 /// `{tag}-{i}`, all of which must get `250`; the markers.
 pub async fn queue_on(

@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use relay_testkit::{Behaviour, TargetOptions, TestTarget};
-use relay_tests::load::{copies, queue_on, subject};
+use relay_tests::load::{copies, queue_on, received};
 use relay_tests::{ClusterOptions, ProcessCluster};
 
 const LONG: Duration = Duration::from_secs(90);
@@ -150,11 +150,7 @@ async fn repeated_failover_under_load_loses_nothing_and_sends_nothing_twice() {
     }
     cluster.wait_drained(LONG * 3).await.expect("drained");
 
-    let received: Vec<(String, String)> = target
-        .messages()
-        .iter()
-        .filter_map(|m| subject(&m.data).map(|s| (s, m.helo.clone())))
-        .collect();
+    let received = received(&target.messages());
     let verdict = FaultVerdict::new(&ledger.lock().unwrap(), &received);
     let (median, max) = median_max(&mut leaderless);
     println!(
@@ -217,11 +213,7 @@ async fn a_paused_leader_resumed_under_load_duplicates_only_what_it_counts() {
     cluster.wait_for_leader(LONG, None).await.expect("leader");
     cluster.wait_drained(LONG * 2).await.expect("drained");
 
-    let received: Vec<(String, String)> = target
-        .messages()
-        .iter()
-        .filter_map(|m| subject(&m.data).map(|s| (s, m.helo.clone())))
-        .collect();
+    let received = received(&target.messages());
     let ledger = ledger.lock().unwrap();
     let verdict = FaultVerdict::new(&ledger, &received);
     // The relay's own count, from each duplicated message's trace.
