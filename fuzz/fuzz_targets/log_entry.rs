@@ -1,5 +1,5 @@
-//! The replicated-log codec (`relay_types::{decode, encode}`, bincode 2 with
-//! a fixed configuration) on arbitrary bytes, for every type that is decoded
+//! The replicated-log codec (`relay_types::{decode, encode}`: a format
+//! version octet, then postcard) on arbitrary bytes, for every type that is decoded
 //! from RocksDB or from a peer:
 //! - `Entry<relay_store::TypeConfig>`: a `raft_log` column-family value;
 //! - `Vec<Command>`: the application data of entries (and of the `Submit`

@@ -612,6 +612,47 @@ async fn cluster_and_admin_ports_refuse_strangers() {
         .unwrap_err()
         .code();
     assert_eq!(code, tonic::Code::InvalidArgument);
+    // A well-formed payload in a newer format version (a newer release
+    // that skipped the upgrade rule): refused by name, never misread.
+    let newer = openraft::raft::VoteRequest::<u64> {
+        vote: openraft::Vote::new(1, 2),
+        last_log_id: None,
+    };
+    let next_version = relay_types::FORMAT_VERSION + 1;
+    let err = member
+        .vote(RaftPayload {
+            data: relay_types::codec::encode_as(next_version, &newer),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .contains(&format!("format version {next_version}")),
+        "{err:?}"
+    );
+    let submit_err = member
+        .submit(SubmitRequest {
+            command: relay_types::codec::encode_as(
+                next_version,
+                &relay_types::Command::Batch(vec![]),
+            ),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        submit_err.code(),
+        tonic::Code::InvalidArgument,
+        "{submit_err:?}"
+    );
+    assert!(
+        submit_err
+            .message()
+            .contains(&format!("format version {next_version}")),
+        "{submit_err:?}"
+    );
+    f.normal("after-newer-format").await;
     let err = member
         .submit(SubmitRequest {
             command: vec![0; 65 << 20],

@@ -27,6 +27,7 @@ use crate::ownership::{LeaderContact, QuorumAcks};
 use crate::probe::TargetProber;
 use crate::service::RaftGrpc;
 use crate::supervise::Failure;
+use crate::view::{RaftView, Role, ViewWatch};
 
 /// How long a status query waits for a peer.
 const PEER_STATUS_TIMEOUT: Duration = Duration::from_millis(800);
@@ -387,7 +388,7 @@ impl Cluster {
     }
 
     /// The openraft handle (membership changes, leadership, metrics).
-    pub fn raft(&self) -> &Raft {
+    pub(crate) fn raft(&self) -> &Raft {
         &self.raft
     }
 
@@ -401,14 +402,52 @@ impl Cluster {
         &self.store
     }
 
-    /// Latest Raft metrics.
-    pub fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
+    /// Latest Raft metrics (openraft's own; inside this crate only).
+    pub(crate) fn metrics(&self) -> RaftMetrics<NodeId, BasicNode> {
         self.raft.metrics().borrow().clone()
     }
 
-    /// Watch Raft metrics.
-    pub fn watch_metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+    /// Watch Raft metrics (openraft's own; inside this crate only).
+    pub(crate) fn watch_metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
         self.raft.metrics()
+    }
+
+    /// This node's Raft state now, with the leader's quorum-ack age from
+    /// this crate's own proof.
+    pub fn view(&self) -> RaftView {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        RaftView::from_metrics(&m, self.quorum_ack_age(&m))
+    }
+
+    /// Follows [`Cluster::view`] as Raft publishes changes.
+    pub fn watch_view(self: &Arc<Self>) -> ViewWatch {
+        ViewWatch {
+            metrics: self.raft.metrics(),
+            cluster: Arc::clone(self),
+        }
+    }
+
+    /// Asks Raft to build a snapshot now; it is built in the background
+    /// (watch [`RaftView::snapshot_index`] for it).
+    pub async fn trigger_snapshot(&self) -> Result<(), ClusterError> {
+        self.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| ClusterError::Stopped(e.to_string()))
+    }
+
+    pub(crate) fn quorum_ack_age(&self, m: &RaftMetrics<NodeId, BasicNode>) -> Option<Duration> {
+        if m.state != ServerState::Leader {
+            return None;
+        }
+        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+        if voters == [self.config.node_id] {
+            return Some(Duration::ZERO);
+        }
+        self.acks
+            .quorum_age(self.config.node_id, m.current_term, &voters)
     }
 
     /// How long ago this node last had proof that it is part of a working
@@ -808,6 +847,7 @@ fn local_status_from(
         }),
         snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
         purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+        format_version: u32::from(relay_types::FORMAT_VERSION),
         stored_bodies: 0,
         stored_body_bytes: 0,
         config_digest: config_digest.to_string(),
@@ -843,12 +883,6 @@ async fn publish_voters(
 }
 
 /// Lower-case role name.
-pub fn role_name(state: ServerState) -> &'static str {
-    match state {
-        ServerState::Leader => "leader",
-        ServerState::Follower => "follower",
-        ServerState::Candidate => "candidate",
-        ServerState::Learner => "learner",
-        ServerState::Shutdown => "shutdown",
-    }
+fn role_name(state: ServerState) -> &'static str {
+    Role::from_state(state).name()
 }

@@ -39,6 +39,9 @@ pub enum ClusterError {
     /// Initialising the cluster failed.
     #[error("cluster bootstrap failed: {0}")]
     Bootstrap(String),
+    /// Raft stopped in this process and cannot take the request.
+    #[error("raft stopped: {0}")]
+    Stopped(String),
 }
 
 /// An operator request (leadership, membership) could not be carried out.

@@ -1,5 +1,5 @@
 //! openraft's network over tonic: each Raft RPC is one unary gRPC call whose
-//! payload is the bincode-encoded openraft request (and `Result` reply).
+//! payload is the openraft request in the relay codec (`relay_types::encode`) (and `Result` reply).
 
 use openraft::BasicNode;
 use openraft::error::{

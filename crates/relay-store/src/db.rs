@@ -19,7 +19,7 @@
 //! | `snapshot` | `meta` / `file` / `install` | current `SnapshotMeta` / its file name in `snapshots/` (UTF-8) / `InstallMarker` while an install runs |
 //! | `pending_reports` | id | `Command` (this node's own, never replicated) |
 //!
-//! Values are `relay_types::encode` (bincode, fixed configuration), the
+//! Values are `relay_types::encode` (postcard behind a format-version octet), the
 //! openraft types included, except bodies (raw bytes). The snapshot data
 //! itself lives in files beside the RocksDB files (see `snapshot.rs`).
 
@@ -90,6 +90,9 @@ pub(crate) const STATE_CFS: [&str; 8] = [
 pub(crate) const KEY_VOTE: &[u8] = b"vote";
 pub(crate) const KEY_COMMITTED: &[u8] = b"committed";
 pub(crate) const KEY_LAST_PURGED: &[u8] = b"last_purged";
+/// `raft_meta`: the store's format version, one raw octet (not encoded:
+/// it says how everything else is encoded).
+pub(crate) const KEY_FORMAT_VERSION: &[u8] = b"format_version";
 /// `sm_meta` keys.
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";

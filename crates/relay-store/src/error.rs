@@ -88,6 +88,27 @@ pub enum StoreError {
         purged: u64,
     },
 
+    /// The store was written in a format version this build does not read
+    /// (a newer release, or one from before format versions existed).
+    #[error(
+        "the store at {path} holds format {found} and this build reads formats {oldest} to \
+         {newest}: it was written by {by}. Start the release that wrote it, or rejoin this node \
+         with an empty store (docs/design.md, \"Formats and upgrades\")"
+    )]
+    UnreadableFormat {
+        /// The store directory.
+        path: PathBuf,
+        /// What the store holds ("none" for a store from before format
+        /// versions).
+        found: String,
+        /// Oldest format this build reads.
+        oldest: u8,
+        /// Newest format this build reads and writes.
+        newest: u8,
+        /// Who probably wrote it.
+        by: &'static str,
+    },
+
     /// The store is behind what this node last made durable (its voter
     /// guard, see `voter_guard.rs`): wiped, restored from an older copy,
     /// or it lost acknowledged writes. As a voter the node could vote twice
@@ -146,7 +167,9 @@ impl StoreError {
     pub fn needs_operator(&self) -> bool {
         matches!(
             self,
-            StoreError::PurgedPastApplied { .. } | StoreError::BehindVoterGuard { .. }
+            StoreError::PurgedPastApplied { .. }
+                | StoreError::BehindVoterGuard { .. }
+                | StoreError::UnreadableFormat { .. }
         )
     }
 

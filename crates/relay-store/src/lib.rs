@@ -152,10 +152,65 @@ pub fn open_with(
         );
         store.sync.fail_after(n);
     }
+    check_format(&store)?;
     let state_machine = StateMachine::new(store.clone())?;
     refuse_purged_past_applied(&store, &state_machine)?;
     tracing::info!(path = %dir.display(), last_applied = ?state_machine.last_applied(), "store opened");
     Ok((LogStore::new(store), state_machine))
+}
+
+/// Reads the store's format version, or marks a new store with the current
+/// one; refuses a store this build cannot read ([`StoreError::UnreadableFormat`])
+/// before anything in it is decoded. A store with data but no marker was
+/// written before format versions existed (another encoding): reading it
+/// could misread, so it is refused too.
+fn check_format(store: &db::Store) -> Result<(), StoreError> {
+    use relay_types::codec::{FORMAT_VERSION, OLDEST_READABLE};
+    let refuse = |found: String, by: &'static str| StoreError::UnreadableFormat {
+        path: store.path().to_path_buf(),
+        found,
+        oldest: OLDEST_READABLE,
+        newest: FORMAT_VERSION,
+        by,
+    };
+    match store
+        .live()
+        .get_raw(db::CF_RAFT_META, db::KEY_FORMAT_VERSION)?
+    {
+        Some(v) if v.len() == 1 && (OLDEST_READABLE..=FORMAT_VERSION).contains(&v[0]) => Ok(()),
+        Some(v) if v.len() == 1 && v[0] > FORMAT_VERSION => {
+            Err(refuse(v[0].to_string(), "a newer release"))
+        }
+        Some(v) => Err(refuse(
+            format!("{v:?}"),
+            "an older release or another program",
+        )),
+        None => {
+            let holds_data = store
+                .live()
+                .get_raw(db::CF_RAFT_META, db::KEY_VOTE)?
+                .is_some()
+                || store.first_raw(db::CF_LOG)?.is_some()
+                || store
+                    .live()
+                    .get_raw(db::CF_SM_META, db::KEY_LAST_APPLIED)?
+                    .is_some();
+            if holds_data {
+                return Err(refuse(
+                    "none".into(),
+                    "a release from before format versions",
+                ));
+            }
+            let mut batch = rocksdb::WriteBatch::default();
+            batch.put_cf(
+                store.cf(db::CF_RAFT_META)?,
+                db::KEY_FORMAT_VERSION,
+                [FORMAT_VERSION],
+            );
+            // Unsynced: WAL order makes any later synced write carry it.
+            store.write(batch)
+        }
+    }
 }
 
 /// Refuses a store whose log is purged past its applied state (see
@@ -211,6 +266,11 @@ mod purged_past_applied_tests {
                     &openraft::testing::log_id(1, 1, 12),
                 )
                 .unwrap();
+            batch.put_cf(
+                store.cf(crate::db::CF_RAFT_META).unwrap(),
+                crate::db::KEY_FORMAT_VERSION,
+                [relay_types::FORMAT_VERSION],
+            );
             store.write(batch).unwrap();
             store.sync_wal(crate::metrics::SyncOp::Purge).unwrap();
         }
@@ -231,5 +291,64 @@ mod purged_past_applied_tests {
         for needle in ["member remove", "member add", "member promote", "data_dir"] {
             assert!(text.contains(needle), "no {needle:?} in: {text}");
         }
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    use relay_types::FORMAT_VERSION;
+    use rocksdb::WriteBatch;
+
+    use crate::db::{CF_RAFT_META, KEY_FORMAT_VERSION, KEY_VOTE, Store};
+    use crate::{StoreError, StoreOptions};
+
+    fn raw_put(dir: &std::path::Path, key: &[u8], value: &[u8]) {
+        let store = Store::open(dir, StoreOptions::default()).unwrap();
+        let mut batch = WriteBatch::default();
+        batch.put_cf(store.cf(CF_RAFT_META).unwrap(), key, value);
+        store.write(batch).unwrap();
+        store.sync_wal(crate::metrics::SyncOp::Vote).unwrap();
+    }
+
+    #[test]
+    fn a_new_store_is_marked_and_opens_again() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(crate::open(dir.path()).unwrap());
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let marker = store
+            .live()
+            .get_raw(CF_RAFT_META, KEY_FORMAT_VERSION)
+            .unwrap();
+        assert_eq!(marker, Some(vec![FORMAT_VERSION]));
+        drop(store);
+        drop(crate::open(dir.path()).unwrap());
+    }
+
+    #[test]
+    fn a_store_in_a_newer_format_is_refused_naming_the_version() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(crate::open(dir.path()).unwrap());
+        raw_put(dir.path(), KEY_FORMAT_VERSION, &[FORMAT_VERSION + 1]);
+        let err = crate::open(dir.path()).expect_err("opened a newer format");
+        assert!(matches!(err, StoreError::UnreadableFormat { .. }), "{err}");
+        assert!(err.needs_operator());
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("holds format {}", FORMAT_VERSION + 1))
+                && text.contains("a newer release"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_store_with_data_but_no_format_marker_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        raw_put(dir.path(), KEY_VOTE, b"written by an older encoding");
+        let err = crate::open(dir.path()).expect_err("opened an unversioned store");
+        let text = err.to_string();
+        assert!(
+            text.contains("holds format none") && text.contains("before format versions"),
+            "{text}"
+        );
     }
 }

@@ -16,7 +16,8 @@
 //! - [`route`]: `Route`, `TlsPolicy`, domain normalisation.
 //! - [`command`]: the log entries and their results.
 //! - [`record`]: what the state machine stores per message.
-//! - [`codec`]: deterministic binary encoding (bincode, fixed config).
+//! - [`codec`]: deterministic binary encoding (postcard behind a format
+//!   version octet).
 
 pub mod codec;
 pub mod command;
@@ -26,7 +27,7 @@ pub mod record;
 pub mod route;
 pub mod time;
 
-pub use codec::{CodecError, decode, encode};
+pub use codec::{CodecError, FORMAT_VERSION, decode, encode};
 pub use command::{
     AdminAction, AttemptOutcome, Command, CommandResult, Enqueue, MAX_BATCH_COMMANDS,
     MessageFilter, MessageInfo, RecipientOutcome, Rejection, Selector,
