@@ -225,3 +225,104 @@ async fn mail_of_a_removed_node_is_taken_over_and_delivered_once() {
     }
     tier.shutdown().await;
 }
+
+/// Messages in the large-queue takeover test (`QR_TAKEOVER_QUEUE`).
+fn large_queue() -> usize {
+    std::env::var("QR_TAKEOVER_QUEUE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100_000)
+}
+
+/// An owner holding a large undelivered queue (the target stalls, so at
+/// most `max_concurrent` sessions hang at the greeting and no message text
+/// is ever sent) is cut off; its mail is taken over in one committed
+/// decision; the target recovers and the new owner works through the
+/// backlog; in the middle of that the old owner returns. It must deliver
+/// none of the mail it no longer owns: every message arrives exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_owner_returning_in_the_middle_of_a_large_takeover_sends_nothing_twice() {
+    let total = large_queue();
+    let target = TestTarget::start_with(TargetOptions {
+        behaviour: Behaviour::Stall,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let tier = std::sync::Arc::new(
+        InProcessCluster::start(InProcessOptions {
+            routes: vec![("dest.test".into(), target.target())],
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let leader = tier.wait_for_leader(LONG).await.unwrap();
+    let owner = (1..=3).find(|&id| id != leader).unwrap();
+
+    // Fill the owner's queue from many concurrent submitters.
+    let submitters = 64;
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for s in 0..submitters {
+        let tier = tier.clone();
+        let n = total / submitters + usize::from(s < total % submitters);
+        tasks.spawn(async move { submit_n(&tier, owner, &format!("big{s}"), n).await });
+    }
+    let mut acked = Vec::with_capacity(total);
+    while let Some(part) = tasks.join_next().await {
+        acked.extend(part.unwrap());
+    }
+    assert_eq!(acked.len(), total);
+    println!(
+        "{total} messages accepted by node {owner} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Cut the owner off; the others take its queue over.
+    tier.partition(&[owner]);
+    let survivor = (1..=3).find(|&id| id != owner).unwrap();
+    relay_testkit::wait_until(LONG, || {
+        tier.node(survivor)
+            .store
+            .owners()
+            .is_ok_and(|owners| !owners.contains(&owner))
+    })
+    .await
+    .unwrap();
+    // The target recovers; once the new owners are well into the backlog,
+    // the old owner returns.
+    target.set_behaviour(Behaviour::AcceptAll);
+    let midway = (total / 10).max(1) as u64;
+    relay_testkit::wait_until(Duration::from_secs(600), || {
+        target.accepted_count() >= midway
+    })
+    .await
+    .unwrap();
+    let at_return = target.accepted_count();
+    tier.heal();
+    println!("old owner {owner} returned with {at_return} of {total} delivered");
+    assert!(
+        at_return < total as u64,
+        "the backlog was gone before the owner returned: nothing was tested"
+    );
+
+    let drain_within = Duration::from_secs(60 + total as u64 / 50);
+    tier.wait_drained(drain_within).await.unwrap();
+    let (extra, counted) = verdict(&tier, &target, &acked);
+    println!(
+        "{total} delivered in {:.1} s since the start; extra copies {extra}, counted {counted}",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!((extra, counted), (0, 0), "no duplicates");
+    let by_old_owner = relay_tests::load::received(&target.messages())
+        .into_iter()
+        .filter(|(_, relay)| *relay == format!("relay{owner}.test"))
+        .count();
+    assert_eq!(
+        by_old_owner, 0,
+        "the old owner delivered mail it no longer owned"
+    );
+    let tier = std::sync::Arc::into_inner(tier).expect("no submitter left");
+    tier.shutdown().await;
+}

@@ -52,6 +52,7 @@ pub mod secret;
 pub mod service;
 pub mod supervise;
 pub mod tls;
+pub mod view;
 
 pub use cluster::{Cluster, ClusterStatus, MemberStatus};
 pub use config::ClusterConfig;
@@ -63,6 +64,7 @@ pub use probe::{ProbeResult, TargetProber};
 pub use relay_proto::raft::NodeStatusReply;
 pub use relay_store::TypeConfig;
 pub use supervise::Failure;
+pub use view::{RaftView, Role, ViewWatch};
 
 /// The openraft handle for this type configuration.
 pub type Raft = openraft::Raft<TypeConfig>;

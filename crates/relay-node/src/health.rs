@@ -6,7 +6,8 @@
 //! until its election timer fires. So readiness asks for recent proof:
 //!
 //! - a leader is ready when a quorum acknowledged it within the window
-//!   (`millis_since_quorum_ack`), or when it is the only voter;
+//!   (the cluster crate's own proof: send times of AppendEntries a quorum
+//!   accepted), or when it is the only voter;
 //! - a follower or learner is ready when it accepted an AppendEntries
 //!   (heartbeats included) from the leader it names within the window.
 //!
@@ -16,9 +17,7 @@
 
 use std::time::Duration;
 
-use openraft::{BasicNode, RaftMetrics, ServerState};
-use relay_cluster::Contact;
-use relay_types::NodeId;
+use relay_cluster::{Contact, RaftView, Role};
 
 /// The verdict with a one-line reason, for `/readyz` and the status page.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,28 +42,28 @@ impl Readiness {
     }
 }
 
-/// Decides readiness from openraft's metrics, the last leader contact and
-/// its age, and the window (two maximum election timeouts).
+/// Decides readiness from this node's Raft view, the last leader contact
+/// and its age, and the window (two maximum election timeouts).
 pub fn readiness(
-    m: &RaftMetrics<NodeId, BasicNode>,
+    m: &RaftView,
     contact: Option<(Contact, Duration)>,
     window: Duration,
 ) -> Readiness {
     use Readiness::{NotReady, Ready};
-    if let Err(e) = &m.running_state {
+    if let Some(e) = &m.stopped {
         return NotReady(format!("raft stopped: {e}"));
     }
-    let voters = m.membership_config.membership().voter_ids().count();
+    let voters = m.voters.len();
     if voters == 0 {
         return NotReady("not in a cluster yet".into());
     }
     let window_ms = window.as_millis() as u64;
-    match m.state {
-        ServerState::Leader => {
+    match m.role {
+        Role::Leader => {
             if voters == 1 {
                 return Ready("leader of a one-voter cluster".into());
             }
-            match m.millis_since_quorum_ack {
+            match m.quorum_ack_age.map(|age| age.as_millis() as u64) {
                 Some(ms) if ms <= window_ms => {
                     Ready(format!("leader; a quorum acknowledged {ms} ms ago"))
                 }
@@ -74,10 +73,10 @@ pub fn readiness(
                 None => NotReady("leader not yet acknowledged by a quorum".into()),
             }
         }
-        ServerState::Candidate => NotReady("election in progress; no leader".into()),
-        ServerState::Shutdown => NotReady("raft is shutting down".into()),
-        ServerState::Follower | ServerState::Learner => {
-            let Some(leader) = m.current_leader else {
+        Role::Candidate => NotReady("election in progress; no leader".into()),
+        Role::Shutdown => NotReady("raft is shutting down".into()),
+        Role::Follower | Role::Learner => {
+            let Some(leader) = m.leader else {
                 return NotReady("no known leader".into());
             };
             match contact {
@@ -97,26 +96,20 @@ pub fn readiness(
 
 #[cfg(test)]
 mod tests {
-    use std::collections::{BTreeMap, BTreeSet};
-    use std::sync::Arc;
     use std::time::Instant;
 
-    use openraft::{Membership, StoredMembership};
+    use relay_types::NodeId;
 
     use super::*;
 
     const WINDOW: Duration = Duration::from_secs(2);
 
-    fn metrics(id: NodeId, voters: &[NodeId]) -> RaftMetrics<NodeId, BasicNode> {
-        let mut m = RaftMetrics::new_initial(id);
-        let nodes: BTreeMap<NodeId, BasicNode> = voters
-            .iter()
-            .map(|v| (*v, BasicNode::new(format!("127.0.0.1:{v}"))))
-            .collect();
-        let set: BTreeSet<NodeId> = voters.iter().copied().collect();
-        let membership = Membership::new(vec![set], nodes);
-        m.membership_config = Arc::new(StoredMembership::new(None, membership));
-        m
+    fn metrics(id: NodeId, voters: &[NodeId]) -> RaftView {
+        RaftView {
+            voters: voters.to_vec(),
+            members: voters.to_vec(),
+            ..RaftView::initial(id)
+        }
     }
 
     fn contact(leader: NodeId, age: Duration) -> Option<(Contact, Duration)> {
@@ -133,34 +126,34 @@ mod tests {
 
     #[test]
     fn uninitialised_node_is_not_ready() {
-        let m = RaftMetrics::<NodeId, BasicNode>::new_initial(1);
+        let m = RaftView::initial(1);
         assert!(!readiness(&m, None, WINDOW).is_ready());
     }
 
     #[test]
     fn leader_needs_a_recent_quorum_ack() {
         let mut m = metrics(1, &[1, 2, 3]);
-        m.state = ServerState::Leader;
-        m.current_leader = Some(1);
-        m.millis_since_quorum_ack = Some(150);
+        m.role = Role::Leader;
+        m.leader = Some(1);
+        m.quorum_ack_age = Some(Duration::from_millis(150));
         assert!(readiness(&m, None, WINDOW).is_ready());
-        m.millis_since_quorum_ack = Some(5_000);
+        m.quorum_ack_age = Some(Duration::from_secs(5));
         let r = readiness(&m, None, WINDOW);
         assert!(!r.is_ready());
         assert!(r.reason().contains("without a quorum"), "{r:?}");
-        m.millis_since_quorum_ack = None;
+        m.quorum_ack_age = None;
         assert!(!readiness(&m, None, WINDOW).is_ready());
     }
 
     #[test]
     fn follower_needs_a_recent_heartbeat_from_the_leader_it_names() {
         let mut m = metrics(2, &[1, 2, 3]);
-        m.state = ServerState::Follower;
+        m.role = Role::Follower;
         assert_eq!(
             readiness(&m, None, WINDOW),
             Readiness::NotReady("no known leader".into())
         );
-        m.current_leader = Some(1);
+        m.leader = Some(1);
         assert!(!readiness(&m, None, WINDOW).is_ready());
         assert!(readiness(&m, contact(1, Duration::from_millis(100)), WINDOW).is_ready());
         assert!(!readiness(&m, contact(1, Duration::from_secs(3)), WINDOW).is_ready());
@@ -171,7 +164,7 @@ mod tests {
     #[test]
     fn candidate_is_not_ready() {
         let mut m = metrics(2, &[1, 2, 3]);
-        m.state = ServerState::Candidate;
+        m.role = Role::Candidate;
         assert!(!readiness(&m, contact(1, Duration::from_millis(1)), WINDOW).is_ready());
     }
 }

@@ -43,7 +43,7 @@ impl std::fmt::Debug for HttpState {
 impl HttpState {
     /// This node's readiness now.
     pub fn readiness(&self) -> Readiness {
-        let m = self.cluster.metrics();
+        let m = self.cluster.view();
         let contact = self.cluster.contact().last().map(|c| (c, c.at.elapsed()));
         let window = self.cluster.election_timeout().1 * 2;
         readiness(&m, contact, window)

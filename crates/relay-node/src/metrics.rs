@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
-use openraft::{BasicNode, RaftMetrics, ServerState};
-use relay_cluster::{Cluster, Contact};
+use relay_cluster::{Cluster, Contact, RaftView};
 use relay_types::{NodeId, UnixMillis};
 use tokio_util::sync::CancellationToken;
 
@@ -334,27 +333,26 @@ pub fn refresh_state(cluster: &Cluster, now: UnixMillis) {
         metrics::gauge!(RAFT_LEADER_CONTACT_AGE_SECONDS).set(-1.0);
     }
     // Quorum-ack age moves with time, not only when openraft publishes.
-    let m = cluster.metrics();
-    set_raft_gauges(&m, cluster.contact().last());
+    set_raft_gauges(&cluster.view(), cluster.contact().last());
 }
 
 /// The commit index as this node knows it: on the leader, the highest
 /// index held by a quorum of voters; elsewhere, the leader's last reported
 /// commit index capped at this node's own log.
-pub fn committed_index(m: &RaftMetrics<NodeId, BasicNode>, contact: Option<Contact>) -> u64 {
-    let last_log = m.last_log_index.unwrap_or(0);
-    if m.state == ServerState::Leader {
-        let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+pub fn committed_index(m: &RaftView, contact: Option<Contact>) -> u64 {
+    let last_log = m.last_log_index;
+    if m.is_leader() {
+        let voters = &m.voters;
         let mut matched: Vec<u64> = voters
             .iter()
             .map(|id| {
                 if *id == m.id {
                     last_log
                 } else {
-                    m.replication
+                    m.matched
                         .as_ref()
-                        .and_then(|r| r.get(id).copied().flatten())
-                        .map_or(0, |l| l.index)
+                        .and_then(|r| r.get(id).copied())
+                        .unwrap_or(0)
                 }
             })
             .collect();
@@ -368,40 +366,40 @@ pub fn committed_index(m: &RaftMetrics<NodeId, BasicNode>, contact: Option<Conta
 
 /// Per-peer lag as the leader sees it: its last log index minus what the
 /// peer is known to hold. Empty on other nodes.
-pub fn replication_lag(m: &RaftMetrics<NodeId, BasicNode>) -> BTreeMap<NodeId, u64> {
-    let last_log = m.last_log_index.unwrap_or(0);
-    m.replication
+pub fn replication_lag(m: &RaftView) -> BTreeMap<NodeId, u64> {
+    let last_log = m.last_log_index;
+    m.matched
         .as_ref()
         .map(|r| {
             r.iter()
                 .filter(|(id, _)| **id != m.id)
-                .map(|(id, matched)| (*id, last_log.saturating_sub(matched.map_or(0, |l| l.index))))
+                .map(|(id, matched)| (*id, last_log.saturating_sub(*matched)))
                 .collect()
         })
         .unwrap_or_default()
 }
 
-fn set_raft_gauges(m: &RaftMetrics<NodeId, BasicNode>, contact: Option<Contact>) {
-    let is_leader = m.state == ServerState::Leader;
-    metrics::gauge!(RAFT_TERM).set(m.current_term as f64);
+fn set_raft_gauges(m: &RaftView, contact: Option<Contact>) {
+    let is_leader = m.is_leader();
+    metrics::gauge!(RAFT_TERM).set(m.term as f64);
     metrics::gauge!(RAFT_IS_LEADER).set(if is_leader { 1.0 } else { 0.0 });
-    metrics::gauge!(RAFT_HAS_LEADER).set(if m.current_leader.is_some() { 1.0 } else { 0.0 });
-    metrics::gauge!(RAFT_APPLIED_INDEX).set(m.last_applied.map_or(0, |l| l.index) as f64);
-    metrics::gauge!(RAFT_LAST_LOG_INDEX).set(m.last_log_index.unwrap_or(0) as f64);
+    metrics::gauge!(RAFT_HAS_LEADER).set(if m.leader.is_some() { 1.0 } else { 0.0 });
+    metrics::gauge!(RAFT_APPLIED_INDEX).set(m.last_applied as f64);
+    metrics::gauge!(RAFT_LAST_LOG_INDEX).set(m.last_log_index as f64);
     metrics::gauge!(RAFT_COMMITTED_INDEX).set(committed_index(m, contact) as f64);
-    metrics::gauge!(RAFT_SNAPSHOT_INDEX).set(m.snapshot.map_or(0, |l| l.index) as f64);
-    metrics::gauge!(RAFT_PURGED_INDEX).set(m.purged.map_or(0, |l| l.index) as f64);
-    metrics::gauge!(RAFT_VOTERS).set(m.membership_config.membership().voter_ids().count() as f64);
+    metrics::gauge!(RAFT_SNAPSHOT_INDEX).set(m.snapshot_index.unwrap_or(0) as f64);
+    metrics::gauge!(RAFT_PURGED_INDEX).set(m.purged_index.unwrap_or(0) as f64);
+    metrics::gauge!(RAFT_VOTERS).set(m.voters.len() as f64);
     let lag = replication_lag(m);
-    for (peer, _) in m.membership_config.nodes() {
+    for peer in &m.members {
         if *peer == m.id {
             continue;
         }
         let value = lag.get(peer).copied().unwrap_or(0);
         metrics::gauge!(RAFT_REPLICATION_LAG, "peer" => peer.to_string()).set(value as f64);
     }
-    if is_leader && let Some(ms) = m.millis_since_quorum_ack {
-        metrics::gauge!(RAFT_QUORUM_ACK_AGE_SECONDS).set(ms as f64 / 1000.0);
+    if let Some(age) = m.quorum_ack_age {
+        metrics::gauge!(RAFT_QUORUM_ACK_AGE_SECONDS).set(age.as_secs_f64());
     } else {
         metrics::gauge!(RAFT_QUORUM_ACK_AGE_SECONDS).set(0.0);
     }
@@ -429,14 +427,11 @@ pub struct RaftEvents {
 
 /// Counts the events between two observations: (leader changed to a new
 /// known leader, a new snapshot, a new purge).
-pub fn raft_events(
-    before: RaftEvents,
-    m: &RaftMetrics<NodeId, BasicNode>,
-) -> (RaftEvents, bool, bool, bool) {
+pub fn raft_events(before: RaftEvents, m: &RaftView) -> (RaftEvents, bool, bool, bool) {
     let now = RaftEvents {
-        leader: m.current_leader,
-        snapshot: m.snapshot.map(|l| l.index),
-        purged: m.purged.map(|l| l.index),
+        leader: m.leader,
+        snapshot: m.snapshot_index,
+        purged: m.purged_index,
     };
     let leader_changed = now.leader.is_some() && now.leader != before.leader;
     let snapshot = now.snapshot.is_some() && now.snapshot != before.snapshot;
@@ -456,9 +451,9 @@ pub fn raft_events(
 /// The snapshot and purge present at start (from an earlier run) are not
 /// counted: the counters cover this process only.
 pub async fn watch_raft(cluster: Arc<Cluster>, stop: CancellationToken) {
-    let mut rx = cluster.watch_metrics();
+    let mut rx = cluster.watch_view();
     let mut seen = {
-        let m = rx.borrow_and_update().clone();
+        let m = rx.current();
         set_raft_gauges(&m, cluster.contact().last());
         raft_events(RaftEvents::default(), &m).0
     };
@@ -467,11 +462,11 @@ pub async fn watch_raft(cluster: Arc<Cluster>, stop: CancellationToken) {
             changed = rx.changed() => if changed.is_err() { return },
             _ = stop.cancelled() => return,
         }
-        let m = rx.borrow_and_update().clone();
+        let m = rx.current();
         set_raft_gauges(&m, cluster.contact().last());
         let (now, leader_changed, snapshot, purged) = raft_events(seen, &m);
         if leader_changed {
-            tracing::info!(leader = ?m.current_leader, term = m.current_term, "leader changed");
+            tracing::info!(leader = ?m.leader, term = m.term, "leader changed");
             metrics::counter!(RAFT_LEADER_CHANGES_TOTAL).increment(1);
         }
         if snapshot {
@@ -490,26 +485,26 @@ mod tests {
 
     #[test]
     fn first_leader_is_a_change_but_a_forgotten_one_coming_back_is_not() {
-        let mut m = RaftMetrics::<NodeId, BasicNode>::new_initial(1);
+        let mut m = RaftView::initial(1);
         let start = raft_events(RaftEvents::default(), &m).0;
-        m.current_leader = Some(2);
+        m.leader = Some(2);
         let (seen, changed, _, _) = raft_events(start, &m);
         assert!(changed);
-        m.current_leader = None;
+        m.leader = None;
         let (seen, changed, _, _) = raft_events(seen, &m);
         assert!(!changed);
-        m.current_leader = Some(2);
+        m.leader = Some(2);
         let (seen, changed, _, _) = raft_events(seen, &m);
         assert!(!changed);
-        m.current_leader = Some(3);
+        m.leader = Some(3);
         assert!(raft_events(seen, &m).1);
     }
 
     #[test]
     fn follower_commit_is_capped_at_its_own_log() {
-        let mut m = RaftMetrics::<NodeId, BasicNode>::new_initial(2);
-        m.state = ServerState::Follower;
-        m.last_log_index = Some(10);
+        let mut m = RaftView::initial(2);
+        m.role = relay_cluster::Role::Follower;
+        m.last_log_index = 10;
         let contact = Contact {
             at: std::time::Instant::now(),
             leader: 1,

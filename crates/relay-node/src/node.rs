@@ -296,7 +296,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     // The node stops by itself on: a fatal Raft error (storage), a failed
     // fsync (nothing may be acknowledged any more, whoever asked for the
     // sync), or a critical task of the node or of the cluster ending.
-    let mut metrics = cluster.watch_metrics();
+    let mut raft_view = cluster.watch_view();
     let mut poisoned = state_machine.subscribe_poisoned();
     let fatal: Option<String> = tokio::select! {
         _ = shutdown.cancelled() => None,
@@ -307,10 +307,10 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         }
         reason = async {
             loop {
-                if let Err(e) = &metrics.borrow_and_update().running_state {
+                if let Some(e) = raft_view.current().stopped {
                     return format!("raft stopped with a fatal error: {e}");
                 }
-                if metrics.changed().await.is_err() {
+                if raft_view.changed().await.is_err() {
                     return "raft stopped".to_string();
                 }
             }

@@ -208,9 +208,9 @@ impl InProcessCluster {
                 .context("set route")?;
         }
         // Every replica has the routes before the test starts.
-        let applied = tier.node(leader).cluster.metrics().last_applied;
+        let applied = tier.node(leader).cluster.view().last_applied;
         for node in &tier.nodes {
-            let mut m = node.cluster.watch_metrics();
+            let mut m = node.cluster.watch_view();
             tokio::time::timeout(
                 Duration::from_secs(30),
                 m.wait_for(|m| m.last_applied >= applied),
@@ -237,10 +237,10 @@ impl InProcessCluster {
                 }
             }
             let majority = self.nodes.len() / 2 + 1;
-            if let Some((&leader, _)) = votes.iter().find(|(id, n)| {
-                **n >= majority
-                    && self.node(**id).cluster.metrics().state == openraft::ServerState::Leader
-            }) {
+            if let Some((&leader, _)) = votes
+                .iter()
+                .find(|(id, n)| **n >= majority && self.node(**id).cluster.view().is_leader())
+            {
                 return Ok(leader);
             }
             if Instant::now() > deadline {

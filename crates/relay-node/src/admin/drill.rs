@@ -184,6 +184,21 @@ fn node_checks(
             )
         },
     ));
+    let same_format = reply.format_version == leader.format_version;
+    checks.push(check(
+        "format_version",
+        m.id,
+        same_format,
+        if same_format {
+            format!("format {}", reply.format_version)
+        } else {
+            format!(
+                "format {} DIFFERS from the leader's {}: an upgrade is in progress; \
+                 finish it before using what the newer release adds",
+                reply.format_version, leader.format_version
+            )
+        },
+    ));
     let same_config = reply.config_digest == leader.config_digest;
     checks.push(check(
         "config_digest",

@@ -515,32 +515,25 @@ impl Admin for AdminService {
         &self,
         _request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotReply>, Status> {
-        let mut metrics = self.cluster.watch_metrics();
-        let previous = metrics.borrow().snapshot.map(|l| l.index).unwrap_or(0);
+        let mut view = self.cluster.watch_view();
+        let previous = view.current().snapshot_index.unwrap_or(0);
         self.cluster
-            .raft()
-            .trigger()
-            .snapshot()
+            .trigger_snapshot()
             .await
-            .map_err(|e| Status::unavailable(format!("raft stopped: {e}")))?;
+            .map_err(|e| Status::unavailable(e.to_string()))?;
         // openraft builds in the background; answer once the snapshot moved.
         let built = tokio::time::timeout(
             SNAPSHOT_WITHIN,
-            metrics.wait_for(|m| m.snapshot.map(|l| l.index).unwrap_or(0) > previous),
+            view.wait_for(|m| m.snapshot_index.unwrap_or(0) > previous),
         )
         .await;
         let index = match built {
-            Ok(Ok(m)) => m.snapshot.map(|l| l.index).unwrap_or(0),
+            Ok(Ok(m)) => m.snapshot_index.unwrap_or(0),
             Ok(Err(_)) => return Err(Status::unavailable("raft stopped")),
             // Nothing new to snapshot (no entry applied since the last one)
             // or still building: report what there is.
             Err(_) => {
-                let current = self
-                    .cluster
-                    .metrics()
-                    .snapshot
-                    .map(|l| l.index)
-                    .unwrap_or(0);
+                let current = self.cluster.view().snapshot_index.unwrap_or(0);
                 if current == previous {
                     return Err(Status::failed_precondition(format!(
                         "no new snapshot within {SNAPSHOT_WITHIN:?} (last at index {previous}; \
