@@ -107,8 +107,11 @@ async fn repeated_failover_under_load_loses_nothing_and_sends_nothing_twice() {
     let stop = CancellationToken::new();
     let nodes: Vec<(u64, std::net::SocketAddr)> =
         (1..=3).map(|id| (id, cluster.smtp_addr(id))).collect();
-    // Three sequential senders per node.
-    let senders = spawn_senders(&nodes, 3, &ledger, &stop);
+    // Sequential senders per node (`QR_FAILOVER_LANES`, default 3; the
+    // long tier uses more to offer a few hundred messages a second).
+    let lanes = env_cycles("QR_FAILOVER_LANES", 3);
+    let load_started = std::time::Instant::now();
+    let senders = spawn_senders(&nodes, lanes, &ledger, &stop);
 
     let mut leaderless = Vec::new();
     let mut failed_transfers = 0;
@@ -148,14 +151,22 @@ async fn repeated_failover_under_load_loses_nothing_and_sends_nothing_twice() {
     for s in senders {
         let _ = s.await;
     }
+    let load_secs = load_started.elapsed().as_secs_f64();
     cluster.wait_drained(LONG * 3).await.expect("drained");
 
     let received = received(&target.messages());
     let verdict = FaultVerdict::new(&ledger.lock().unwrap(), &received);
+    let mut sorted = leaderless.clone();
+    sorted.sort();
+    let p99 = sorted
+        .get((sorted.len() * 99).div_ceil(100).saturating_sub(1))
+        .copied();
     let (median, max) = median_max(&mut leaderless);
     println!(
-        "failover under load: {verdict}; leaderless median {median:?}, max {max:?}; \
-         transfers that had to be retried: {failed_transfers}"
+        "failover under load: {verdict}; {:.0} acked/s over {load_secs:.0} s with {lanes} \
+         senders per node; leaderless median {median:?}, p99 {p99:?}, max {max:?}; \
+         transfers that had to be retried: {failed_transfers}",
+        verdict.acked as f64 / load_secs
     );
     assert!(verdict.acked > 0, "the load got through");
     assert!(verdict.lost.is_empty(), "lost: {:?}", verdict.lost);
