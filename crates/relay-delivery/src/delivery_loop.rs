@@ -205,6 +205,32 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
         );
         let mut t = lock(&self.tracking);
         for (id, command) in pending {
+            if let Command::DuplicateDelivered { .. } = &command {
+                // A "text sent" mark without a report: the last run died
+                // between the message text and recording the reply. The
+                // target may hold a copy and this message is delivered
+                // again: count it now and trace it; the message itself is
+                // delivered as usual.
+                let span = info_span!("report", id = %id);
+                let _entered = span.enter();
+                metrics::counter!(m::DUPLICATE_DELIVERIES_TOTAL, "reason" => "outcome_unknown")
+                    .increment(1);
+                warn!(
+                    duplicate = true,
+                    "this node stopped after sending the message text and before recording \
+                     the reply: its next delivery is counted as a possible duplicate"
+                );
+                let this = self.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = this.proposer.propose(command).await {
+                        debug!(error = %e, "could not trace a possible duplicate");
+                    }
+                    if let Err(e) = this.store.clear_pending_report(&id) {
+                        warn!(error = %e, "cannot clear a text-sent mark");
+                    }
+                });
+                continue;
+            }
             t.unreported.insert(
                 id,
                 Unreported {
@@ -542,7 +568,13 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                             smtputf8: envelope.smtputf8,
                             eight_bit,
                         };
-                        let gate = LeaseGate(&*self.proposer);
+                        let gate = LeaseGate {
+                            proposer: &*self.proposer,
+                            store: &self.store,
+                            id: record.id,
+                            node: self.config.node_id,
+                            targets: route.targets.join(","),
+                        };
                         match transport::send_gated(route, &tx, &self.transport, &gate).await {
                             Some(sent) => results.extend(sent),
                             None => {
@@ -585,8 +617,9 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             .proposer
             .propose(unreported.report.command.clone())
             .await;
-        if result.is_ok() && unreported.report.counts.delivered > 0 {
-            // Committed or refused: either way nothing is left to report.
+        if result.is_ok() {
+            // Committed or refused: either way nothing is left to report,
+            // and the attempt's "text sent" mark has done its work.
             if let Err(e) = self.store.clear_pending_report(&id) {
                 warn!(error = %e, "cannot clear a pending report (it is refused if proposed again)");
             }
@@ -725,16 +758,56 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
     }
 }
 
-/// The proposer's lease as a transaction's [`transport::SessionGate`].
-struct LeaseGate<'a, P>(&'a P);
+/// Why a "text sent" mark found after a restart counts as a possible
+/// duplicate.
+const TEXT_SENT_WHY: &str =
+    "possible: this node stopped after sending the message text, before it recorded the reply";
 
-impl<P: Proposer> transport::SessionGate for LeaseGate<'_, P> {
+/// The proposer's lease as a transaction's [`transport::SessionGate`].
+///
+/// Once the lease is confirmed right before the message text, the gate
+/// marks the message "text sent", durably, in this node's pending reports
+/// (a `DuplicateDelivered` note that the real report replaces): a process
+/// that dies after the target stored the message and before its reply was
+/// recorded finds the mark when it starts again and counts the next copy
+/// as a possible duplicate. If the mark cannot be written, the text is not
+/// sent.
+struct LeaseGate<'a, S, P> {
+    proposer: &'a P,
+    store: &'a Arc<S>,
+    id: MessageId,
+    node: u64,
+    targets: String,
+}
+
+impl<S: DeliveryStore, P: Proposer> transport::SessionGate for LeaseGate<'_, S, P> {
     fn may_start(&self) -> bool {
-        self.0.may_start_session()
+        self.proposer.may_start_session()
     }
 
     fn confirm_since(&self, since: std::time::Instant) -> transport::BoxFuture<'_, bool> {
-        Box::pin(self.0.confirm_lease_since(since))
+        Box::pin(async move {
+            if !self.proposer.confirm_lease_since(since).await {
+                return false;
+            }
+            let id = self.id;
+            let note = Command::DuplicateDelivered {
+                id,
+                by: self.node,
+                at: UnixMillis::now(),
+                target: self.targets.clone(),
+                reply: String::new(),
+                why: TEXT_SENT_WHY.to_string(),
+            };
+            let store = self.store.clone();
+            match tokio::task::spawn_blocking(move || store.save_pending_report(&id, &note)).await {
+                Ok(Ok(())) => true,
+                _ => {
+                    warn!("cannot mark the message text as sent; not sending it now");
+                    false
+                }
+            }
+        })
     }
 }
 

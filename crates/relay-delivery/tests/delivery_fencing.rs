@@ -175,3 +175,64 @@ async fn a_delivery_after_a_lost_final_reply_is_counted_as_a_possible_duplicate(
         "{trace:?}"
     );
 }
+
+/// The process dies after the target stored the message and before the
+/// reply was recorded (the "text sent" window): when the node starts
+/// again, the next copy is counted as a possible duplicate and traced.
+/// Before the durable "text sent" mark nothing counted it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_the_message_text_counts_the_next_copy() {
+    let target = held_reply_target(Duration::from_secs(30)).await;
+    let cluster = FakeCluster::new();
+    cluster.set_route("example.test", vec![target.target()], TlsPolicy::None);
+    let id = cluster.enqueue(message("s@sender.test", &["a@example.test"], BODY));
+
+    // First run: the target stores the message and holds its reply; the
+    // process dies (the loop's task is aborted: nothing more is written).
+    let first = relay_delivery::DeliveryLoop::new(config(), cluster.clone(), cluster.clone());
+    let task = tokio::spawn({
+        let wake = cluster.subscribe();
+        async move {
+            first
+                .run(wake, tokio_util::sync::CancellationToken::new())
+                .await
+        }
+    });
+    wait_until(WAIT, || target.accepted_count() == 1)
+        .await
+        .expect("the target stored the first copy");
+    task.abort();
+    let _ = task.await;
+    assert!(
+        reports_for(&cluster, id).is_empty(),
+        "nothing was reported before the crash"
+    );
+
+    // Second run: it delivers again, and says so.
+    target.set_behaviour(Behaviour::AcceptAll);
+    let second = Running::start(&cluster, config());
+    wait_until(WAIT, || cluster.record(&id).is_none())
+        .await
+        .expect("delivered and reported after the restart");
+    second.stop().await;
+    assert_eq!(
+        target.accepted_count(),
+        2,
+        "the second copy reached the target"
+    );
+    let notes: Vec<Command> = cluster
+        .committed_commands()
+        .into_iter()
+        .filter(|c| matches!(c, Command::DuplicateDelivered { id: d, .. } if *d == id))
+        .collect();
+    assert_eq!(
+        notes.len(),
+        1,
+        "the possible duplicate is traced once: {notes:?}"
+    );
+    let Command::DuplicateDelivered { why, by, .. } = &notes[0] else {
+        unreachable!()
+    };
+    assert_eq!(*by, support::NODE);
+    assert!(why.contains("after sending the message text"), "{why}");
+}

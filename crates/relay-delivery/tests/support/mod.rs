@@ -43,6 +43,9 @@ pub struct FakeCluster {
     lagging: Mutex<Option<Vec<Command>>>,
     /// The start lease `may_start_session` answers.
     lease: AtomicBool,
+    /// This node's pending reports (kept across delivery loops, as the
+    /// store keeps them across restarts).
+    pending: Mutex<std::collections::BTreeMap<MessageId, Command>>,
 }
 
 impl FakeCluster {
@@ -58,6 +61,7 @@ impl FakeCluster {
             gate: Mutex::new(None),
             lagging: Mutex::new(None),
             lease: AtomicBool::new(true),
+            pending: Mutex::new(Default::default()),
         })
     }
 
@@ -174,6 +178,26 @@ impl DeliveryStore for FakeCluster {
 
     fn route(&self, domain: &str) -> Result<Option<Route>, Infallible> {
         self.queue.lock().unwrap().route(domain)
+    }
+
+    fn save_pending_report(&self, id: &MessageId, report: &Command) -> Result<(), Infallible> {
+        self.pending.lock().unwrap().insert(*id, report.clone());
+        Ok(())
+    }
+
+    fn clear_pending_report(&self, id: &MessageId) -> Result<(), Infallible> {
+        self.pending.lock().unwrap().remove(id);
+        Ok(())
+    }
+
+    fn pending_reports(&self) -> Result<Vec<(MessageId, Command)>, Infallible> {
+        Ok(self
+            .pending
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(id, c)| (*id, c.clone()))
+            .collect())
     }
 }
 
