@@ -1,0 +1,38 @@
+//! `nemesis-check DIR`: judges the nemesis run in DIR, writes
+//! `DIR/results.md`, prints the summary line last, and exits 0 only if the
+//! run passed (nothing lost or unexpected, every duplicate counted, a clean
+//! state after the heal); 1 if it failed; 2 if the files cannot be read.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use nemesis_check::Report;
+use nemesis_check::records::{self, Sent};
+
+fn main() -> ExitCode {
+    let Some(dir) = std::env::args_os().nth(1).map(PathBuf::from) else {
+        eprintln!("usage: nemesis-check DIR");
+        return ExitCode::from(2);
+    };
+    match run(&dir) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("nemesis-check: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(dir: &std::path::Path) -> anyhow::Result<bool> {
+    let report = Report::from_dir(dir)?;
+    let sent: Vec<Sent> = records::read_lines(&dir.join("sent.jsonl"))?;
+    let results = dir.join("results.md");
+    std::fs::write(&results, report.results_markdown(&sent))?;
+    for p in &report.after_heal {
+        println!("after heal: {p}");
+    }
+    println!("results: {}", results.display());
+    println!("{}", report.summary_line());
+    Ok(report.passed())
+}
