@@ -10,3 +10,12 @@ qr_ensure_rocksdb
 # The process-level tests start the real binaries from the target dir.
 cargo build --release --locked --bins
 cargo test --release --locked --workspace "$@"
+
+# ---- nemesis, short tier (docs/fault-suite.md, "Nemesis") ----------------
+# About 4 minutes: 2 minutes of seeded faults under load, then heal, drain
+# and the independent checker. Only for a whole-suite run (no arguments);
+# skipped with a message when not root. QR_NEMESIS_SEED picks another
+# schedule; QR_SKIP_NEMESIS=1 leaves it out.
+if [ $# -eq 0 ] && [ -z "${QR_SKIP_NEMESIS:-}" ]; then
+    "$here/nemesis.sh" --seed "${QR_NEMESIS_SEED:-20261205}" --minutes 2
+fi

@@ -32,6 +32,12 @@ fn run(dir: &std::path::Path) -> anyhow::Result<bool> {
     for p in &report.after_heal {
         println!("after heal: {p}");
     }
+    if !report.uncounted.is_empty() {
+        println!(
+            "duplicated but never flagged by the relay: {}",
+            report.uncounted.len()
+        );
+    }
     println!("results: {}", results.display());
     println!("{}", report.summary_line());
     Ok(report.passed())

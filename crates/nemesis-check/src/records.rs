@@ -108,6 +108,10 @@ pub struct AfterHeal {
     /// `relay_duplicate_deliveries_total` summed over reasons, nodes and
     /// process lifetimes (the harness reads it before every kill).
     pub counted_duplicates: u64,
+    /// Queue ids of the messages the relay itself flagged as (possibly)
+    /// delivered twice, as its nodes logged them (`duplicate=true`).
+    #[serde(default)]
+    pub counted_ids: Vec<String>,
     /// Anything the harness could not observe, in words.
     #[serde(default)]
     pub problems: Vec<String>,
