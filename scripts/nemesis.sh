@@ -10,7 +10,9 @@
 # and results.md (the per-class table) go to --out (default
 # $CARGO_TARGET_DIR/nemesis/seed-S). The last line is the verdict:
 #   nemesis: seed=S classes=... faults=N acked=N lost=N duplicated=N counted_duplicates=N unexpected=N
-# Exit status 0: passed; 1: the checker found a problem; 2: the run broke.
+# Exit status 0: passed; 1: mail lost or invented, or a bad state after the
+# heal; 3: only duplicate counting failed (a duplicated message the relay did
+# not flag); 2: the run itself broke.
 # Needs root (iptables rules on lo between the nodes' 127.77.0.x addresses);
 # without root it says so and exits 0. See docs/fault-suite.md, "Nemesis".
 set -euo pipefail
@@ -26,7 +28,7 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     --seed) seed="${args[i + 1]:-}" ;;
     --seed=*) seed="${args[i]#--seed=}" ;;
     --out | --out=*) out=set ;;
-    -h | --help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h | --help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     esac
 done
 [ -n "$seed" ] || { seed="$(( $(date +%s) % 1000000 ))"; args+=(--seed "$seed"); }

@@ -121,6 +121,14 @@ impl Report {
             && self.after_heal.is_empty()
     }
 
+    /// Whether mail was lost or invented, or the tier did not settle
+    /// cleanly: failures of the relay's core promises. A run that fails
+    /// only on duplicate counting is not one (see `scripts/nemesis.sh`,
+    /// exit status 3).
+    pub fn hard_failure(&self) -> bool {
+        self.verdict.lost > 0 || self.verdict.unexpected > 0 || !self.after_heal.is_empty()
+    }
+
     /// The one summary line `scripts/nemesis.sh` ends with.
     pub fn summary_line(&self) -> String {
         format!(

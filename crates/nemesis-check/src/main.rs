@@ -1,7 +1,10 @@
 //! `nemesis-check DIR`: judges the nemesis run in DIR, writes
 //! `DIR/results.md`, prints the summary line last, and exits 0 only if the
 //! run passed (nothing lost or unexpected, every duplicate counted, a clean
-//! state after the heal); 1 if it failed; 2 if the files cannot be read.
+//! state after the heal); 1 if mail was lost or invented or the state
+//! after the heal is wrong; 3 if only duplicate counting failed (a
+//! duplicated message the relay did not flag, or a counter below the
+//! extra copies); 2 if the files cannot be read.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,8 +18,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     match run(&dir) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("nemesis-check: {e:#}");
             ExitCode::from(2)
@@ -24,7 +26,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(dir: &std::path::Path) -> anyhow::Result<bool> {
+fn run(dir: &std::path::Path) -> anyhow::Result<u8> {
     let report = Report::from_dir(dir)?;
     let sent: Vec<Sent> = records::read_lines(&dir.join("sent.jsonl"))?;
     let results = dir.join("results.md");
@@ -40,5 +42,11 @@ fn run(dir: &std::path::Path) -> anyhow::Result<bool> {
     }
     println!("results: {}", results.display());
     println!("{}", report.summary_line());
-    Ok(report.passed())
+    Ok(if report.passed() {
+        0
+    } else if report.hard_failure() {
+        1
+    } else {
+        3
+    })
 }

@@ -82,8 +82,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run::run(args)) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::from(1),
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("relay-nemesis: {e:#}");
             ExitCode::from(2)

@@ -48,8 +48,9 @@ fn default_seed() -> u64 {
         .map_or(1, |d| d.as_nanos() as u64 % 1_000_000_000)
 }
 
-/// Runs the whole thing; `Ok(passed)`.
-pub async fn run(args: Args) -> anyhow::Result<bool> {
+/// Runs the whole thing; `Ok(exit status)`: 0 passed, 1 lost or invented
+/// mail or a bad state after the heal, 3 only duplicate counting failed.
+pub async fn run(args: Args) -> anyhow::Result<u8> {
     let seed = args.seed.unwrap_or_else(default_seed);
     let mut classes: Vec<String> = if args.classes.is_empty() {
         schedule::DEFAULT_CLASSES
@@ -91,7 +92,7 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
                 s.hold.as_millis()
             );
         }
-        return Ok(true);
+        return Ok(0);
     }
 
     let out = args
@@ -281,7 +282,13 @@ pub async fn run(args: Args) -> anyhow::Result<bool> {
     }
     println!("nemesis: results in {}", results.display());
     println!("{}", report.summary_line());
-    Ok(report.passed())
+    Ok(if report.passed() {
+        0
+    } else if report.hard_failure() {
+        1
+    } else {
+        3
+    })
 }
 
 /// Queue ids the relay flagged as (possibly) delivered twice: the `id` of
@@ -615,10 +622,10 @@ impl Harness {
     /// Restarts the node that runs with a failpoint or a fake clock on its
     /// plain settings, and starts any node that stopped.
     async fn restart_special(&mut self) -> anyhow::Result<()> {
-        if let Some(n) = self.special.take() {
-            if self.cluster.node(n).running() {
-                self.kill(n).await;
-            }
+        if let Some(n) = self.special.take()
+            && self.cluster.node(n).running()
+        {
+            self.kill(n).await;
         }
         for n in 1..=3 {
             if !self.cluster.node(n).running() {
