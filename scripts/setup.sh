@@ -6,6 +6,8 @@
 #                           bindgen step, an SMTP client to try the relay
 #   scripts/setup.sh test   (default) the demo set plus real SMTP peers and a
 #                           browser for the test suite and the benchmarks
+#   scripts/setup.sh nemesis  the demo set plus iptables and libfaketime for
+#                           scripts/nemesis.sh
 #
 #   build-essential  C/C++ compiler for RocksDB (librocksdb-sys)
 #   libclang-dev     RocksDB's bindgen step
@@ -16,14 +18,16 @@
 #   prometheus       for promtool: .ci/run checks and unit-tests the alert
 #                    rules (cluster-config/prometheus); the server Debian
 #                    starts on install is disabled again (test only)
+#   iptables, libfaketime  the nemesis's link and clock faults (nemesis only)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 what="${1:-test}"
 case "$what" in
 demo) want=(build-essential libclang-dev swaks) ;;
 test) want=(build-essential libclang-dev swaks postfix chromium prometheus) ;;
+nemesis) want=(build-essential libclang-dev iptables libfaketime) ;;
 *)
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

@@ -88,6 +88,8 @@ pub struct Channels {
     /// This node, and the links a test cut (see [`LinkFaults`]).
     me: NodeId,
     faults: Option<Arc<LinkFaults>>,
+    /// Source IP of every connection to a peer (`None`: the kernel's).
+    source: Option<std::net::IpAddr>,
 }
 
 impl Channels {
@@ -105,7 +107,14 @@ impl Channels {
             tls,
             me,
             faults,
+            source: None,
         }
+    }
+
+    /// Dials every peer from `source` (`None`: the kernel chooses).
+    pub fn with_source_address(mut self, source: Option<std::net::IpAddr>) -> Self {
+        self.source = source;
+        self
     }
 
     /// A Raft-service client for node `peer` at `addr` (`host:port`).
@@ -148,6 +157,7 @@ impl Channels {
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))?
             .connect_timeout(Duration::from_millis(500))
             .tcp_nodelay(true)
+            .local_address(self.source)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(5));
         if let Some(tls) = &self.tls {

@@ -139,7 +139,8 @@ impl Cluster {
     ) -> Result<(Arc<Cluster>, bool), ClusterError> {
         let raft_config = Arc::new(config.raft_config()?);
         let secret = config.secret.clone();
-        let channels = Channels::new(config.node_id, secret.clone(), config.tls.clone(), faults);
+        let channels = Channels::new(config.node_id, secret.clone(), config.tls.clone(), faults)
+            .with_source_address(config.source_address);
         let acks = Arc::new(QuorumAcks::default());
         let network = GrpcNetworkFactory::new(config.node_id, channels.clone(), acks.clone());
         let raft = Raft::new(

@@ -50,6 +50,10 @@ pub struct ClusterConfig {
     /// Mutual TLS on the node-to-node port (server and clients); `None`:
     /// plaintext (see [`crate::tls`]).
     pub tls: Option<std::sync::Arc<crate::tls::ClusterTls>>,
+    /// Source IP of outgoing connections to peers; `None`: the kernel
+    /// chooses. (Lets a host with one address per node, like the nemesis
+    /// topology on 127.0.0.0/8, have its links cut per pair.)
+    pub source_address: Option<std::net::IpAddr>,
     /// Hex digest of the node's shared settings (limits, retry policy,
     /// timings), reported in `NodeStatus` so drills can compare nodes.
     /// Computed by the node; empty if not provided.

@@ -72,6 +72,8 @@ struct FileCluster {
     keep_logs: Option<u64>,
     purge_interval: Option<String>,
     history_retention: Option<String>,
+    /// Source IP of connections to peers (default: chosen by the kernel).
+    source_address: Option<String>,
     /// Shared secret on the node-to-node port; exactly one of the two.
     secret: Option<String>,
     secret_file: Option<PathBuf>,
@@ -279,6 +281,10 @@ pub struct NodeConfig {
     /// How long trace events and finished-message ids are kept (by the
     /// message's acceptance time); at least `delivery.queue_lifetime`.
     pub history_retention: Duration,
+    /// Source IP of outgoing connections to peers (`cluster.source_address`),
+    /// so a host with several addresses dials from the one its peers (and
+    /// their firewalls) know; `None`: the kernel chooses.
+    pub source_address: Option<std::net::IpAddr>,
     /// SMTP settings.
     pub smtp: SmtpSettings,
     /// Delivery settings.
@@ -424,6 +430,16 @@ impl NodeConfig {
             c.history_retention.as_deref(),
             "7d",
         );
+        let source_address = c.source_address.as_deref().and_then(|text| {
+            text.parse::<std::net::IpAddr>()
+                .map_err(|e| {
+                    v.problem(
+                        "cluster.source_address",
+                        format!("{text:?} is not an IP address ({e})"),
+                    )
+                })
+                .ok()
+        });
         let heartbeat = v.duration("cluster.heartbeat", c.heartbeat.as_deref(), "100ms");
         let election_min = v.duration(
             "cluster.election_timeout_min",
@@ -644,6 +660,7 @@ impl NodeConfig {
             keep_logs: c.keep_logs.unwrap_or(1_000),
             purge_interval,
             history_retention,
+            source_address,
             smtp,
             delivery,
             initial_routes,
@@ -909,6 +926,28 @@ mod tests {
         // scripts/local-cluster.sh creates; these tests do not need them.
         let text = text.replace("mode = \"on\"", "mode = \"off\"");
         (path, text)
+    }
+
+    #[test]
+    fn source_address_is_an_ip_or_a_problem_naming_the_key() {
+        let (path, text) = local(1);
+        let config = NodeConfig::parse(&path, &text).expect("shipped config");
+        assert_eq!(config.source_address, None, "the kernel chooses by default");
+        let with = text.replace(
+            "[cluster]\n",
+            "[cluster]\nsource_address = \"127.77.0.1\"\n",
+        );
+        let config = NodeConfig::parse(&path, &with).expect("valid");
+        assert_eq!(config.source_address, Some("127.77.0.1".parse().unwrap()));
+        let bad = text.replace(
+            "[cluster]\n",
+            "[cluster]\nsource_address = \"127.77.0.1:7101\"\n",
+        );
+        let p = problems(&path, &bad);
+        assert!(
+            p.contains("cluster.source_address") && p.contains("is not an IP address"),
+            "{p}"
+        );
     }
 
     #[test]

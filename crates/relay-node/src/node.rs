@@ -35,6 +35,14 @@ pub const POWER_LOSS_FAILPOINT: &str = "QR_FAILPOINT_POWER_LOSS";
 /// many successful ones fails. Fault-injection runs only.
 pub const FSYNC_FAILPOINT: &str = "QR_FAILPOINT_FAIL_FSYNC_AFTER";
 
+/// TEST ONLY: set to `1`, log appends are acknowledged without an fsync
+/// (`relay_store::StoreOptions::skip_append_sync`), which breaks the
+/// durability promise on purpose. Compiled into release builds so the
+/// nemesis (`scripts/nemesis.sh --break-append-fsync`) can show that its
+/// checker reports the acknowledged mail this loses. Never set it on a
+/// real node; the node logs an error at start when it is on.
+pub const TEST_SKIP_APPEND_FSYNC: &str = "QR_TEST_SKIP_APPEND_FSYNC";
+
 /// Runs the node until `shutdown` is cancelled, then stops in order:
 /// SMTP → delivery → admin/HTTP → Raft → store. Returns `Ok` after a
 /// requested stop, and an error ([`Fatal`] for a failure while running)
@@ -51,6 +59,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         fail_sync_after: std::env::var(FSYNC_FAILPOINT)
             .ok()
             .and_then(|v| v.parse().ok()),
+        skip_append_sync: std::env::var_os(TEST_SKIP_APPEND_FSYNC).is_some_and(|v| v == "1"),
     };
     // The voter guard sits beside the store, in data_dir, so a wiped or
     // replaced store is noticed (relay_store::open_guarded).
@@ -89,6 +98,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         start_lease: start_lease(config.heartbeat, config.takeover_after),
         submit_timeout: config.submit_timeout,
         config_digest: config.shared_settings_digest(),
+        source_address: config.source_address,
         secret: relay_cluster::secret::ClusterSecret::new(&config.cluster_secret),
         tls: peer_tls.as_ref().map(|t| t.cluster.clone()),
     };

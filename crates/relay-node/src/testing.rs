@@ -133,6 +133,7 @@ impl InProcessCluster {
                 submit_timeout: options.submit_timeout,
                 secret: relay_cluster::secret::ClusterSecret::new("in-process-test-secret"),
                 config_digest: String::new(),
+                source_address: None,
                 tls: None,
             };
             let raft_stop = CancellationToken::new();

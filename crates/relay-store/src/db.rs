@@ -207,6 +207,8 @@ pub(crate) struct Store {
     synced_ticket: Mutex<u64>,
     /// Snapshot installs running (see `snapshot::install_pending`).
     pub(crate) installs_running: AtomicUsize,
+    /// Test-only: appends skip their sync (`StoreOptions::skip_append_sync`).
+    pub(crate) skip_append_sync: bool,
 }
 
 impl Store {
@@ -274,6 +276,7 @@ impl Store {
             sync_tickets: AtomicU64::new(0),
             synced_ticket: Mutex::new(0),
             installs_running: AtomicUsize::new(0),
+            skip_append_sync: options.skip_append_sync,
         };
         for name in ALL_CFS {
             store.cf(name)?;

@@ -104,6 +104,10 @@ pub struct StoreOptions {
     /// WAL syncs succeed after open and fails the next one, which poisons
     /// the store (see `failpoint.rs`). `None` in production.
     pub fail_sync_after: Option<u64>,
+    /// TEST ONLY, breaks durability on purpose: log appends are reported
+    /// durable without syncing the WAL. Exists so the nemesis can prove
+    /// its checker notices lost acknowledged mail; never set in production.
+    pub skip_append_sync: bool,
 }
 
 /// [`open_with`], guarded by the voter guard file at `guard` (outside
@@ -153,6 +157,11 @@ pub fn open_with(
         store.sync.fail_after(n);
     }
     check_format(&store)?;
+    if options.skip_append_sync {
+        tracing::error!(
+            "TEST-ONLY switch on: log appends are NOT synced; acknowledged mail can be lost"
+        );
+    }
     let state_machine = StateMachine::new(store.clone())?;
     refuse_purged_past_applied(&store, &state_machine)?;
     tracing::info!(path = %dir.display(), last_applied = ?state_machine.last_applied(), "store opened");

@@ -189,6 +189,9 @@ where
                     {
                         return End::Closed;
                     }
+                    if shared.behaviour() == Behaviour::DropDuringData {
+                        return End::Closed;
+                    }
                     let Ok(Some(data)) = read_data(io, shared.max_message_size).await else {
                         return End::Closed;
                     };
@@ -256,6 +259,12 @@ async fn finish_data(
             seq: shared.next_seq(),
             ..message
         };
+        // Stored like any accepted message (the client cannot tell it was
+        // kept); a sink error changes nothing, no reply is sent anyway.
+        if let Some(sink) = shared.sink.clone() {
+            let for_sink = message.clone();
+            let _ = tokio::task::spawn_blocking(move || sink.store(&for_sink)).await;
+        }
         shared.record(message);
         return None;
     }

@@ -81,9 +81,14 @@ pub enum Behaviour {
     /// Read the whole message, then answer the final dot with this reply
     /// (nothing is stored).
     RejectData(Reply),
-    /// Read and store the whole message, then close without answering the
-    /// final dot: the "delivered but never acknowledged" case.
+    /// Read and store the whole message (in the sink too), then close
+    /// without answering the final dot: the "delivered but never
+    /// acknowledged" case.
     DropAfterData,
+    /// Answer `DATA` with `354`, then close at once without reading the
+    /// message: a connection lost in the middle of the transfer (nothing
+    /// is stored).
+    DropDuringData,
     /// Store the whole message (it counts as accepted at once), then wait
     /// this long before answering the final dot with `250`: a window in
     /// which a test can break the relay's cluster after the target has the

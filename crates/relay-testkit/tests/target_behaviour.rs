@@ -168,6 +168,25 @@ async fn drop_greeting_and_drop_after_data_behaviours() {
 }
 
 #[tokio::test]
+async fn drop_during_data_closes_after_354_and_stores_nothing() {
+    let target = TestTarget::start_with(TargetOptions {
+        behaviour: Behaviour::DropDuringData,
+        ..Default::default()
+    })
+    .await
+    .expect("target");
+    let mut c = Client::connect(&target).await;
+    c.reply().await;
+    c.cmd("EHLO client.test").await;
+    c.cmd("MAIL FROM:<s@sender.test>").await;
+    c.cmd("RCPT TO:<a@example.test>").await;
+    assert!(c.cmd("DATA").await.starts_with("354 "));
+    assert!(c.closed().await, "closed in the middle of DATA");
+    assert_eq!(target.accepted_count(), 0);
+    assert!(target.messages().is_empty());
+}
+
+#[tokio::test]
 async fn starttls_is_offered_when_enabled() {
     let target = TestTarget::start_with(TargetOptions {
         starttls: true,
