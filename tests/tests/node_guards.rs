@@ -144,7 +144,11 @@ async fn bodies_are_handed_only_to_members() {
         .fetch_body(ask(1, vec![1, 2, 3]))
         .await
         .expect_err("a malformed id is refused");
-    assert_eq!(malformed.code(), tonic::Code::InvalidArgument, "{malformed:?}");
+    assert_eq!(
+        malformed.code(),
+        tonic::Code::InvalidArgument,
+        "{malformed:?}"
+    );
     let missing = client
         .fetch_body(ask(1, unknown.as_bytes().to_vec()))
         .await

@@ -48,6 +48,15 @@ async fn tier_with_target_down() -> (ProcessCluster, TestTarget, NodeId, NodeId)
     let leader = cluster.wait_for_leader(LONG, None).await.expect("leader");
     // A follower that is not the bootstrap node.
     let owner = if leader == 3 { 2 } else { 3 };
+    // Its SMTP listener may open a moment after the leader is known.
+    let deadline = Instant::now() + LONG;
+    while relay_tests::smtp::SmtpClient::connect_ehlo(cluster.smtp_addr(owner))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "node {owner} never served SMTP");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     (cluster, target, leader, owner)
 }
 

@@ -195,6 +195,7 @@ async fn a_former_leader_back_through_a_snapshot_leads_again_and_accepts_the_nex
             "{marker} delivered once"
         );
     }
+    ledger.lock().unwrap().acked.extend(next);
     let verdict = FaultVerdict::new(&ledger.lock().unwrap(), &got);
     let stranded = metric(
         cluster.node(first).ports.http,
@@ -241,7 +242,15 @@ async fn a_voter_on_a_lost_store_refuses_and_the_replacement_sequence_loses_noth
         .map(|&id| (id, cluster.smtp_addr(id)))
         .collect();
     let senders = spawn_senders(&nodes, 2, &ledger, &stop);
-    // Some mail accepted (and owned) by the victim too.
+    // Some mail accepted (and owned) by the victim too, once its SMTP
+    // listener is open.
+    poll(LONG, "the victim serves SMTP", || async {
+        relay_tests::smtp::SmtpClient::connect_ehlo(cluster.smtp_addr(victim))
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
     let own = relay_tests::load::queue_on(&cluster, victim, "victim", 10).await;
     ledger.lock().unwrap().acked.extend(own);
     wait_acked(&ledger, 30).await;
