@@ -17,8 +17,9 @@ use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use relay_proto::raft::raft_service_client::RaftServiceClient;
 use relay_proto::raft::raft_service_server::{RaftService, RaftServiceServer};
 use relay_proto::raft::{
-    LeadershipReply, LeadershipRequest, MembershipChange, MembershipChangeReply, NodeStatusReply,
-    NodeStatusRequest, ProbeReply, ProbeRequest, RaftPayload, SubmitReply, SubmitRequest,
+    FetchBodyReply, FetchBodyRequest, LeadershipReply, LeadershipRequest, MembershipChange,
+    MembershipChangeReply, NodeStatusReply, NodeStatusRequest, ProbeReply, ProbeRequest,
+    RaftPayload, SubmitReply, SubmitRequest,
 };
 use relay_store::TypeConfig;
 use relay_types::{decode, encode};
@@ -81,6 +82,12 @@ impl RaftService for Follower {
         &self,
         _: Request<ProbeRequest>,
     ) -> Result<Response<ProbeReply>, Status> {
+        Err(Status::unimplemented("bench"))
+    }
+    async fn fetch_body(
+        &self,
+        _: Request<FetchBodyRequest>,
+    ) -> Result<Response<FetchBodyReply>, Status> {
         Err(Status::unimplemented("bench"))
     }
 }

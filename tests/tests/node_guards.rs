@@ -114,3 +114,44 @@ async fn leadership_steps_come_only_from_members_and_pauses_are_bounded() {
         .await
         .expect("and resumes");
 }
+
+/// A queued body is handed to members only (a node whose own copy is
+/// damaged asks its peers for theirs): a stranger is refused, a malformed
+/// id is answered, an unknown message is not found.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_are_handed_only_to_members() {
+    use relay_proto::raft::FetchBodyRequest;
+
+    let cluster = ProcessCluster::start(ClusterOptions::default()).expect("start cluster");
+    cluster
+        .wait_for_leader(Duration::from_secs(30), None)
+        .await
+        .expect("a leader");
+    let mut client = cluster.raft_client(2).await.expect("client");
+    let unknown = relay_types::MessageId::generate();
+    let ask = |from: u64, id: Vec<u8>| FetchBodyRequest { id, from };
+
+    let stranger = client
+        .fetch_body(ask(99, unknown.as_bytes().to_vec()))
+        .await
+        .expect_err("a node outside the membership gets no mail");
+    assert_eq!(
+        stranger.code(),
+        tonic::Code::PermissionDenied,
+        "{stranger:?}"
+    );
+    let malformed = client
+        .fetch_body(ask(1, vec![1, 2, 3]))
+        .await
+        .expect_err("a malformed id is refused");
+    assert_eq!(
+        malformed.code(),
+        tonic::Code::InvalidArgument,
+        "{malformed:?}"
+    );
+    let missing = client
+        .fetch_body(ask(1, unknown.as_bytes().to_vec()))
+        .await
+        .expect_err("no such message");
+    assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+}

@@ -676,6 +676,8 @@ async fn every_instrument_is_on_the_first_scrape() -> anyhow::Result<()> {
         "relay_delivery_report_failures_total{reason=\"no_leader\"}",
         "relay_delivery_reports_rejected_total{reason=\"not_owner\"}",
         "relay_delivery_in_flight",
+        "relay_delivery_damaged_bodies_total{kind=\"checksum_mismatch\",result=\"fetched\"}",
+        "relay_delivery_damaged_bodies_total{kind=\"read_error\",result=\"unavailable\"}",
         "relay_bounces_total",
         "relay_messages_accepted_total",
         "relay_messages_accepted_bytes_total",

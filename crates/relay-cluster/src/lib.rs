@@ -14,6 +14,8 @@
 //! # Layout
 //! - [`config`]: `ClusterConfig` (ids, addresses, timing) → openraft `Config`.
 //! - [`network`]: `GrpcNetworkFactory`, the openraft network over tonic.
+//! - [`bodies`]: an intact copy of a message body from a peer, for an
+//!   owner whose own copy is damaged.
 //! - [`batcher`]: group commit: concurrent message commands on the leader
 //!   share one `Command::Batch` entry (one append, one fsync per node).
 //! - [`channels`]: one lazily connected tonic channel per peer address.
@@ -37,6 +39,7 @@
 //! - [`error`]: `ProposeError`, `ClusterError`, `AdminError`.
 
 pub mod batcher;
+pub mod bodies;
 pub mod channels;
 pub mod cluster;
 pub mod config;

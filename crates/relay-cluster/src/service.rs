@@ -5,10 +5,11 @@ use std::sync::Arc;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse};
 use relay_proto::raft::raft_service_server::RaftService;
 use relay_proto::raft::{
-    LeadershipReply, LeadershipRequest, MembershipChange, MembershipChangeReply, NodeStatusReply,
-    NodeStatusRequest, ProbeReply, ProbeRequest, RaftPayload, SubmitReply, SubmitRequest,
+    FetchBodyReply, FetchBodyRequest, LeadershipReply, LeadershipRequest, MembershipChange,
+    MembershipChangeReply, NodeStatusReply, NodeStatusRequest, ProbeReply, ProbeRequest,
+    RaftPayload, SubmitReply, SubmitRequest,
 };
-use relay_types::{Command, NodeId, decode, encode};
+use relay_types::{Command, MessageId, NodeId, decode, encode};
 use tonic::{Request, Response, Status};
 
 use crate::TypeConfig;
@@ -238,6 +239,39 @@ impl RaftService for RaftGrpc {
             std::time::Duration::from_millis(request.timeout_ms.clamp(1, MAX_PROBE_TIMEOUT_MS));
         let results = prober.probe(request.targets, timeout).await;
         Ok(Response::new(ProbeReply { results }))
+    }
+
+    /// A peer's own copy of a body is damaged: hand it ours, if ours is
+    /// intact (see [`crate::bodies`]).
+    async fn fetch_body(
+        &self,
+        request: Request<FetchBodyRequest>,
+    ) -> Result<Response<FetchBodyReply>, Status> {
+        let certified = request.extensions().get::<PeerNodes>().cloned();
+        let request = request.into_inner();
+        // Bodies are mail: only a member of the cluster may read them
+        // (a node without a membership yet holds none to give).
+        if !self.cluster.is_member(request.from) {
+            return Err(Status::permission_denied(format!(
+                "body request from node {}, which is not a member of this cluster",
+                request.from
+            )));
+        }
+        require_member(
+            &self.cluster,
+            Some(request.from),
+            certified.as_ref(),
+            "FetchBody",
+        )?;
+        let id = MessageId::from_slice(&request.id)
+            .ok_or_else(|| Status::invalid_argument("a message id is 16 bytes"))?;
+        let cluster = self.cluster.clone();
+        let body = tokio::task::spawn_blocking(move || cluster.intact_local_body(&id))
+            .await
+            .map_err(|e| Status::internal(format!("body read task failed: {e}")))??;
+        Ok(Response::new(FetchBodyReply {
+            body: body.to_vec(),
+        }))
     }
 }
 

@@ -115,7 +115,7 @@ enum Command {
     #[command(subcommand)]
     Route(route::RouteCommand),
     /// Cluster membership.
-    #[command(subcommand)]
+    #[command(subcommand, after_long_help = member::REPLACE_A_NODE)]
     Member(member::MemberCommand),
     /// Move leadership to another voter.
     Failover(member::FailoverArgs),

@@ -8,6 +8,21 @@ use serde_json::json;
 use crate::client::{Admin, CliError};
 use crate::output::{self, outln};
 
+/// Replacing a node's store, the one sequence (shown by `relayctl member
+/// --help`). The same steps a node prints when it refuses a store that is
+/// behind its voter guard (exit status 3).
+pub const REPLACE_A_NODE: &str = "\
+Replacing a node whose disk was lost, damaged or restored from an old copy
+(node ID, Raft address RAFT_ADDR), with the other nodes running:
+  1. relayctl member remove ID          (against a live node; its mail moves to the others)
+  2. stop the node, move its data_dir away (the voter-guard file included)
+  3. start the node again on the empty data_dir
+  4. relayctl member add ID RAFT_ADDR   (a learner: it receives a snapshot of the whole queue)
+  5. wait until it has caught up        (relayctl status: its lag is near 0)
+  6. relayctl member promote ID         (a voter again)
+Never start a voter on a wiped store without steps 1 and 4: it would come
+back with no memory of its votes, and committed mail could be lost.";
+
 #[derive(Debug, Subcommand)]
 pub enum MemberCommand {
     /// Voters and learners with their role and reachability.

@@ -513,14 +513,18 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
     async fn attempt(self: &Arc<Self>, plan: &Planned) -> Option<Report> {
         let record = &plan.record;
         let body = match self.read_body(record.id).await {
-            Ok(Some(body)) => body,
             Ok(None) => {
                 debug!("message is no longer queued");
                 return None;
             }
+            Ok(Some(body)) if body_checksum(&body) == record.checksum => Some(body),
+            Ok(Some(_)) => {
+                error!("stored body does not match its checksum; fetching a copy from a peer");
+                self.intact_copy(record, "checksum_mismatch").await
+            }
             Err(e) => {
-                warn!(error = %e, "cannot read the message body");
-                return None;
+                error!(error = %e, "cannot read the stored body; fetching a copy from a peer");
+                self.intact_copy(record, "read_error").await
             }
         };
         let mut results: Vec<RecipientResult> = Vec::new();
@@ -531,60 +535,68 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             result: Classified::temporary(reply),
             session: None,
         };
-        if body_checksum(&body) != record.checksum {
-            error!("stored body does not match its checksum; not delivering it");
+        let Some(body) = body else {
+            // No intact copy anywhere reachable now: a temporary failure,
+            // tried again after the backoff (never bounced for it).
             for group in &plan.groups {
                 results.extend(group.recipients.iter().map(|&i| {
                     local_failure(
                         i,
-                        "local copy of the message is damaged (checksum mismatch)".into(),
+                        "local copy of the message is damaged and no peer sent an intact one"
+                            .into(),
                     )
                 }));
             }
-        } else {
-            let envelope = &record.envelope;
-            let eight_bit = envelope.body_type != BodyType::SevenBit || !body.is_ascii();
-            for group in &plan.groups {
-                let recipients: Vec<(u32, &str)> = group
-                    .recipients
-                    .iter()
-                    .filter_map(|&i| {
-                        envelope
-                            .recipients
-                            .get(i as usize)
-                            .map(|r| (i, r.address.as_str()))
-                    })
-                    .collect();
-                match &group.route {
-                    None => results.extend(recipients.iter().map(|&(i, address)| {
-                        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
-                        local_failure(i, format!("no route for domain {domain:?}"))
-                    })),
-                    Some(route) => {
-                        let tx = Transaction {
-                            reverse_path: &envelope.reverse_path,
-                            recipients,
-                            body: &body,
-                            smtputf8: envelope.smtputf8,
-                            eight_bit,
-                        };
-                        let gate = LeaseGate {
-                            proposer: &*self.proposer,
-                            store: &self.store,
-                            id: record.id,
-                            node: self.config.node_id,
-                            targets: route.targets.join(","),
-                        };
-                        match transport::send_gated(route, &tx, &self.transport, &gate).await {
-                            Some(sent) => results.extend(sent),
-                            None => {
-                                // Nothing reached this route's target. Earlier
-                                // groups did: report them; these recipients
-                                // stay pending.
-                                info!("start lease ran out before the session: not sending");
-                                withheld = true;
-                                break;
-                            }
+            let ctx = ReportContext {
+                node_id: self.config.node_id,
+                hostname: &self.config.hostname,
+                retry: &self.config.retry,
+                now: UnixMillis::now(),
+            };
+            return Some(report::build(record, &Bytes::new(), &results, &ctx));
+        };
+        let envelope = &record.envelope;
+        let eight_bit = envelope.body_type != BodyType::SevenBit || !body.is_ascii();
+        for group in &plan.groups {
+            let recipients: Vec<(u32, &str)> = group
+                .recipients
+                .iter()
+                .filter_map(|&i| {
+                    envelope
+                        .recipients
+                        .get(i as usize)
+                        .map(|r| (i, r.address.as_str()))
+                })
+                .collect();
+            match &group.route {
+                None => results.extend(recipients.iter().map(|&(i, address)| {
+                    let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+                    local_failure(i, format!("no route for domain {domain:?}"))
+                })),
+                Some(route) => {
+                    let tx = Transaction {
+                        reverse_path: &envelope.reverse_path,
+                        recipients,
+                        body: &body,
+                        smtputf8: envelope.smtputf8,
+                        eight_bit,
+                    };
+                    let gate = LeaseGate {
+                        proposer: &*self.proposer,
+                        store: &self.store,
+                        id: record.id,
+                        node: self.config.node_id,
+                        targets: route.targets.join(","),
+                    };
+                    match transport::send_gated(route, &tx, &self.transport, &gate).await {
+                        Some(sent) => results.extend(sent),
+                        None => {
+                            // Nothing reached this route's target. Earlier
+                            // groups did: report them; these recipients
+                            // stay pending.
+                            info!("start lease ran out before the session: not sending");
+                            withheld = true;
+                            break;
                         }
                     }
                 }
@@ -600,6 +612,39 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             now: UnixMillis::now(),
         };
         Some(report::build(record, &body, &results, &ctx))
+    }
+
+    /// This node's copy of `record`'s body is damaged (`kind`): an intact
+    /// one from another replica, checked against the record's checksum, or
+    /// `None` if none could be had now. Counted either way.
+    async fn intact_copy(&self, record: &MessageRecord, kind: &'static str) -> Option<Bytes> {
+        let fetched = self
+            .proposer
+            .fetch_intact_body(record.id, record.checksum)
+            .await
+            .and_then(|body| {
+                if body_checksum(&body) == record.checksum {
+                    Ok(body)
+                } else {
+                    Err("the copy received does not match the checksum".into())
+                }
+            });
+        let result = if fetched.is_ok() {
+            "fetched"
+        } else {
+            "unavailable"
+        };
+        metrics::counter!(m::DAMAGED_BODIES_TOTAL, "kind" => kind, "result" => result).increment(1);
+        match fetched {
+            Ok(body) => {
+                warn!(kind, "delivering an intact copy of the body from a peer");
+                Some(body)
+            }
+            Err(why) => {
+                error!(kind, %why, "no intact copy of the body: deferring the message");
+                None
+            }
+        }
     }
 
     async fn read_body(self: &Arc<Self>, id: MessageId) -> Result<Option<Bytes>, String> {

@@ -32,6 +32,15 @@
 //! abandoning it would leave a message the target may already hold
 //! unrecorded, and the next attempt would send it again.
 //!
+//! # A damaged local copy
+//! Before a body goes out, its SHA-256 is compared with the checksum in
+//! the replicated record. A copy that does not match, or that the store
+//! cannot read, is never sent and never bounced for: the loop fetches an
+//! intact copy from another replica ([`Proposer::fetch_intact_body`]) and
+//! delivers that, counting it (`relay_delivery_damaged_bodies_total`).
+//! Only when no replica can supply one now is the attempt deferred like a
+//! temporary failure, and tried again later.
+//!
 //! Duplicates therefore come only from a transaction the target accepted
 //! whose report could not be recorded: the owner died first, or the report
 //! was refused because ownership had moved (or another owner finished the
@@ -152,5 +161,19 @@ pub trait Proposer: Send + Sync + 'static {
     fn confirm_lease_since(&self, since: std::time::Instant) -> impl Future<Output = bool> + Send {
         let _ = since;
         std::future::ready(self.may_start_session())
+    }
+
+    /// This node's copy of message `id`'s body is damaged (it does not
+    /// match `checksum`, the SHA-256 in the replicated record) or
+    /// unreadable: an intact copy from another replica, or why none could
+    /// be had. The loop checks the checksum of what it gets again. The
+    /// default has no other replica to ask.
+    fn fetch_intact_body(
+        &self,
+        id: MessageId,
+        checksum: [u8; 32],
+    ) -> impl Future<Output = Result<Bytes, String>> + Send {
+        let _ = (id, checksum);
+        std::future::ready(Err("no other replica to ask".to_string()))
     }
 }

@@ -30,6 +30,13 @@ pub const REPORTS_REJECTED_TOTAL: &str = "relay_delivery_reports_rejected_total"
 /// `outcome_unknown`: delivered after an earlier attempt lost its reply to
 /// the final dot, so the target may hold that copy as well.
 pub const DUPLICATE_DELIVERIES_TOTAL: &str = "relay_duplicate_deliveries_total";
+/// Counter, labels `kind` = `checksum_mismatch` | `read_error` and `result`
+/// = `fetched` | `unavailable`: this node's copy of a body it was about to
+/// deliver was damaged or unreadable; `fetched`: an intact copy came from
+/// another replica and was delivered instead; `unavailable`: no replica
+/// supplied one, the attempt was deferred. Any increase means this node's
+/// disk (or memory) returns wrong data.
+pub const DAMAGED_BODIES_TOTAL: &str = "relay_delivery_damaged_bodies_total";
 /// Gauge: messages being delivered or waiting for their report to commit.
 pub const IN_FLIGHT: &str = "relay_delivery_in_flight";
 /// Histogram, seconds: from the start of an attempt to its report being
@@ -63,6 +70,12 @@ pub fn register() {
     }
     for reason in ["not_owner", "unknown_message", "other"] {
         metrics::counter!(REPORTS_REJECTED_TOTAL, "reason" => reason).increment(0);
+    }
+    for kind in ["checksum_mismatch", "read_error"] {
+        for result in ["fetched", "unavailable"] {
+            metrics::counter!(DAMAGED_BODIES_TOTAL, "kind" => kind, "result" => result)
+                .increment(0);
+        }
     }
     metrics::gauge!(IN_FLIGHT).increment(0.0);
     // Taking a handle registers the series; no sample is recorded.
@@ -100,6 +113,10 @@ pub fn describe() {
     for reason in ["not_owner", "already_finished", "outcome_unknown"] {
         metrics::counter!(DUPLICATE_DELIVERIES_TOTAL, "reason" => reason).increment(0);
     }
+    describe_counter!(
+        DAMAGED_BODIES_TOTAL,
+        "Bodies this node found damaged or unreadable before delivery, by kind and by whether an intact copy came from another replica."
+    );
     describe_gauge!(
         IN_FLIGHT,
         "Messages being delivered or waiting for their report to commit."

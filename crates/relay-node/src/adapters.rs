@@ -168,6 +168,11 @@ impl relay_delivery::Proposer for ClusterProposer {
     async fn confirm_lease_since(&self, since: std::time::Instant) -> bool {
         self.cluster.confirm_lease_since(since).await
     }
+
+    async fn fetch_intact_body(&self, id: MessageId, checksum: [u8; 32]) -> Result<Bytes, String> {
+        let (_, body) = self.cluster.fetch_body_from_peers(id, checksum).await?;
+        Ok(body)
+    }
 }
 
 /// Drill SMTP connect tests (`relay_delivery::probe`) for the cluster's

@@ -45,12 +45,16 @@
 //! - [`metrics`]: append batch sizes and WAL fsyncs (group-commit
 //!   visibility), and how batches form today.
 //! - `error.rs`: [`StoreError`].
+//! - `damage.rs` (feature `testing`): damages a stored body on purpose,
+//!   for tests of what the node does with a copy that went bad.
 
 use std::path::Path;
 use std::sync::Arc;
 
 #[cfg(test)]
 mod child_process;
+#[cfg(feature = "testing")]
+mod damage;
 mod db;
 mod error;
 mod failpoint;
