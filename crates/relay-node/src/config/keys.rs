@@ -665,7 +665,7 @@ mod tests {
             "| `smtp.max_message_size` | `10485760` | shared |",
             "| `smtp.authorized_networks` | `[\"127.0.0.0/8\", \"::1/128\"]` | shared |",
             "| `smtp.auth.max_failures` | `5` | shared |",
-            "| `routes[].tls` | `\"none\"` | shared |",
+            "| `routes[].tls` | `\"opportunistic\"` | shared |",
             "| `routes[].domain` | *required* | shared |",
             "| `hostname` | *not set* | node |",
             "| `cluster.secret` | *not set* | secret |",
