@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 pub mod compose;
 pub mod load;
+pub mod promql;
 pub mod smtp;
 
 /// The `cluster.secret` every test node is configured with.

@@ -687,6 +687,7 @@ async fn every_instrument_is_on_the_first_scrape() -> anyhow::Result<()> {
         "relay_raft_append_batch_entries_count",
         "relay_raft_entry_commands_count",
         "relay_raft_log_fsyncs_total{op=\"truncate\"}",
+        "relay_raft_log_fsync_seconds_count",
         "relay_takeovers_total",
         "relay_messages_reassigned_total",
         "relay_tls_reloads_total{result=\"error\"}",

@@ -45,7 +45,7 @@ use bytes::Bytes;
 use clap::Parser;
 use relay_proto::raft::raft_service_client::RaftServiceClient;
 use relay_proto::raft::{NodeStatusRequest, SubmitRequest};
-use relay_smtp::received::{Trace, received_header, rfc5322_date};
+use relay_smtp::received::{Trace, received_header};
 use relay_types::{
     AttemptOutcome, Command, CommandResult, Enqueue, Envelope, MAX_BATCH_COMMANDS, MessageId,
     MessageInfo, NodeId, Recipient, RecipientOutcome, Rejection, UnixMillis,
@@ -295,7 +295,7 @@ impl Generator {
         body.push_str(&format!(
             "From: <bench@load.test>\r\nTo: <{}>\r\nSubject: {subject}\r\nMessage-ID: {message_id}\r\nDate: {}\r\n\r\n",
             self.to,
-            rfc5322_date(now)
+            now.rfc5322()
         ));
         while body.len() < self.size {
             body.push_str("0123456789012345678901234567890123456789012345678901234567890123\r\n");

@@ -20,9 +20,12 @@
 //!   `snapshot`.
 //! - `trace`: `relayctl trace ID`.
 //! - `drill`: `relayctl drill`.
+//! - `generate`: `relayctl completions SHELL` and `relayctl man`, from
+//!   these clap definitions (no node is asked).
 
 mod client;
 mod drill;
+mod generate;
 mod member;
 mod output;
 mod queue;
@@ -34,7 +37,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Exit codes, shown by `--help`.
 const EXIT_CODES: &str = "\
@@ -125,10 +128,32 @@ enum Command {
     Drill(drill::DrillArgs),
     /// Build a snapshot on the node asked (--addr) now.
     Snapshot,
+    /// Print a shell completion script (bash, zsh, fish, elvish,
+    /// powershell), e.g. `relayctl completions bash >
+    /// /etc/bash_completion.d/relayctl`.
+    Completions(generate::CompletionsArgs),
+    /// Print the man page (roff), or write one page per subcommand into
+    /// --dir.
+    Man(generate::ManArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the definitions above; no node is asked.
+    let generated = match &cli.command {
+        Command::Completions(args) => Some(generate::completions(Cli::command(), args)),
+        Command::Man(args) => Some(generate::man(Cli::command(), args)),
+        _ => None,
+    };
+    if let Some(result) = generated {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "relayctl: {}", e.message);
+                ExitCode::from(e.exit_code)
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -156,6 +181,7 @@ fn main() -> ExitCode {
             Command::Trace(a) => trace::run(admin, a, cli.json).await,
             Command::Drill(a) => drill::run(admin, a, cli.json).await,
             Command::Snapshot => member::snapshot(admin, cli.json).await,
+            Command::Completions(_) | Command::Man(_) => Ok(()),
         }
     });
     match result {

@@ -33,6 +33,15 @@ pub fn line(args: std::fmt::Arguments<'_>) {
     }
 }
 
+/// Writes `bytes` to stdout as they are (generated scripts, man pages),
+/// with the same handling of a closed pipe as [`line`].
+pub fn raw(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(bytes).and_then(|()| out.flush()) {
+        write_failed(&e);
+    }
+}
+
 fn write_failed(e: &std::io::Error) -> ! {
     if e.kind() == std::io::ErrorKind::BrokenPipe {
         std::process::exit(0);

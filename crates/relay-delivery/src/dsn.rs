@@ -113,8 +113,8 @@ fn render(
 ) -> Vec<u8> {
     let host = reporter.hostname;
     let boundary = format!("{id}/{host}");
-    let now = rfc5322_date(reporter.now);
-    let arrival = rfc5322_date(record.received_at);
+    let now = reporter.now.rfc5322();
+    let arrival = record.received_at.rfc5322();
     let address = |index: u32| {
         record
             .envelope
@@ -260,40 +260,6 @@ pub fn header_section(body: &[u8]) -> &[u8] {
     }
 }
 
-/// `Tue, 03 Feb 2026 10:00:00 +0000` (RFC 5322 §3.3), in UTC.
-pub fn rfc5322_date(at: UnixMillis) -> String {
-    let secs = at.0 / 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (year, month, day) = civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
-    let month_name = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ][(month - 1) as usize];
-    format!(
-        "{weekday}, {day:02} {month_name} {year} {:02}:{:02}:{:02} +0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 → (year, month 1–12, day 1–31), proleptic
-/// Gregorian (H. Hinnant's algorithm), for non-negative day counts.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use relay_types::{DsnNotify, RecipientStatus};
@@ -341,22 +307,6 @@ mod tests {
             target: "127.0.0.1:2600".into(),
             expired: false,
         }
-    }
-
-    #[test]
-    fn dates_are_rfc5322() {
-        assert_eq!(
-            rfc5322_date(UnixMillis(0)),
-            "Thu, 01 Jan 1970 00:00:00 +0000"
-        );
-        assert_eq!(
-            rfc5322_date(UnixMillis(1_700_000_000_123)),
-            "Tue, 14 Nov 2023 22:13:20 +0000"
-        );
-        assert_eq!(
-            rfc5322_date(UnixMillis(951_782_400_000)),
-            "Tue, 29 Feb 2000 00:00:00 +0000"
-        );
     }
 
     #[test]

@@ -1,6 +1,14 @@
 //! The node's TOML configuration: the file shape (strict: unknown keys are
 //! errors) and its validation into [`NodeConfig`]. Every problem is reported
 //! at once, each naming the file and the key.
+//!
+//! Defaults live in one place: the [`Default`] of each file section below.
+//! [`keys`] documents every key (the reference in `docs/configuration.md`
+//! is generated from it and checked against what this parser accepts),
+//! prints the effective configuration (`relayd --print-config`) and derives
+//! the settings digest the drill compares across nodes.
+
+mod keys;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -8,14 +16,19 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use relay_types::{NodeId, Route, TlsPolicy, normalize_domain};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-/// The file as written. Durations are strings like `"5s"`, `"250ms"`.
-#[derive(Debug, Deserialize)]
+pub use keys::{KEYS, Key, Scope, print_effective, reference_markdown};
+
+/// The file as written, every default filled in. Durations are strings
+/// like `"5s"`, `"250ms"`. Keys without a default and without a value are
+/// `None` (and absent from `--print-config`).
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     node_id: NodeId,
     data_dir: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
     hostname: Option<String>,
     listen: FileListen,
     cluster: FileCluster,
@@ -23,7 +36,7 @@ struct FileConfig {
     smtp: FileSmtp,
     #[serde(default)]
     delivery: FileDelivery,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     routes: Vec<FileRoute>,
     admin: FileAdmin,
     #[serde(default)]
@@ -31,24 +44,38 @@ struct FileConfig {
 }
 
 /// `[tls]`: mutual TLS on the Raft and admin gRPC ports.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 struct FileTls {
-    /// `"off"` (default: plaintext) or `"on"` (mTLS required; plaintext
-    /// refused).
-    mode: Option<String>,
+    /// `"off"` (plaintext) or `"on"` (mTLS required; plaintext refused).
+    mode: String,
     /// The cluster CA certificate (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
     ca: Option<PathBuf>,
     /// This node's certificate (PEM, DNS name `node-<id>`).
+    #[serde(skip_serializing_if = "Option::is_none")]
     cert: Option<PathBuf>,
     /// This node's private key (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<PathBuf>,
     /// Require a client certificate from the CA on the admin port as well
-    /// as the token (default false).
-    admin_client_cert: Option<bool>,
+    /// as the token.
+    admin_client_cert: bool,
 }
 
-#[derive(Debug, Deserialize)]
+impl Default for FileTls {
+    fn default() -> Self {
+        FileTls {
+            mode: "off".into(),
+            ca: None,
+            cert: None,
+            key: None,
+            admin_client_cert: false,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileListen {
     smtp: String,
@@ -57,100 +84,186 @@ struct FileListen {
     http: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 struct FileCluster {
-    #[serde(default)]
     bootstrap: bool,
+    /// Required (at least one); the empty default is reported by the
+    /// validator with the key's name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     members: Vec<FileMember>,
-    submit_timeout: Option<String>,
-    takeover_after: Option<String>,
-    heartbeat: Option<String>,
-    election_timeout_min: Option<String>,
-    election_timeout_max: Option<String>,
-    snapshot_every: Option<u64>,
-    keep_logs: Option<u64>,
-    purge_interval: Option<String>,
-    history_retention: Option<String>,
+    submit_timeout: String,
+    takeover_after: String,
+    heartbeat: String,
+    election_timeout_min: String,
+    election_timeout_max: String,
+    snapshot_every: u64,
+    keep_logs: u64,
+    purge_interval: String,
+    history_retention: String,
     /// Source IP of connections to peers (default: chosen by the kernel).
+    #[serde(skip_serializing_if = "Option::is_none")]
     source_address: Option<String>,
     /// Shared secret on the node-to-node port; exactly one of the two.
+    #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     secret_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+impl Default for FileCluster {
+    fn default() -> Self {
+        FileCluster {
+            bootstrap: false,
+            members: Vec::new(),
+            submit_timeout: "5s".into(),
+            takeover_after: "10s".into(),
+            heartbeat: "100ms".into(),
+            election_timeout_min: "500ms".into(),
+            election_timeout_max: "1000ms".into(),
+            snapshot_every: 10_000,
+            keep_logs: 1_000,
+            purge_interval: "5m".into(),
+            history_retention: "7d".into(),
+            source_address: None,
+            secret: None,
+            secret_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileMember {
     id: NodeId,
     raft: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 struct FileSmtp {
-    max_message_size: Option<u64>,
-    max_recipients: Option<usize>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    command_timeout: Option<String>,
-    data_timeout: Option<String>,
-    authorized_networks: Option<Vec<String>>,
+    max_message_size: u64,
+    max_recipients: usize,
+    max_connections: usize,
+    max_connections_per_ip: usize,
+    command_timeout: String,
+    data_timeout: String,
+    authorized_networks: Vec<String>,
     /// `"auto"` (self-signed development certificate in the data dir),
     /// `"off"`, or `"files"` with `tls_cert`/`tls_key`.
-    tls: Option<String>,
+    tls: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<FileSmtpAuth>,
+}
+
+impl Default for FileSmtp {
+    fn default() -> Self {
+        FileSmtp {
+            max_message_size: 10 * 1024 * 1024,
+            max_recipients: 1000,
+            max_connections: 1000,
+            max_connections_per_ip: 200,
+            command_timeout: "300s".into(),
+            data_timeout: "300s".into(),
+            authorized_networks: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            tls: "auto".into(),
+            tls_cert: None,
+            tls_key: None,
+            auth: None,
+        }
+    }
 }
 
 /// `[smtp.auth]`: SMTP AUTH over TLS for submitters outside the
 /// authorized networks.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 struct FileSmtpAuth {
     /// user name → argon2 hash (`relayd --hash-password`).
-    #[serde(default)]
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     users: BTreeMap<String, String>,
     /// More users, one `name:hash` per line (`#` starts a comment).
+    #[serde(skip_serializing_if = "Option::is_none")]
     users_file: Option<PathBuf>,
-    max_failures: Option<u32>,
-    failure_window: Option<String>,
+    max_failures: u32,
+    failure_window: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+impl Default for FileSmtpAuth {
+    fn default() -> Self {
+        FileSmtpAuth {
+            users: BTreeMap::new(),
+            users_file: None,
+            max_failures: 5,
+            failure_window: "5m".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
 struct FileDelivery {
-    min_backoff: Option<String>,
-    max_backoff: Option<String>,
-    queue_lifetime: Option<String>,
-    max_concurrent: Option<usize>,
-    per_target_concurrency: Option<usize>,
-    poll_interval: Option<String>,
-    connect_timeout: Option<String>,
-    command_timeout: Option<String>,
-    data_timeout: Option<String>,
+    min_backoff: String,
+    max_backoff: String,
+    queue_lifetime: String,
+    max_concurrent: usize,
+    per_target_concurrency: usize,
+    poll_interval: String,
+    connect_timeout: String,
+    command_timeout: String,
+    data_timeout: String,
     /// Targets for recipient domains without a route of their own (like
     /// Postfix's `relayhost`); none: such recipients are not deliverable.
+    #[serde(skip_serializing_if = "Option::is_none")]
     default_route: Option<Vec<String>>,
-    default_route_tls: Option<String>,
+    default_route_tls: String,
     /// Extra trust anchors (PEM) for `tls = "required"` targets.
+    #[serde(skip_serializing_if = "Option::is_none")]
     ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
+impl Default for FileDelivery {
+    fn default() -> Self {
+        FileDelivery {
+            min_backoff: "300s".into(),
+            max_backoff: "4000s".into(),
+            queue_lifetime: "5d".into(),
+            max_concurrent: 20,
+            per_target_concurrency: 10,
+            poll_interval: "1s".into(),
+            connect_timeout: "30s".into(),
+            command_timeout: "300s".into(),
+            data_timeout: "600s".into(),
+            default_route: None,
+            default_route_tls: default_route_tls(),
+            ca_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileRoute {
     domain: String,
     targets: Vec<String>,
-    #[serde(default)]
-    tls: Option<String>,
+    #[serde(default = "default_route_tls")]
+    tls: String,
 }
 
-#[derive(Debug, Deserialize)]
+fn default_route_tls() -> String {
+    TlsPolicy::default().to_string()
+}
+
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 struct FileAdmin {
+    #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     token_file: Option<PathBuf>,
 }
 
@@ -297,6 +410,8 @@ pub struct NodeConfig {
     pub cluster_secret: String,
     /// mTLS on the Raft and admin ports; `None` when `tls.mode = "off"`.
     pub tls: Option<PeerTlsSettings>,
+    /// See [`NodeConfig::shared_settings_digest`].
+    settings_digest: String,
 }
 
 /// Everything wrong with a configuration file.
@@ -324,43 +439,13 @@ pub enum ConfigError {
 }
 
 impl NodeConfig {
-    /// Hex SHA-256 of the settings that must be the same on every node
-    /// (limits, retry policy, timings, members, seeded routes, relay
-    /// policy), and nothing node-specific (id, addresses, paths, token).
-    /// `relayctl drill` compares it across nodes.
+    /// Hex SHA-256 of the settings that must be the same on every node:
+    /// every key the reference marks [`Scope::Shared`] (limits, retry
+    /// policy, timings, members, seeded routes, relay policy), with its
+    /// effective value, and nothing node-specific (id, addresses, paths,
+    /// secrets). `relayctl drill` compares it across nodes.
     pub fn shared_settings_digest(&self) -> String {
-        use sha2::Digest;
-        let tls = match &self.smtp.tls {
-            SmtpTls::Off => "off",
-            SmtpTls::SelfSigned => "self-signed",
-            SmtpTls::Files { .. } => "files",
-        };
-        let shared = format!(
-            "members={:?}\nsubmit_timeout={:?}\ntakeover_after={:?}\nheartbeat={:?}\n\
-             election_timeout={:?}\nsnapshot_every={}\nkeep_logs={}\n\
-             smtp.max_message_size={}\nsmtp.max_recipients={}\nsmtp.max_connections={}\n\
-             smtp.max_connections_per_ip={}\nsmtp.command_timeout={:?}\n\
-             smtp.data_timeout={:?}\nsmtp.authorized_networks={:?}\nsmtp.tls={tls}\n\
-             delivery={:?}\nroutes={:?}\ntls={}\n",
-            self.members,
-            self.submit_timeout,
-            self.takeover_after,
-            self.heartbeat,
-            self.election_timeout,
-            self.snapshot_every,
-            self.keep_logs,
-            self.smtp.max_message_size,
-            self.smtp.max_recipients,
-            self.smtp.max_connections,
-            self.smtp.max_connections_per_ip,
-            self.smtp.command_timeout,
-            self.smtp.data_timeout,
-            self.smtp.authorized_networks,
-            self.delivery,
-            self.initial_routes,
-            if self.tls.is_some() { "on" } else { "off" },
-        );
-        hex::encode(sha2::Sha256::digest(shared.as_bytes()))
+        self.settings_digest.clone()
     }
 }
 
@@ -377,10 +462,8 @@ impl NodeConfig {
 
     /// Validates `text` as if read from `path`.
     pub fn parse(path: &Path, text: &str) -> Result<NodeConfig, ConfigError> {
-        let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().replace('\n', "\n  "),
-        })?;
+        let file = read_shape(path, text)?;
+        let settings_digest = keys::shared_digest(&keys::effective_table(&file));
         let mut v = Validator {
             path: path.display().to_string(),
             problems: Vec::new(),
@@ -419,17 +502,13 @@ impl NodeConfig {
         }
 
         let c = &file.cluster;
-        let submit_timeout =
-            v.duration("cluster.submit_timeout", c.submit_timeout.as_deref(), "5s");
-        let purge_interval =
-            v.duration("cluster.purge_interval", c.purge_interval.as_deref(), "5m");
-        let takeover_after =
-            v.duration("cluster.takeover_after", c.takeover_after.as_deref(), "10s");
-        let history_retention = v.duration(
-            "cluster.history_retention",
-            c.history_retention.as_deref(),
-            "7d",
-        );
+        let submit_timeout = v.duration("cluster.submit_timeout", &c.submit_timeout);
+        let purge_interval = v.duration("cluster.purge_interval", &c.purge_interval);
+        let takeover_after = v.duration("cluster.takeover_after", &c.takeover_after);
+        let history_retention = v.duration("cluster.history_retention", &c.history_retention);
+        let heartbeat = v.duration("cluster.heartbeat", &c.heartbeat);
+        let election_min = v.duration("cluster.election_timeout_min", &c.election_timeout_min);
+        let election_max = v.duration("cluster.election_timeout_max", &c.election_timeout_max);
         let source_address = c.source_address.as_deref().and_then(|text| {
             text.parse::<std::net::IpAddr>()
                 .map_err(|e| {
@@ -440,17 +519,6 @@ impl NodeConfig {
                 })
                 .ok()
         });
-        let heartbeat = v.duration("cluster.heartbeat", c.heartbeat.as_deref(), "100ms");
-        let election_min = v.duration(
-            "cluster.election_timeout_min",
-            c.election_timeout_min.as_deref(),
-            "500ms",
-        );
-        let election_max = v.duration(
-            "cluster.election_timeout_max",
-            c.election_timeout_max.as_deref(),
-            "1000ms",
-        );
         if election_min <= heartbeat || election_max <= election_min {
             v.problem(
                 "cluster.election_timeout_min",
@@ -460,17 +528,13 @@ impl NodeConfig {
 
         let s = &file.smtp;
         let mut authorized_networks = Vec::new();
-        let networks = s
-            .authorized_networks
-            .clone()
-            .unwrap_or_else(|| vec!["127.0.0.0/8".into(), "::1/128".into()]);
-        for (i, n) in networks.iter().enumerate() {
+        for (i, n) in s.authorized_networks.iter().enumerate() {
             match n.parse::<relay_smtp::Cidr>() {
                 Ok(net) => authorized_networks.push(net),
                 Err(e) => v.problem(&format!("smtp.authorized_networks[{i}]"), e.to_string()),
             }
         }
-        let tls = match s.tls.as_deref().unwrap_or("auto") {
+        let tls = match s.tls.as_str() {
             "auto" => SmtpTls::SelfSigned,
             "off" => SmtpTls::Off,
             "files" => match (&s.tls_cert, &s.tls_key) {
@@ -496,16 +560,12 @@ impl NodeConfig {
         };
         let auth = s.auth.as_ref().map(|a| smtp_auth(&mut v, base, a));
         let smtp = SmtpSettings {
-            max_message_size: s.max_message_size.unwrap_or(10 * 1024 * 1024),
-            max_recipients: s.max_recipients.unwrap_or(1000),
-            max_connections: s.max_connections.unwrap_or(1000),
-            max_connections_per_ip: s.max_connections_per_ip.unwrap_or(200),
-            command_timeout: v.duration(
-                "smtp.command_timeout",
-                s.command_timeout.as_deref(),
-                "300s",
-            ),
-            data_timeout: v.duration("smtp.data_timeout", s.data_timeout.as_deref(), "300s"),
+            max_message_size: s.max_message_size,
+            max_recipients: s.max_recipients,
+            max_connections: s.max_connections,
+            max_connections_per_ip: s.max_connections_per_ip,
+            command_timeout: v.duration("smtp.command_timeout", &s.command_timeout),
+            data_timeout: v.duration("smtp.data_timeout", &s.data_timeout),
             authorized_networks,
             tls,
             auth,
@@ -513,33 +573,21 @@ impl NodeConfig {
 
         let d = &file.delivery;
         let delivery = DeliverySettings {
-            min_backoff: v.duration("delivery.min_backoff", d.min_backoff.as_deref(), "300s"),
-            max_backoff: v.duration("delivery.max_backoff", d.max_backoff.as_deref(), "4000s"),
-            queue_lifetime: v.duration(
-                "delivery.queue_lifetime",
-                d.queue_lifetime.as_deref(),
-                "5d",
-            ),
-            max_concurrent: d.max_concurrent.unwrap_or(20),
-            per_target_concurrency: d.per_target_concurrency.unwrap_or(10),
-            poll_interval: v.duration("delivery.poll_interval", d.poll_interval.as_deref(), "1s"),
-            connect_timeout: v.duration(
-                "delivery.connect_timeout",
-                d.connect_timeout.as_deref(),
-                "30s",
-            ),
-            command_timeout: v.duration(
-                "delivery.command_timeout",
-                d.command_timeout.as_deref(),
-                "300s",
-            ),
-            data_timeout: v.duration("delivery.data_timeout", d.data_timeout.as_deref(), "600s"),
+            min_backoff: v.duration("delivery.min_backoff", &d.min_backoff),
+            max_backoff: v.duration("delivery.max_backoff", &d.max_backoff),
+            queue_lifetime: v.duration("delivery.queue_lifetime", &d.queue_lifetime),
+            max_concurrent: d.max_concurrent,
+            per_target_concurrency: d.per_target_concurrency,
+            poll_interval: v.duration("delivery.poll_interval", &d.poll_interval),
+            connect_timeout: v.duration("delivery.connect_timeout", &d.connect_timeout),
+            command_timeout: v.duration("delivery.command_timeout", &d.command_timeout),
+            data_timeout: v.duration("delivery.data_timeout", &d.data_timeout),
             default_route: d.default_route.as_ref().map(|targets| {
                 v.route(
                     "delivery.default_route",
                     "delivery.default_route_tls",
                     targets,
-                    d.default_route_tls.as_deref(),
+                    &d.default_route_tls,
                 )
             }),
             extra_root_certificates_pem: match &d.ca_file {
@@ -581,7 +629,7 @@ impl NodeConfig {
                 &format!("{key}.targets"),
                 &format!("{key}.tls"),
                 &r.targets,
-                r.tls.as_deref(),
+                &r.tls,
             );
             initial_routes.push((domain, route));
         }
@@ -656,8 +704,8 @@ impl NodeConfig {
             takeover_after,
             heartbeat,
             election_timeout: (election_min, election_max),
-            snapshot_every: c.snapshot_every.unwrap_or(10_000),
-            keep_logs: c.keep_logs.unwrap_or(1_000),
+            snapshot_every: c.snapshot_every,
+            keep_logs: c.keep_logs,
             purge_interval,
             history_retention,
             source_address,
@@ -667,8 +715,18 @@ impl NodeConfig {
             admin_token,
             cluster_secret,
             tls,
+            settings_digest,
         })
     }
+}
+
+/// Reads `text` into the file shape (TOML syntax, known keys, value
+/// types); no value is checked beyond its type.
+fn read_shape(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim_end().replace('\n', "\n  "),
+    })
 }
 
 struct Validator {
@@ -724,18 +782,14 @@ fn smtp_auth(v: &mut Validator, base: &Path, a: &FileSmtpAuth) -> SmtpAuthSettin
             }
         }
     }
-    let max_failures = a.max_failures.unwrap_or(5);
+    let max_failures = a.max_failures;
     if max_failures == 0 {
         v.problem("smtp.auth.max_failures", "must be at least 1".into());
     }
     SmtpAuthSettings {
         users,
         max_failures,
-        failure_window: v.duration(
-            "smtp.auth.failure_window",
-            a.failure_window.as_deref(),
-            "5m",
-        ),
+        failure_window: v.duration("smtp.auth.failure_window", &a.failure_window),
     }
 }
 
@@ -743,7 +797,7 @@ fn smtp_auth(v: &mut Validator, base: &Path, a: &FileSmtpAuth) -> SmtpAuthSettin
 /// and must load (the key matching the certificate), each problem named by
 /// its key.
 fn peer_tls(v: &mut Validator, base: &Path, t: &FileTls) -> Option<PeerTlsSettings> {
-    match t.mode.as_deref().unwrap_or("off") {
+    match t.mode.as_str() {
         "off" => return None,
         "on" => {}
         other => {
@@ -783,7 +837,7 @@ fn peer_tls(v: &mut Validator, base: &Path, t: &FileTls) -> Option<PeerTlsSettin
     }
     Some(PeerTlsSettings {
         files,
-        admin_client_cert: t.admin_client_cert.unwrap_or(false),
+        admin_client_cert: t.admin_client_cert,
     })
 }
 
@@ -853,13 +907,7 @@ impl Validator {
     }
 
     /// A route from `host:port` targets and a TLS policy name.
-    fn route(
-        &mut self,
-        targets_key: &str,
-        tls_key: &str,
-        targets: &[String],
-        tls: Option<&str>,
-    ) -> Route {
+    fn route(&mut self, targets_key: &str, tls_key: &str, targets: &[String], tls: &str) -> Route {
         if targets.is_empty() {
             self.problem(
                 targets_key,
@@ -877,10 +925,9 @@ impl Validator {
                 );
             }
         }
-        let tls = match tls.map(str::parse::<TlsPolicy>) {
-            None => TlsPolicy::default(),
-            Some(Ok(p)) => p,
-            Some(Err(e)) => {
+        let tls = match tls.parse::<TlsPolicy>() {
+            Ok(p) => p,
+            Err(e) => {
                 self.problem(tls_key, e);
                 TlsPolicy::default()
             }
@@ -891,8 +938,7 @@ impl Validator {
         }
     }
 
-    fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
-        let text = value.unwrap_or(default);
+    fn duration(&mut self, key: &str, text: &str) -> Duration {
         match humantime::parse_duration(text) {
             // A deadline is `Instant::now() + d`, which panics on overflow:
             // "10000000000000000000s" validated, and then every SMTP session

@@ -1,11 +1,12 @@
 //! `relayd --config FILE`: runs one quorum-relay node until SIGTERM/SIGINT.
-//! `relayd --hash-password` and `relayd --dev-certs DIR` are helpers that
-//! print or write something and exit.
+//! `relayd --hash-password`, `--dev-certs DIR`, `--print-config`,
+//! `--config-reference`, `--completions SHELL` and `--man` are helpers
+//! that print or write something and exit.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use relay_node::NodeConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -17,7 +18,9 @@ struct Args {
     #[arg(
         long,
         value_name = "FILE",
-        required_unless_present_any = ["hash_password", "health_check", "dev_certs"]
+        required_unless_present_any = [
+            "hash_password", "health_check", "dev_certs", "config_reference", "completions", "man"
+        ]
     )]
     config: Option<PathBuf>,
     /// Read a password from standard input (one line) and print its argon2
@@ -53,6 +56,25 @@ struct Args {
     /// Only validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
+    /// Print the effective configuration of --config and exit: every key
+    /// with its value, defaults marked `# default`, secrets masked, unset
+    /// optional keys as comments (like `postconf`). Checks the file's
+    /// syntax and keys, not its values (that is --check-config).
+    #[arg(long, conflicts_with = "check_config")]
+    print_config: bool,
+    /// With --print-config: only the keys the file sets (like `postconf -n`).
+    #[arg(long, requires = "print_config")]
+    explicit: bool,
+    /// Print the reference of every configuration key (Markdown, with
+    /// defaults; docs/configuration.md is this output) and exit.
+    #[arg(long, conflicts_with_all = ["config", "check_config", "print_config"])]
+    config_reference: bool,
+    /// Print a shell completion script for relayd and exit.
+    #[arg(long, value_name = "SHELL", value_enum, conflicts_with = "config")]
+    completions: Option<clap_complete::Shell>,
+    /// Print relayd's man page (roff) and exit.
+    #[arg(long, conflicts_with = "config")]
+    man: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -69,6 +91,27 @@ fn main() -> ExitCode {
     if let Some(url) = &args.health_check {
         return health_check(url);
     }
+    if let Some(shell) = args.completions {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Args::command(), "relayd", &mut script);
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+        return ExitCode::SUCCESS;
+    }
+    if args.man {
+        let mut page = Vec::new();
+        if let Err(e) = clap_mangen::Man::new(Args::command()).render(&mut page) {
+            eprintln!("relayd: cannot render the man page: {e}");
+            return ExitCode::FAILURE;
+        }
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), &page);
+        return ExitCode::SUCCESS;
+    }
+    if args.config_reference {
+        // A closed pipe (`| head`) is not an error worth a message.
+        let reference = relay_node::config::reference_markdown();
+        let _ = std::io::Write::write_all(&mut std::io::stdout(), reference.as_bytes());
+        return ExitCode::SUCCESS;
+    }
     if let Some(dir) = &args.dev_certs {
         return match relay_node::dev_certs::write(dir, &args.nodes, &args.extra_names) {
             Ok(files) => {
@@ -84,6 +127,9 @@ fn main() -> ExitCode {
         };
     }
     let config_path = args.config.expect("clap requires --config");
+    if args.print_config {
+        return print_config(&config_path, args.explicit);
+    }
     let filter = tracing_subscriber::EnvFilter::try_from_env("RELAY_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,openraft=warn,h2=warn,tower=warn")
     });
@@ -160,6 +206,28 @@ fn exit_status(e: &anyhow::Error) -> ExitCode {
         ExitCode::from(3)
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// `--print-config`: the effective configuration on stdout; exit 2 when
+/// the file cannot be read or has an unknown key or a wrong type.
+fn print_config(path: &std::path::Path, explicit: bool) -> ExitCode {
+    let printed = std::fs::read_to_string(path)
+        .map_err(|source| relay_node::ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+        .and_then(|text| relay_node::config::print_effective(path, &text, explicit));
+    match printed {
+        Ok(text) => {
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), text.as_bytes());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("relayd: invalid configuration:\n{e}");
+            ExitCode::from(2)
+        }
     }
 }
 

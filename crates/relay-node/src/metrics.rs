@@ -148,6 +148,12 @@ pub fn install(node: NodeId) -> Result<PrometheusHandle, MetricsError> {
         })
         .and_then(|b| {
             b.set_buckets_for_metric(
+                Matcher::Full(relay_store::metrics::LOG_FSYNC_SECONDS.into()),
+                &relay_store::metrics::LOG_FSYNC_BUCKETS,
+            )
+        })
+        .and_then(|b| {
+            b.set_buckets_for_metric(
                 Matcher::Full(relay_store::metrics::ENTRY_COMMANDS.into()),
                 &relay_store::metrics::ENTRY_COMMANDS_BUCKETS,
             )

@@ -342,9 +342,10 @@ impl Store {
             return Ok(());
         }
         let covers = self.sync_tickets.load(Ordering::SeqCst);
+        let started = std::time::Instant::now();
         self.sync.sync(|| self.db.flush_wal(true))?;
         *synced = covers;
-        crate::metrics::synced(op);
+        crate::metrics::synced(op, started.elapsed());
         Ok(())
     }
 

@@ -38,6 +38,16 @@ pub const APPEND_BATCH_ENTRIES: &str = "relay_raft_append_batch_entries";
 /// `purge` | `snapshot_install` | `pending_report`: successful fsyncs of the
 /// node's RocksDB WAL (the Raft log lives in it), by what asked for them.
 pub const LOG_FSYNCS_TOTAL: &str = "relay_raft_log_fsyncs_total";
+/// Histogram, seconds: duration of each successful WAL fsync counted in
+/// [`LOG_FSYNCS_TOTAL`] (every operation together). A commit waits for
+/// one on the leader and one on a follower, so this is the floor of the
+/// submit-to-commit latency; a slow or failing disk shows here first.
+pub const LOG_FSYNC_SECONDS: &str = "relay_raft_log_fsync_seconds";
+/// Buckets for [`LOG_FSYNC_SECONDS`]: from a write-cached SSD (tens of
+/// microseconds) to a stalled disk (a second and more).
+pub const LOG_FSYNC_BUCKETS: [f64; 14] = [
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+];
 
 /// Counter, label `index` = `due_index` | `owner_index`: index keys a
 /// query met without a matching message record (skipped, logged). Apply
@@ -95,11 +105,12 @@ impl SyncOp {
     }
 }
 
-/// Creates this crate's series at zero (both histograms, every `op` of
+/// Creates this crate's series at zero (every histogram, every `op` of
 /// [`LOG_FSYNCS_TOTAL`]), so they are on `/metrics` from the first scrape.
 pub fn register() {
     // Taking a handle registers the series; no sample is recorded.
     let _registered = metrics::histogram!(APPEND_BATCH_ENTRIES);
+    let _registered = metrics::histogram!(LOG_FSYNC_SECONDS);
     let _registered = metrics::histogram!(ENTRY_COMMANDS);
     for op in [
         SyncOp::Append,
@@ -114,9 +125,10 @@ pub fn register() {
     }
 }
 
-/// Counts one successful WAL fsync.
-pub(crate) fn synced(op: SyncOp) {
+/// Counts one successful WAL fsync that took `took`.
+pub(crate) fn synced(op: SyncOp, took: std::time::Duration) {
     metrics::counter!(LOG_FSYNCS_TOTAL, "op" => op.label()).increment(1);
+    metrics::histogram!(LOG_FSYNC_SECONDS).record(took.as_secs_f64());
 }
 
 /// Records one append that made `entries` entries durable.
@@ -147,6 +159,11 @@ pub fn describe() {
     describe_counter!(
         DANGLING_INDEX_KEYS_TOTAL,
         "Index keys a query met without a matching message record (skipped), by index."
+    );
+    describe_histogram!(
+        LOG_FSYNC_SECONDS,
+        metrics::Unit::Seconds,
+        "Duration of successful WAL fsyncs (every operation)."
     );
     describe_counter!(
         LOG_FSYNCS_TOTAL,
