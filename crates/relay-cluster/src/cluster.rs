@@ -22,6 +22,7 @@ use crate::batcher::{BatchWriteError, WriteBatcher};
 use crate::channels::{Channels, LinkFaults, MAX_GRPC_MESSAGE};
 use crate::config::ClusterConfig;
 use crate::error::{ClusterError, ProposeError};
+use crate::maintenance::NodeActivity;
 use crate::network::GrpcNetworkFactory;
 use crate::ownership::{LeaderContact, QuorumAcks};
 use crate::probe::TargetProber;
@@ -46,6 +47,9 @@ pub struct Cluster {
     /// SMTP connect tests for drills, provided by the node after start
     /// (this crate never speaks SMTP itself).
     prober: OnceLock<Arc<dyn TargetProber>>,
+    /// Open SMTP sessions and busy deliveries, provided by the node (see
+    /// `maintenance`).
+    activity: OnceLock<Arc<dyn NodeActivity>>,
     /// Bumped by every leadership pause/resume, so only the latest pause's
     /// timer resumes elections (see `leadership`).
     pub(crate) election_pause: AtomicU64,
@@ -166,6 +170,7 @@ impl Cluster {
             contact: LeaderContact::default(),
             acks,
             prober: OnceLock::new(),
+            activity: OnceLock::new(),
             election_pause: AtomicU64::new(0),
             writes_paused: watch::Sender::new(false),
             tasks: TaskTracker::new(),
@@ -225,6 +230,12 @@ impl Cluster {
             shutdown.clone(),
             cluster.failure.clone(),
         );
+
+        // A drained node stands for no election and hands leadership on.
+        cluster.tasks.spawn(crate::maintenance::run_drain_watch(
+            cluster.clone(),
+            shutdown.clone(),
+        ));
 
         cluster.tasks.spawn(publish_voters(
             cluster.raft.metrics(),
@@ -305,6 +316,17 @@ impl Cluster {
     /// calls are ignored).
     pub fn set_prober(&self, prober: Arc<dyn TargetProber>) {
         let _ = self.prober.set(prober);
+    }
+
+    /// Installs the activity counters reported in the node status (once;
+    /// later calls are ignored).
+    pub fn set_activity(&self, activity: Arc<dyn NodeActivity>) {
+        let _ = self.activity.set(activity);
+    }
+
+    /// The installed activity counters, if any.
+    pub fn activity(&self) -> Option<&Arc<dyn NodeActivity>> {
+        self.activity.get()
     }
 
     /// The installed SMTP connect test, if any.
@@ -443,6 +465,10 @@ impl Cluster {
     /// cut-off owner stops starting sessions long before anyone else owns
     /// its mail, and on its return it sees the takeover before it acts.
     pub fn may_start_delivery(&self) -> bool {
+        // A drained node starts nothing: its queue is about to move.
+        if self.is_drained() {
+            return false;
+        }
         // Called per round and before each session step: read the metrics
         // once, without cloning them.
         let metrics = self.raft.metrics();
@@ -654,6 +680,7 @@ impl Cluster {
             &self.config.config_digest,
             &self.metrics(),
             &self.store,
+            self.activity.get(),
             with_digest,
         )
     }
@@ -739,6 +766,7 @@ impl Cluster {
             config_digest: self.config.config_digest.clone(),
             metrics: self.raft.metrics(),
             store: self.store.clone(),
+            activity: self.activity.get().cloned(),
         }
     }
 
@@ -763,6 +791,7 @@ struct LocalStatusSource {
     config_digest: String,
     metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
     store: StateMachine,
+    activity: Option<Arc<dyn NodeActivity>>,
 }
 
 impl LocalStatusSource {
@@ -773,6 +802,7 @@ impl LocalStatusSource {
             &self.config_digest,
             &m,
             &self.store,
+            self.activity.as_ref(),
             with_digest,
         )
     }
@@ -783,6 +813,7 @@ fn local_status_from(
     config_digest: &str,
     m: &RaftMetrics<NodeId, BasicNode>,
     store: &StateMachine,
+    activity: Option<&Arc<dyn NodeActivity>>,
     with_digest: bool,
 ) -> Result<NodeStatusReply, StoreError> {
     let counts = store.counts()?;
@@ -811,6 +842,9 @@ fn local_status_from(
         stored_bodies: 0,
         stored_body_bytes: 0,
         config_digest: config_digest.to_string(),
+        drained: store.is_drained(node_id),
+        busy_deliveries: activity.map_or(0, |a| a.busy_deliveries()),
+        smtp_sessions: activity.map_or(0, |a| a.smtp_sessions()),
     };
     if with_digest {
         let digest = store.digest()?;

@@ -18,10 +18,12 @@
 //! - `route`: `relayctl route list|set|remove`.
 //! - `member`: `relayctl member list|add|promote|remove`, `failover` and
 //!   `snapshot`.
+//! - `drain`: `relayctl member drain|undrain|drain-status`.
 //! - `trace`: `relayctl trace ID`.
 //! - `drill`: `relayctl drill`.
 
 mod client;
+mod drain;
 mod drill;
 mod member;
 mod output;

@@ -100,6 +100,10 @@ struct FileSmtp {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     auth: Option<FileSmtpAuth>,
+    /// Whether this node takes SMTP while it is a learner (default true);
+    /// `false` for a recovery-site replica, which takes mail only once it
+    /// is a voter (promoted, or recovered).
+    accept_as_learner: Option<bool>,
 }
 
 /// `[smtp.auth]`: SMTP AUTH over TLS for submitters outside the
@@ -199,6 +203,9 @@ pub struct SmtpSettings {
     pub tls: SmtpTls,
     /// SMTP AUTH; `None` when no users are configured.
     pub auth: Option<SmtpAuthSettings>,
+    /// Take SMTP while a learner (`false`: a recovery-site replica answers
+    /// `421 4.3.2` until it is a voter).
+    pub accept_as_learner: bool,
 }
 
 /// Validated `[smtp.auth]`.
@@ -493,6 +500,7 @@ impl NodeConfig {
             authorized_networks,
             tls,
             auth,
+            accept_as_learner: s.accept_as_learner.unwrap_or(true),
         };
 
         let d = &file.delivery;
