@@ -50,6 +50,8 @@ pub struct Cluster {
     /// Open SMTP sessions and busy deliveries, provided by the node (see
     /// `maintenance`).
     activity: OnceLock<Arc<dyn NodeActivity>>,
+    /// When the leader's log grew, for lag in seconds (see `lag`).
+    pub(crate) log_clock: Arc<crate::lag::LogClock>,
     /// Bumped by every leadership pause/resume, so only the latest pause's
     /// timer resumes elections (see `leadership`).
     pub(crate) election_pause: AtomicU64,
@@ -73,7 +75,7 @@ impl std::fmt::Debug for Cluster {
 }
 
 /// One member as seen by a status query.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MemberStatus {
     /// Node id.
     pub id: NodeId,
@@ -89,6 +91,9 @@ pub struct MemberStatus {
     pub applied: u64,
     /// Leader's last log index minus `applied` (0 when unknown).
     pub lag: u64,
+    /// Age of the oldest entry it lacks, as the leader measures it (see
+    /// `lag`); `None` when the leader did not answer.
+    pub lag_millis: Option<u64>,
     /// Its reply, when it answered.
     pub reply: Option<NodeStatusReply>,
 }
@@ -171,6 +176,7 @@ impl Cluster {
             acks,
             prober: OnceLock::new(),
             activity: OnceLock::new(),
+            log_clock: Arc::default(),
             election_pause: AtomicU64::new(0),
             writes_paused: watch::Sender::new(false),
             tasks: TaskTracker::new(),
@@ -236,6 +242,10 @@ impl Cluster {
             cluster.clone(),
             shutdown.clone(),
         ));
+
+        cluster
+            .tasks
+            .spawn(crate::lag::run_log_clock(cluster.clone(), shutdown.clone()));
 
         cluster.tasks.spawn(publish_voters(
             cluster.raft.metrics(),
@@ -681,6 +691,7 @@ impl Cluster {
             &self.metrics(),
             &self.store,
             self.activity.get(),
+            &self.replication_lag(),
             with_digest,
         )
     }
@@ -720,6 +731,24 @@ impl Cluster {
             }
         }))
         .await;
+        let leader_reply = m.current_leader.and_then(|leader| {
+            members
+                .iter()
+                .zip(&replies)
+                .find(|((id, _), _)| *id == leader)
+                .and_then(|(_, r)| r.as_ref().ok().cloned())
+        });
+        let lag_millis = |id: NodeId| -> Option<u64> {
+            let leader = leader_reply.as_ref()?;
+            if leader.id == id {
+                return Some(0);
+            }
+            leader
+                .replication
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.millis)
+        };
         let leader_last_log = m.current_leader.and_then(|leader| {
             members
                 .iter()
@@ -747,6 +776,7 @@ impl Cluster {
                         (Some(_), Some(last)) => last.saturating_sub(applied),
                         _ => 0,
                     },
+                    lag_millis: lag_millis(id),
                     reply,
                 }
             })
@@ -767,6 +797,7 @@ impl Cluster {
             metrics: self.raft.metrics(),
             store: self.store.clone(),
             activity: self.activity.get().cloned(),
+            replication: self.replication_lag(),
         }
     }
 
@@ -792,6 +823,7 @@ struct LocalStatusSource {
     metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
     store: StateMachine,
     activity: Option<Arc<dyn NodeActivity>>,
+    replication: BTreeMap<NodeId, crate::lag::PeerLag>,
 }
 
 impl LocalStatusSource {
@@ -803,6 +835,7 @@ impl LocalStatusSource {
             &m,
             &self.store,
             self.activity.as_ref(),
+            &self.replication,
             with_digest,
         )
     }
@@ -814,6 +847,7 @@ fn local_status_from(
     m: &RaftMetrics<NodeId, BasicNode>,
     store: &StateMachine,
     activity: Option<&Arc<dyn NodeActivity>>,
+    replication: &BTreeMap<NodeId, crate::lag::PeerLag>,
     with_digest: bool,
 ) -> Result<NodeStatusReply, StoreError> {
     let counts = store.counts()?;
@@ -845,6 +879,14 @@ fn local_status_from(
         drained: store.is_drained(node_id),
         busy_deliveries: activity.map_or(0, |a| a.busy_deliveries()),
         smtp_sessions: activity.map_or(0, |a| a.smtp_sessions()),
+        replication: replication
+            .iter()
+            .map(|(id, lag)| relay_proto::raft::PeerLag {
+                id: *id,
+                entries: lag.entries,
+                millis: lag.age.as_millis() as u64,
+            })
+            .collect(),
     };
     if with_digest {
         let digest = store.digest()?;

@@ -27,6 +27,7 @@
 //! - [`leadership`]: leadership transfer for `relayctl failover` (openraft
 //!   0.9 has none: pause the others, elect the target, resume).
 //! - [`membership`]: add learner, promote, remove, run on the leader.
+//! - [`lag`]: each peer's lag in entries and seconds (the leader's view).
 //! - [`maintenance`]: drain: a drained node stands for no election, hands
 //!   leadership on, and reports when it is safe to stop.
 //! - [`probe`]: the hook a node installs for drill SMTP connect tests.
@@ -43,6 +44,7 @@ pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod lag;
 pub mod leadership;
 pub mod maintenance;
 pub mod membership;

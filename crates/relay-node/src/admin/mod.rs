@@ -157,6 +157,7 @@ impl Admin for AdminService {
                     lag: m.lag,
                     voter: m.voter,
                     drained: self.cluster.store().is_drained(m.id),
+                    lag_millis: m.lag_millis,
                 })
                 .collect(),
             queue: Some(QueueCounts {
