@@ -1,6 +1,7 @@
 //! `relayd --config FILE`: runs one quorum-relay node until SIGTERM/SIGINT.
 //! `relayd --hash-password` and `relayd --dev-certs DIR` are helpers that
-//! print or write something and exit.
+//! print or write something and exit; `relayd --config FILE --recover`
+//! turns a stopped node into a new one-voter cluster after a quorum loss.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,17 @@ struct Args {
     /// Only validate the configuration and exit.
     #[arg(long)]
     check_config: bool,
+    /// Recovery after the quorum is lost for good: print what this node's
+    /// store holds and what a new one-voter cluster made from it would
+    /// lack; with --confirm, keep that as evidence in the data dir and
+    /// make this node the only voter of a new cluster (see
+    /// docs/disaster-recovery.md). The node must be stopped.
+    #[arg(long, requires = "config", conflicts_with = "check_config")]
+    recover: bool,
+    /// With --recover: do it (without, it is a dry run that changes
+    /// nothing and exits 1).
+    #[arg(long, requires = "recover")]
+    confirm: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -116,6 +128,9 @@ fn main() -> ExitCode {
     if args.check_config {
         println!("{}: ok", config_path.display());
         return ExitCode::SUCCESS;
+    }
+    if args.recover {
+        return relay_node::recover::run(&config, args.confirm);
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

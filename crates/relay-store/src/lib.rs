@@ -44,6 +44,8 @@
 //!   durable vote and purge, so a wiped or rolled-back store is refused.
 //! - [`metrics`]: append batch sizes and WAL fsyncs (group-commit
 //!   visibility), and how batches form today.
+//! - [`recover`]: after a quorum is lost for good, one store becomes a new
+//!   one-voter cluster (evidence kept first).
 //! - `error.rs`: [`StoreError`].
 
 use std::path::Path;
@@ -57,6 +59,7 @@ mod failpoint;
 mod log_store;
 pub mod metrics;
 mod queries;
+pub mod recover;
 mod snapshot;
 mod snapshot_file;
 mod state_machine;
