@@ -33,6 +33,12 @@ pub enum MemberCommand {
         /// Node id.
         id: u64,
     },
+    /// Make a voter a learner again (it keeps its data and receives the
+    /// log): a recovery-site node stepping back after a fail back.
+    Demote {
+        /// Node id.
+        id: u64,
+    },
     /// Take a node out of service for maintenance: it answers new SMTP
     /// connections 421, reports not ready, hands leadership and its queue
     /// on; waits until it is safe to stop (exit 1 if not within --wait).
@@ -74,6 +80,7 @@ pub async fn run(admin: &mut Admin, command: MemberCommand, as_json: bool) -> Re
         MemberCommand::Add { id, raft_addr } => ("add", id, raft_addr),
         MemberCommand::Promote { id } => ("promote", id, String::new()),
         MemberCommand::Remove { id } => ("remove", id, String::new()),
+        MemberCommand::Demote { id } => ("demote", id, String::new()),
         MemberCommand::Drain { id, wait, by } => {
             let by = crate::queue::operator(by);
             return crate::drain::drain(admin, id, by, Duration::from_secs(wait), as_json).await;
