@@ -9,7 +9,7 @@
 //! command asks the test (a request file) to restart the node through the
 //! harness, which owns the processes (SIGKILL: the node was safe to stop).
 //! Knobs: `QR_ROLLING_RATE` (messages/s offered, default 300),
-//! `QR_ROLLING_LANES` (senders per node, default 8).
+//! `QR_ROLLING_LANES` (senders per node, default 16).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -29,8 +29,9 @@ use tokio_util::sync::CancellationToken;
 struct Refusals {
     /// `421 4.3.2` from a node out of service (drained): expected.
     drained: u64,
-    /// Connection refused or broken (the node is down): expected.
-    unreachable: u64,
+    /// Connection refused or broken, by node and when: expected only while
+    /// that node is down for its restart.
+    unreachable: Vec<(u64, Instant)>,
     /// Anything else: (node, code, text). Must stay empty.
     other: Vec<(u64, u16, String)>,
 }
@@ -58,13 +59,21 @@ async fn sender(
                     match c.command("EHLO client.test").await {
                         Ok(r) if r.code == 250 => client = Some(c),
                         Ok(r) => classify(&refusals, node, r.code, r.text()),
-                        Err(_) => refusals.lock().unwrap().unreachable += 1,
+                        Err(_) => refusals
+                            .lock()
+                            .unwrap()
+                            .unreachable
+                            .push((node, Instant::now())),
                     }
                 }
                 Ok(Ok((_, greeting))) => {
                     classify(&refusals, node, greeting.code, greeting.text());
                 }
-                _ => refusals.lock().unwrap().unreachable += 1,
+                _ => refusals
+                    .lock()
+                    .unwrap()
+                    .unreachable
+                    .push((node, Instant::now())),
             }
             if client.is_none() {
                 continue;
@@ -104,7 +113,11 @@ async fn sender(
             }
             _ => {
                 ledger.lock().unwrap().unacked.insert(marker);
-                refusals.lock().unwrap().unreachable += 1;
+                refusals
+                    .lock()
+                    .unwrap()
+                    .unreachable
+                    .push((node, Instant::now()));
                 client = None;
             }
         }
@@ -150,7 +163,7 @@ async fn a_rolling_restart_under_load_loses_nothing_duplicates_nothing_and_refus
     let lanes: usize = std::env::var("QR_ROLLING_LANES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(8);
+        .unwrap_or(16);
     let target = TestTarget::start().await?;
     target.set_behaviour(Behaviour::DelayDataReply(Duration::from_millis(100)));
     let mut cluster = ProcessCluster::start(ClusterOptions {
@@ -225,12 +238,14 @@ async fn a_rolling_restart_under_load_loses_nothing_duplicates_nothing_and_refus
     // Serve the script's restart requests until it exits.
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut restarts = BTreeMap::new();
+    let mut down_at: BTreeMap<u64, Instant> = BTreeMap::new();
     let status = loop {
         for id in 1..=3u64 {
             let request = control.join(format!("restart-{id}.req"));
             if request.exists() {
                 std::fs::remove_file(&request)?;
                 let at = Instant::now();
+                down_at.insert(id, at);
                 cluster.kill(id);
                 cluster.start_node(id)?;
                 restarts.insert(id, at.duration_since(load_started));
@@ -276,7 +291,7 @@ async fn a_rolling_restart_under_load_loses_nothing_duplicates_nothing_and_refus
         verdict.acked as f64 / load_time.as_secs_f64(),
         3 * lanes,
         refusals.drained,
-        refusals.unreachable,
+        refusals.unreachable.len(),
         refusals.other.len()
     );
     assert!(
@@ -292,6 +307,19 @@ async fn a_rolling_restart_under_load_loses_nothing_duplicates_nothing_and_refus
         refusals.other
     );
     assert!(refusals.drained > 0, "the senders never met a drained node");
+    // A node was unreachable only around its own restart (killed, then
+    // listening again within seconds; sessions cut by the kill report a
+    // moment later).
+    for (node, at) in &refusals.unreachable {
+        let down = down_at.get(node).copied();
+        assert!(
+            down.is_some_and(|d| *at >= d && at.duration_since(d) < Duration::from_secs(15)),
+            "node {node} was unreachable at {:?} after the load started, outside its restart \
+             (down at {:?})",
+            at.duration_since(load_started),
+            down.map(|d| d.duration_since(load_started))
+        );
+    }
     assert!(
         verdict.acked > 1000,
         "too little load to mean anything: {verdict}"

@@ -178,8 +178,8 @@ impl Cluster {
 /// Keeps a drained node out of elections and out of leadership: follows
 /// the drained set as applied, switches this node's elections off while it
 /// is drained (on again when undrained), and while it is drained and leads,
-/// hands leadership to another voter (again every few seconds until it
-/// took). Runs until `shutdown`.
+/// hands leadership to another voter (one transfer round, again a few
+/// seconds later only if it still leads). Runs until `shutdown`.
 pub async fn run_drain_watch(cluster: Arc<Cluster>, shutdown: CancellationToken) {
     let mut drained_set = cluster.store().subscribe_drained();
     let mut metrics = cluster.watch_metrics();
@@ -197,13 +197,15 @@ pub async fn run_drain_watch(cluster: Arc<Cluster>, shutdown: CancellationToken)
             was_drained = Some(drained);
         }
         let leads = metrics.borrow_and_update().state == ServerState::Leader;
-        if drained && leads && last_transfer.is_none_or(|t| t.elapsed() > Duration::from_secs(5)) {
+        if drained && leads && last_transfer.is_none_or(|t| t.elapsed() > Duration::from_secs(3)) {
             last_transfer = Some(Instant::now());
             info!("drained while leading: handing leadership on");
-            match cluster
-                .transfer_leadership(None, Duration::from_secs(15))
-                .await
-            {
+            // One transfer round at a time, then look again: if it failed
+            // but another node was elected meanwhile, the job is done, and
+            // further rounds (which pause every voter) would only keep the
+            // tier without a leader.
+            let round = cluster.election_timeout().1 * 2 + Duration::from_millis(500);
+            match cluster.transfer_leadership(None, round).await {
                 Ok(t) => info!(to = t.leader, "leadership handed on for maintenance"),
                 Err(e) => warn!(error = %e, "cannot hand leadership on yet; trying again"),
             }
