@@ -246,3 +246,101 @@ fn enqueued_at(command: &Command, note: &mut impl FnMut(u64)) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use openraft::testing::log_id;
+    use relay_types::{Enqueue, Envelope, MessageId, MessageInfo, Recipient};
+
+    use super::*;
+
+    /// A store of a member of {1, 2, 3} + learner 4 with a membership entry
+    /// and one message in its log.
+    fn old_store(dir: &Path) {
+        let (log_store, _sm) = crate::open(dir).unwrap();
+        let store = &log_store.store;
+        let nodes: BTreeMap<NodeId, BasicNode> = (1..=4)
+            .map(|id| (id, BasicNode::new(format!("127.0.0.1:710{id}"))))
+            .collect();
+        let membership = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes);
+        let first: Entry<TypeConfig> = Entry {
+            log_id: log_id(1, 1, 1),
+            payload: EntryPayload::Membership(membership),
+        };
+        let body = Bytes::from_static(b"Subject: x\r\n\r\nx\r\n");
+        let second: Entry<TypeConfig> = Entry {
+            log_id: log_id(3, 2, 2),
+            payload: EntryPayload::Normal(Command::Enqueue(Box::new(Enqueue {
+                id: MessageId([7; 16]),
+                received_at: UnixMillis(1_234),
+                accepted_by: 2,
+                owner: 2,
+                envelope: Envelope {
+                    reverse_path: "s@sender.test".into(),
+                    recipients: vec![Recipient::new("r@example.test".to_string())],
+                    ..Default::default()
+                },
+                info: MessageInfo::default(),
+                checksum: relay_queue::body_checksum(&body),
+                expires_at: UnixMillis(99_999),
+                body,
+            }))),
+        };
+        let mut batch = WriteBatch::default();
+        store.put(&mut batch, CF_LOG, &log_key(1), &first).unwrap();
+        store.put(&mut batch, CF_LOG, &log_key(2), &second).unwrap();
+        store
+            .put(
+                &mut batch,
+                CF_RAFT_META,
+                KEY_VOTE,
+                &Vote::new_committed(3, 2),
+            )
+            .unwrap();
+        store.write_synced(batch, SyncOp::Vote).unwrap();
+    }
+
+    #[test]
+    fn a_survivor_becomes_the_only_voter_in_a_new_term_with_evidence_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let guard = tmp.path().join("voter-guard");
+        old_store(&dir);
+
+        let dry = inspect(&dir, 4).unwrap();
+        assert_eq!(dry.old_voters, vec![1, 2, 3]);
+        assert_eq!(dry.old_learners, vec![4]);
+        assert_eq!(dry.last_log_index, 2);
+        assert_eq!(dry.newest_message_ms, Some(1_234));
+        assert_eq!(dry.new_term, 4);
+        assert!(dry.evidence.is_none());
+
+        // Not a member: refused, nothing written.
+        let err = force_single_voter(&dir, &guard, 9).unwrap_err().to_string();
+        assert!(err.contains("node 9"), "{err}");
+
+        let report = force_single_voter(&dir, &guard, 4).unwrap();
+        let evidence = report.evidence.clone().unwrap();
+        assert!(evidence.join("report.json").exists());
+
+        let (log_store, _sm) = crate::open(&dir).unwrap();
+        let reader = log_store.store.live();
+        let vote: Vote<u64> = reader.get(CF_RAFT_META, KEY_VOTE).unwrap().unwrap();
+        assert_eq!(vote, Vote::new(4, 4));
+        let last: Entry<TypeConfig> = reader.get(CF_LOG, &log_key(3)).unwrap().unwrap();
+        assert_eq!(last.log_id, log_id(4, 4, 3));
+        match last.payload {
+            EntryPayload::Membership(m) => {
+                assert_eq!(m.voter_ids().collect::<Vec<_>>(), vec![4]);
+                assert_eq!(m.learner_ids().count(), 0);
+            }
+            other => panic!("expected a membership entry, got {other:?}"),
+        }
+        // The guard remembers the new vote, so an older copy is refused.
+        let durable = crate::voter_guard::VoterGuard::load(&guard)
+            .unwrap()
+            .durable();
+        assert_eq!(durable.vote, Some(Vote::new(4, 4)));
+    }
+}
