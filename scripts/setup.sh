@@ -12,6 +12,7 @@
 #   build-essential  C/C++ compiler for RocksDB (librocksdb-sys)
 #   libclang-dev     RocksDB's bindgen step
 #   swaks            a real SMTP client for the README demo
+#   jq               reads relayctl --json in scripts/rolling-restart.sh
 #   postfix          smtp-source / smtp-sink, real SMTP peers for tests and
 #                    benches (test only; never replaces another mail server)
 #   chromium         headless browser for the status-page test (test only)
@@ -23,8 +24,8 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 what="${1:-test}"
 case "$what" in
-demo) want=(build-essential libclang-dev swaks) ;;
-test) want=(build-essential libclang-dev swaks postfix chromium prometheus) ;;
+demo) want=(build-essential libclang-dev swaks jq) ;;
+test) want=(build-essential libclang-dev swaks jq postfix chromium prometheus) ;;
 nemesis) want=(build-essential libclang-dev iptables libfaketime) ;;
 *)
     sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'

@@ -136,6 +136,11 @@ pub struct ClusterOptions {
     /// certificates required on the admin port too), with certificates
     /// from `relayd --dev-certs` in `<dir>/certs`. Off by default.
     pub tls: bool,
+    /// Extra nodes (ids after `nodes`) configured as recovery replicas:
+    /// not in the voters' member lists (the cluster is created without
+    /// them; add them with `relayctl member add`), and
+    /// `smtp.accept_as_learner = false`.
+    pub learners: usize,
 }
 
 impl Default for ClusterOptions {
@@ -153,6 +158,7 @@ impl Default for ClusterOptions {
             delivery_extra: String::new(),
             power_loss: false,
             tls: false,
+            learners: 0,
         }
     }
 }
@@ -192,8 +198,9 @@ impl ProcessCluster {
     /// Writes configs and starts every node.
     pub fn start(options: ClusterOptions) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("qr-cluster-").tempdir()?;
-        let ports = free_ports(options.nodes * 4);
-        let node_ports: Vec<NodePorts> = (0..options.nodes)
+        let total = options.nodes + options.learners;
+        let ports = free_ports(total * 4);
+        let node_ports: Vec<NodePorts> = (0..total)
             .map(|i| NodePorts {
                 smtp: ports[i * 4],
                 raft: ports[i * 4 + 1],
@@ -203,7 +210,7 @@ impl ProcessCluster {
             .collect();
         let token = "test-token".to_string();
         let mut members = String::new();
-        for (i, p) in node_ports.iter().enumerate() {
+        for (i, p) in node_ports.iter().enumerate().take(options.nodes) {
             members.push_str(&format!(
                 "[[cluster.members]]\nid = {}\nraft = \"127.0.0.1:{}\"\n\n",
                 i + 1,
@@ -219,7 +226,7 @@ impl ProcessCluster {
         }
         let certs = if options.tls {
             let certs = dir.path().join("certs");
-            let ids: Vec<String> = (1..=options.nodes).map(|i| i.to_string()).collect();
+            let ids: Vec<String> = (1..=total).map(|i| i.to_string()).collect();
             dev_certs(&certs, &ids.join(","))?;
             Some(certs)
         } else {
@@ -228,6 +235,21 @@ impl ProcessCluster {
         let mut nodes = Vec::new();
         for (i, p) in node_ports.iter().enumerate() {
             let id = i as NodeId + 1;
+            let learner = i >= options.nodes;
+            // A replica lists the voters and itself.
+            let members = if learner {
+                format!(
+                    "{members}[[cluster.members]]\nid = {id}\nraft = \"127.0.0.1:{}\"\n\n",
+                    p.raft
+                )
+            } else {
+                members.clone()
+            };
+            let learner_smtp = if learner {
+                "accept_as_learner = false"
+            } else {
+                ""
+            };
             let data_dir = dir.path().join(format!("node{id}"));
             let config = dir.path().join(format!("node{id}.toml"));
             let text = format!(
@@ -255,6 +277,7 @@ keep_logs = {keep_logs}
 {members}
 [smtp]
 {smtp_tls}
+{learner_smtp}
 {smtp_extra}
 
 [delivery]
@@ -316,7 +339,7 @@ token = "{token}"
             paused: Default::default(),
             certs,
         };
-        for id in 1..=options.nodes as NodeId {
+        for id in 1..=total as NodeId {
             cluster.start_node(id)?;
         }
         Ok(cluster)

@@ -90,6 +90,9 @@ pub struct Ledger {
     pub ack_times: Vec<(Instant, Instant, u64)>,
     /// Marker → the queue id the `250` named.
     pub queue_ids: BTreeMap<String, String>,
+    /// Marker → when its `250` arrived (wall clock, to compare with times
+    /// a node reports).
+    pub acked_at: BTreeMap<String, std::time::SystemTime>,
 }
 
 impl Ledger {
@@ -148,6 +151,9 @@ pub async fn sender(
                 if let Some(id) = reply.queued_id() {
                     ledger.queue_ids.insert(marker.clone(), id);
                 }
+                ledger
+                    .acked_at
+                    .insert(marker.clone(), std::time::SystemTime::now());
                 ledger.acked.insert(marker);
                 ledger.ack_times.push((started, Instant::now(), node));
             }

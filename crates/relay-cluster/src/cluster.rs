@@ -22,6 +22,7 @@ use crate::batcher::{BatchWriteError, WriteBatcher};
 use crate::channels::{Channels, LinkFaults, MAX_GRPC_MESSAGE};
 use crate::config::ClusterConfig;
 use crate::error::{ClusterError, ProposeError};
+use crate::maintenance::NodeActivity;
 use crate::network::GrpcNetworkFactory;
 use crate::ownership::{LeaderContact, QuorumAcks};
 use crate::probe::TargetProber;
@@ -47,6 +48,11 @@ pub struct Cluster {
     /// SMTP connect tests for drills, provided by the node after start
     /// (this crate never speaks SMTP itself).
     prober: OnceLock<Arc<dyn TargetProber>>,
+    /// Open SMTP sessions and busy deliveries, provided by the node (see
+    /// `maintenance`).
+    activity: OnceLock<Arc<dyn NodeActivity>>,
+    /// When the leader's log grew, for lag in seconds (see `lag`).
+    pub(crate) log_clock: Arc<crate::lag::LogClock>,
     /// Bumped by every leadership pause/resume, so only the latest pause's
     /// timer resumes elections (see `leadership`).
     pub(crate) election_pause: AtomicU64,
@@ -70,7 +76,7 @@ impl std::fmt::Debug for Cluster {
 }
 
 /// One member as seen by a status query.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct MemberStatus {
     /// Node id.
     pub id: NodeId,
@@ -86,6 +92,9 @@ pub struct MemberStatus {
     pub applied: u64,
     /// Leader's last log index minus `applied` (0 when unknown).
     pub lag: u64,
+    /// Age of the oldest entry it lacks, as the leader measures it (see
+    /// `lag`); `None` when the leader did not answer.
+    pub lag_millis: Option<u64>,
     /// Its reply, when it answered.
     pub reply: Option<NodeStatusReply>,
 }
@@ -168,6 +177,8 @@ impl Cluster {
             contact: LeaderContact::default(),
             acks,
             prober: OnceLock::new(),
+            activity: OnceLock::new(),
+            log_clock: Arc::default(),
             election_pause: AtomicU64::new(0),
             writes_paused: watch::Sender::new(false),
             tasks: TaskTracker::new(),
@@ -227,6 +238,16 @@ impl Cluster {
             shutdown.clone(),
             cluster.failure.clone(),
         );
+
+        // A drained node stands for no election and hands leadership on.
+        cluster.tasks.spawn(crate::maintenance::run_drain_watch(
+            cluster.clone(),
+            shutdown.clone(),
+        ));
+
+        cluster
+            .tasks
+            .spawn(crate::lag::run_log_clock(cluster.clone(), shutdown.clone()));
 
         cluster.tasks.spawn(publish_voters(
             cluster.raft.metrics(),
@@ -307,6 +328,17 @@ impl Cluster {
     /// calls are ignored).
     pub fn set_prober(&self, prober: Arc<dyn TargetProber>) {
         let _ = self.prober.set(prober);
+    }
+
+    /// Installs the activity counters reported in the node status (once;
+    /// later calls are ignored).
+    pub fn set_activity(&self, activity: Arc<dyn NodeActivity>) {
+        let _ = self.activity.set(activity);
+    }
+
+    /// The installed activity counters, if any.
+    pub fn activity(&self) -> Option<&Arc<dyn NodeActivity>> {
+        self.activity.get()
     }
 
     /// The installed SMTP connect test, if any.
@@ -483,6 +515,10 @@ impl Cluster {
     /// cut-off owner stops starting sessions long before anyone else owns
     /// its mail, and on its return it sees the takeover before it acts.
     pub fn may_start_delivery(&self) -> bool {
+        // A drained node starts nothing: its queue is about to move.
+        if self.is_drained() {
+            return false;
+        }
         // Called per round and before each session step: read the metrics
         // once, without cloning them.
         let metrics = self.raft.metrics();
@@ -694,6 +730,8 @@ impl Cluster {
             &self.config.config_digest,
             &self.metrics(),
             &self.store,
+            self.activity.get(),
+            &self.replication_lag(),
             with_digest,
         )
     }
@@ -733,6 +771,24 @@ impl Cluster {
             }
         }))
         .await;
+        let leader_reply = m.current_leader.and_then(|leader| {
+            members
+                .iter()
+                .zip(&replies)
+                .find(|((id, _), _)| *id == leader)
+                .and_then(|(_, r)| r.as_ref().ok().cloned())
+        });
+        let lag_millis = |id: NodeId| -> Option<u64> {
+            let leader = leader_reply.as_ref()?;
+            if leader.id == id {
+                return Some(0);
+            }
+            leader
+                .replication
+                .iter()
+                .find(|p| p.id == id)
+                .map(|p| p.millis)
+        };
         let leader_last_log = m.current_leader.and_then(|leader| {
             members
                 .iter()
@@ -760,6 +816,7 @@ impl Cluster {
                         (Some(_), Some(last)) => last.saturating_sub(applied),
                         _ => 0,
                     },
+                    lag_millis: lag_millis(id),
                     reply,
                 }
             })
@@ -779,6 +836,8 @@ impl Cluster {
             config_digest: self.config.config_digest.clone(),
             metrics: self.raft.metrics(),
             store: self.store.clone(),
+            activity: self.activity.get().cloned(),
+            replication: self.replication_lag(),
         }
     }
 
@@ -803,6 +862,8 @@ struct LocalStatusSource {
     config_digest: String,
     metrics: watch::Receiver<RaftMetrics<NodeId, BasicNode>>,
     store: StateMachine,
+    activity: Option<Arc<dyn NodeActivity>>,
+    replication: BTreeMap<NodeId, crate::lag::PeerLag>,
 }
 
 impl LocalStatusSource {
@@ -813,6 +874,8 @@ impl LocalStatusSource {
             &self.config_digest,
             &m,
             &self.store,
+            self.activity.as_ref(),
+            &self.replication,
             with_digest,
         )
     }
@@ -823,6 +886,8 @@ fn local_status_from(
     config_digest: &str,
     m: &RaftMetrics<NodeId, BasicNode>,
     store: &StateMachine,
+    activity: Option<&Arc<dyn NodeActivity>>,
+    replication: &BTreeMap<NodeId, crate::lag::PeerLag>,
     with_digest: bool,
 ) -> Result<NodeStatusReply, StoreError> {
     let counts = store.counts()?;
@@ -852,6 +917,17 @@ fn local_status_from(
         stored_bodies: 0,
         stored_body_bytes: 0,
         config_digest: config_digest.to_string(),
+        drained: store.is_drained(node_id),
+        busy_deliveries: activity.map_or(0, |a| a.busy_deliveries()),
+        smtp_sessions: activity.map_or(0, |a| a.smtp_sessions()),
+        replication: replication
+            .iter()
+            .map(|(id, lag)| relay_proto::raft::PeerLag {
+                id: *id,
+                entries: lag.entries,
+                millis: lag.age.as_millis() as u64,
+            })
+            .collect(),
     };
     if with_digest {
         let digest = store.digest()?;

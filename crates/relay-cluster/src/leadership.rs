@@ -129,7 +129,7 @@ impl Cluster {
                     tokio::time::sleep(for_).await;
                     // Only the latest pause's timer resumes.
                     if this.election_pause.load(Ordering::SeqCst) == generation {
-                        this.raft().runtime_config().elect(true);
+                        this.raft().runtime_config().elect(!this.is_drained());
                         this.raft().runtime_config().heartbeat(true);
                         this.writes_paused.send_replace(false);
                         info!("leadership pause expired; elections and heartbeats resumed");
@@ -138,7 +138,8 @@ impl Cluster {
             }
             LeadershipStep::Resume => {
                 self.election_pause.fetch_add(1, Ordering::SeqCst);
-                raft.runtime_config().elect(true);
+                // A drained node keeps out of elections (see `maintenance`).
+                raft.runtime_config().elect(!self.is_drained());
                 raft.runtime_config().heartbeat(true);
                 self.writes_paused.send_replace(false);
             }
@@ -210,7 +211,7 @@ impl Cluster {
             }
             None => voters
                 .iter()
-                .filter(|m| m.id != leader && m.reachable)
+                .filter(|m| m.id != leader && m.reachable && !self.store().is_drained(m.id))
                 .min_by_key(|m| (m.lag, m.id))
                 .copied()
                 .ok_or_else(|| {

@@ -29,6 +29,9 @@
 //! - [`leadership`]: leadership transfer for `relayctl failover` (openraft
 //!   0.9 has none: pause the others, elect the target, resume).
 //! - [`membership`]: add learner, promote, remove, run on the leader.
+//! - [`lag`]: each peer's lag in entries and seconds (the leader's view).
+//! - [`maintenance`]: drain: a drained node stands for no election, hands
+//!   leadership on, and reports when it is safe to stop.
 //! - [`probe`]: the hook a node installs for drill SMTP connect tests.
 //! - [`metrics`]: this crate's Prometheus instruments (stranded writes).
 //! - [`supervise`]: [`Failure`], and the watch on the crate's own tasks
@@ -44,7 +47,9 @@ pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod error;
+pub mod lag;
 pub mod leadership;
+pub mod maintenance;
 pub mod membership;
 pub mod metrics;
 pub mod network;
@@ -61,6 +66,7 @@ pub use cluster::{Cluster, ClusterStatus, MemberStatus};
 pub use config::ClusterConfig;
 pub use error::{AdminError, ClusterError, ProposeError};
 pub use leadership::{LeadershipStep, Transfer};
+pub use maintenance::{DrainReport, NodeActivity};
 pub use membership::{MemberChange, Members};
 pub use ownership::{Contact, LeaderContact};
 pub use probe::{ProbeResult, TargetProber};

@@ -28,6 +28,9 @@ pub enum MemberChange {
     Promote(NodeId),
     /// Remove a voter or learner entirely.
     Remove(NodeId),
+    /// Make a voter a learner again (it keeps its data and the log): how a
+    /// recovery-site node steps back after a fail back.
+    Demote(NodeId),
 }
 
 impl MemberChange {
@@ -41,6 +44,7 @@ impl MemberChange {
             "add" => Err(AdminError::Invalid("member add needs an address".into())),
             "promote" => Ok(MemberChange::Promote(change.id)),
             "remove" => Ok(MemberChange::Remove(change.id)),
+            "demote" => Ok(MemberChange::Demote(change.id)),
             other => Err(AdminError::Invalid(format!(
                 "unknown membership action {other:?}"
             ))),
@@ -61,6 +65,11 @@ impl MemberChange {
             },
             MemberChange::Remove(id) => MembershipChange {
                 action: "remove".into(),
+                id: *id,
+                addr: String::new(),
+            },
+            MemberChange::Demote(id) => MembershipChange {
+                action: "demote".into(),
                 id: *id,
                 addr: String::new(),
             },
@@ -193,6 +202,18 @@ impl Cluster {
                         .await
                 }
             }
+            MemberChange::Demote(id) => {
+                if !before.voters.contains(id) {
+                    return Err(AdminError::Invalid(format!("node {id} is not a voter")));
+                }
+                if before.voters.len() <= 1 {
+                    return Err(AdminError::Invalid("cannot demote the last voter".into()));
+                }
+                // retain = true: it stays as a learner.
+                self.raft()
+                    .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([*id])), true)
+                    .await
+            }
         };
         match result {
             Ok(_) => Ok(self.members()),
@@ -218,6 +239,7 @@ mod tests {
             },
             MemberChange::Promote(4),
             MemberChange::Remove(2),
+            MemberChange::Demote(4),
         ] {
             assert_eq!(MemberChange::from_wire(&change.to_wire()).unwrap(), change);
         }
@@ -231,7 +253,7 @@ mod tests {
             Err(AdminError::Invalid(_))
         ));
         let unknown = MembershipChange {
-            action: "demote".into(),
+            action: "abdicate".into(),
             ..no_addr
         };
         assert!(matches!(

@@ -18,12 +18,14 @@
 //! - `route`: `relayctl route list|set|remove`.
 //! - `member`: `relayctl member list|add|promote|remove`, `failover` and
 //!   `snapshot`.
+//! - `drain`: `relayctl member drain|undrain|drain-status`.
 //! - `trace`: `relayctl trace ID`.
 //! - `drill`: `relayctl drill`.
 //! - `generate`: `relayctl completions SHELL` and `relayctl man`, from
 //!   these clap definitions (no node is asked).
 
 mod client;
+mod drain;
 mod drill;
 mod generate;
 mod member;

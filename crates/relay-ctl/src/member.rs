@@ -1,5 +1,7 @@
-//! `relayctl member list|add|promote|remove`, `relayctl failover` and
-//! `relayctl snapshot`.
+//! `relayctl member list|add|promote|remove` (drain and undrain are in
+//! `drain`), `relayctl failover` and `relayctl snapshot`.
+
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use relay_proto::admin::{FailoverRequest, MembershipRequest, SnapshotRequest, StatusRequest};
@@ -46,6 +48,38 @@ pub enum MemberCommand {
         /// Node id.
         id: u64,
     },
+    /// Make a voter a learner again (it keeps its data and receives the
+    /// log): a recovery-site node stepping back after a fail back.
+    Demote {
+        /// Node id.
+        id: u64,
+    },
+    /// Take a node out of service for maintenance: it answers new SMTP
+    /// connections 421, reports not ready, hands leadership and its queue
+    /// on; waits until it is safe to stop (exit 1 if not within --wait).
+    Drain {
+        /// Node id.
+        id: u64,
+        /// How long to wait for "safe to stop", in seconds (0: do not wait).
+        #[arg(long, default_value_t = 120)]
+        wait: u64,
+        /// Who; kept in the log entry (default: $RELAYCTL_OPERATOR or $USER).
+        #[arg(long, env = "RELAYCTL_OPERATOR")]
+        by: Option<String>,
+    },
+    /// Put a drained node back in service.
+    Undrain {
+        /// Node id.
+        id: u64,
+        /// Who (default: $RELAYCTL_OPERATOR or $USER).
+        #[arg(long, env = "RELAYCTL_OPERATOR")]
+        by: Option<String>,
+    },
+    /// Where a node's drain stands; exit 0 only when it is safe to stop.
+    DrainStatus {
+        /// Node id.
+        id: u64,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +95,17 @@ pub async fn run(admin: &mut Admin, command: MemberCommand, as_json: bool) -> Re
         MemberCommand::Add { id, raft_addr } => ("add", id, raft_addr),
         MemberCommand::Promote { id } => ("promote", id, String::new()),
         MemberCommand::Remove { id } => ("remove", id, String::new()),
+        MemberCommand::Demote { id } => ("demote", id, String::new()),
+        MemberCommand::Drain { id, wait, by } => {
+            let by = crate::queue::operator(by);
+            return crate::drain::drain(admin, id, by, Duration::from_secs(wait), as_json).await;
+        }
+        MemberCommand::Undrain { id, by } => {
+            return crate::drain::undrain(admin, id, crate::queue::operator(by), as_json).await;
+        }
+        MemberCommand::DrainStatus { id } => {
+            return crate::drain::drain_status(admin, id, as_json).await;
+        }
     };
     let reply = admin
         .client

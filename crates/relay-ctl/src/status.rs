@@ -66,7 +66,9 @@ pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
                 "reachable": n.reachable,
                 "applied": n.applied,
                 "lag": n.lag,
+                "lag_seconds": n.lag_millis.map(|ms| ms as f64 / 1000.0),
                 "voter": n.voter,
+                "drained": n.drained,
                 "verdict": node_verdict(&reply, n),
             })).collect::<Vec<_>>(),
             "verdict": cluster_verdict(&reply),
@@ -87,17 +89,20 @@ pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
             reply.term
         ),
     }
-    let rows: Vec<[String; 7]> = reply
+    let rows: Vec<[String; 8]> = reply
         .nodes
         .iter()
         .map(|n| {
+            let mut role = n.role.clone();
+            if !n.voter {
+                role.push_str(" (learner)");
+            }
+            if n.drained {
+                role.push_str(" (drained)");
+            }
             [
                 n.id.to_string(),
-                if n.voter {
-                    n.role.clone()
-                } else {
-                    format!("{} (learner)", n.role)
-                },
+                role,
                 n.addr.clone(),
                 if n.reachable {
                     "yes".into()
@@ -106,6 +111,8 @@ pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
                 },
                 n.applied.to_string(),
                 n.lag.to_string(),
+                n.lag_millis
+                    .map_or("?".to_string(), |ms| format!("{:.1}", ms as f64 / 1000.0)),
                 node_verdict(&reply, n).to_string(),
             ]
         })
@@ -118,6 +125,7 @@ pub async fn run(admin: &mut Admin, as_json: bool) -> Result<(), CliError> {
             "REACHABLE",
             "APPLIED",
             "LAG",
+            "LAG S",
             "VERDICT",
         ],
         &rows,

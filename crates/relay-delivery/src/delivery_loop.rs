@@ -148,6 +148,22 @@ impl<S: DeliveryStore, P: Proposer> DeliveryLoop<S, P> {
         }
     }
 
+    /// A handle counting this loop's deliveries that have not settled:
+    /// running, or attempted with the report not committed yet. A drained
+    /// node's queue moves only once it is 0 (see `relay_cluster::maintenance`).
+    pub fn busy(&self) -> BusyDeliveries {
+        let inner = self.inner.clone();
+        BusyDeliveries(Arc::new(move || {
+            let t = lock(&inner.tracking);
+            let waiting = t
+                .unreported
+                .keys()
+                .filter(|id| !t.in_flight.contains(*id))
+                .count();
+            (t.in_flight.len() + waiting) as u64
+        }))
+    }
+
     /// Runs until `shutdown` is cancelled, then waits for the deliveries and
     /// proposals already started (each is bounded by its timeouts).
     pub async fn run(self, mut wake: watch::Receiver<u64>, shutdown: CancellationToken) {
@@ -802,6 +818,25 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
         }
     }
 }
+
+/// Counts a [`DeliveryLoop`]'s unsettled deliveries (see
+/// [`DeliveryLoop::busy`]); cheap to clone, usable after the loop started.
+#[derive(Clone)]
+pub struct BusyDeliveries(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl BusyDeliveries {
+    /// Deliveries running or with an uncommitted report, now.
+    pub fn count(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for BusyDeliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BusyDeliveries({})", self.count())
+    }
+}
+
 
 /// Why a "text sent" mark found after a restart counts as a possible
 /// duplicate.

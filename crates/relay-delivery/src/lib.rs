@@ -87,7 +87,7 @@ use bytes::Bytes;
 use relay_types::{Command, CommandResult, MessageId, MessageRecord, NodeId, Route, UnixMillis};
 
 pub use config::DeliveryConfig;
-pub use delivery_loop::DeliveryLoop;
+pub use delivery_loop::{BusyDeliveries, DeliveryLoop};
 pub use error::ProposeError;
 
 /// The delivery loop's read-only view of the replicated state on this node.

@@ -18,21 +18,51 @@ use relay_types::{
 pub struct SmtpBackend {
     cluster: Arc<Cluster>,
     queue_lifetime: Duration,
+    accept_as_learner: bool,
 }
 
 impl SmtpBackend {
-    /// A backend proposing through `cluster`.
-    pub fn new(cluster: Arc<Cluster>, queue_lifetime: Duration) -> Self {
+    /// A backend proposing through `cluster`; `accept_as_learner = false`
+    /// takes no mail while this node is not a voter (a recovery replica).
+    pub fn new(cluster: Arc<Cluster>, queue_lifetime: Duration, accept_as_learner: bool) -> Self {
         SmtpBackend {
             cluster,
             queue_lifetime,
+            accept_as_learner,
         }
     }
+}
+
+/// Why this node takes no mail now, if it does not (drained for
+/// maintenance, or a recovery replica that is not a voter): for SMTP and
+/// for readiness.
+pub fn not_accepting_reason(cluster: &Cluster, accept_as_learner: bool) -> Option<&'static str> {
+    if cluster.is_drained() {
+        return Some("drained for maintenance");
+    }
+    if !accept_as_learner {
+        let me = cluster.node_id();
+        let metrics = cluster.raft().metrics();
+        let voter = metrics
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == me);
+        if !voter {
+            return Some("a learner with smtp.accept_as_learner = false (recovery replica)");
+        }
+    }
+    None
 }
 
 impl relay_smtp::SessionBackend for SmtpBackend {
     fn is_relay_domain(&self, domain: &str) -> bool {
         matches!(self.cluster.store().route(domain), Ok(Some(_)))
+    }
+
+    fn accepting(&self) -> bool {
+        not_accepting_reason(&self.cluster, self.accept_as_learner).is_none()
     }
 
     async fn submit(
@@ -172,6 +202,26 @@ impl relay_delivery::Proposer for ClusterProposer {
     async fn fetch_intact_body(&self, id: MessageId, checksum: [u8; 32]) -> Result<Bytes, String> {
         let (_, body) = self.cluster.fetch_body_from_peers(id, checksum).await?;
         Ok(body)
+    }
+}
+
+/// What a drain waits for on this node: open SMTP sessions (counted by the
+/// SMTP server) and unsettled deliveries (counted by the delivery loop).
+#[derive(Debug, Clone)]
+pub struct Activity {
+    /// `SmtpConfig::open_sessions`.
+    pub sessions: Arc<std::sync::atomic::AtomicU64>,
+    /// `DeliveryLoop::busy`.
+    pub deliveries: relay_delivery::BusyDeliveries,
+}
+
+impl relay_cluster::NodeActivity for Activity {
+    fn smtp_sessions(&self) -> u64 {
+        self.sessions.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn busy_deliveries(&self) -> u64 {
+        self.deliveries.count()
     }
 }
 

@@ -158,6 +158,10 @@ struct FileSmtp {
     tls_key: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     auth: Option<FileSmtpAuth>,
+    /// Whether this node takes SMTP while it is a learner (default true);
+    /// `false` for a recovery-site replica, which takes mail only once it
+    /// is a voter (promoted, or recovered).
+    accept_as_learner: bool,
 }
 
 impl Default for FileSmtp {
@@ -174,6 +178,7 @@ impl Default for FileSmtp {
             tls_cert: None,
             tls_key: None,
             auth: None,
+            accept_as_learner: true,
         }
     }
 }
@@ -314,6 +319,9 @@ pub struct SmtpSettings {
     pub tls: SmtpTls,
     /// SMTP AUTH; `None` when no users are configured.
     pub auth: Option<SmtpAuthSettings>,
+    /// Take SMTP while a learner (`false`: a recovery-site replica answers
+    /// `421 4.3.2` until it is a voter).
+    pub accept_as_learner: bool,
 }
 
 /// Validated `[smtp.auth]`.
@@ -569,6 +577,7 @@ impl NodeConfig {
             authorized_networks,
             tls,
             auth,
+            accept_as_learner: s.accept_as_learner,
         };
 
         let d = &file.delivery;

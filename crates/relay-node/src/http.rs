@@ -30,6 +30,9 @@ pub struct HttpState {
     pub prometheus: PrometheusHandle,
     /// Last delivery result per target, for the status page.
     pub recent: Arc<RecentResults>,
+    /// `smtp.accept_as_learner`: a learner without it takes no mail and
+    /// is not ready.
+    pub accept_as_learner: bool,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -43,6 +46,12 @@ impl std::fmt::Debug for HttpState {
 impl HttpState {
     /// This node's readiness now.
     pub fn readiness(&self) -> Readiness {
+        // A node that takes no mail must not get any from a load balancer.
+        if let Some(why) =
+            crate::adapters::not_accepting_reason(&self.cluster, self.accept_as_learner)
+        {
+            return Readiness::NotReady(format!("not taking mail: {why}"));
+        }
         let m = self.cluster.view();
         let contact = self.cluster.contact().last().map(|c| (c, c.at.elapsed()));
         let window = self.cluster.election_timeout().1 * 2;

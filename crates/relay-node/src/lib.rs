@@ -27,6 +27,9 @@
 //!   with cuttable links, for tests.
 //! - [`supervise`]: which tasks stop the node and which restart, and the
 //!   exit statuses.
+//! - [`recover`]: `relayd --recover`: a new one-voter cluster from this
+//!   node's store after a quorum loss, with the report of what may be
+//!   missing.
 //! - [`check`]: `relayd --health-check URL`, the probe a container health
 //!   check runs (the image has no shell or curl).
 
@@ -40,6 +43,7 @@ pub mod http;
 pub mod metrics;
 pub mod node;
 pub mod recent;
+pub mod recover;
 pub mod status_page;
 pub mod supervise;
 #[cfg(feature = "testing")]

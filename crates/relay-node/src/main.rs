@@ -1,7 +1,9 @@
 //! `relayd --config FILE`: runs one quorum-relay node until SIGTERM/SIGINT.
 //! `relayd --hash-password`, `--dev-certs DIR`, `--print-config`,
 //! `--config-reference`, `--completions SHELL` and `--man` are helpers
-//! that print or write something and exit.
+//! that print or write something and exit; `relayd --config FILE
+//! --recover` turns a stopped node into a new one-voter cluster after a
+//! quorum loss.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +77,17 @@ struct Args {
     /// Print relayd's man page (roff) and exit.
     #[arg(long, conflicts_with = "config")]
     man: bool,
+    /// Recovery after the quorum is lost for good: print what this node's
+    /// store holds and what a new one-voter cluster made from it would
+    /// lack; with --confirm, keep that as evidence in the data dir and
+    /// make this node the only voter of a new cluster (see
+    /// docs/disaster-recovery.md). The node must be stopped.
+    #[arg(long, requires = "config", conflicts_with = "check_config")]
+    recover: bool,
+    /// With --recover: do it (without, it is a dry run that changes
+    /// nothing and exits 1).
+    #[arg(long, requires = "recover")]
+    confirm: bool,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -162,6 +175,9 @@ fn main() -> ExitCode {
     if args.check_config {
         println!("{}: ok", config_path.display());
         return ExitCode::SUCCESS;
+    }
+    if args.recover {
+        return relay_node::recover::run(&config, args.confirm);
     }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -56,6 +56,11 @@ pub const RAFT_LAST_LOG_INDEX: &str = "relay_raft_last_log_index";
 /// the peer is known to hold (the whole log while nothing is known). 0 on
 /// other nodes, so `max by (peer)` over the tier is the leader's view.
 pub const RAFT_REPLICATION_LAG: &str = "relay_raft_replication_lag";
+/// Gauge, label `peer`, seconds: on the leader, the age of the oldest log
+/// entry the peer lacks (0 when it holds the whole log, and on other
+/// nodes): what a recovery-site replica would miss if the rest were lost
+/// now.
+pub const RAFT_REPLICATION_LAG_SECONDS: &str = "relay_raft_replication_lag_seconds";
 /// Gauge, seconds: on the leader, time since a quorum last acknowledged it
 /// (absent from openraft until the first ack: then 0 is not reported).
 pub const RAFT_QUORUM_ACK_AGE_SECONDS: &str = "relay_raft_quorum_ack_age_seconds";
@@ -261,6 +266,11 @@ fn describe() {
         "Leader only: log entries a peer is behind the leader's log (0 elsewhere)."
     );
     describe_gauge!(
+        RAFT_REPLICATION_LAG_SECONDS,
+        Unit::Seconds,
+        "Leader only: age of the oldest log entry a peer lacks (0 elsewhere)."
+    );
+    describe_gauge!(
         RAFT_QUORUM_ACK_AGE_SECONDS,
         Unit::Seconds,
         "Leader only: time since a quorum last acknowledged the leader."
@@ -339,7 +349,21 @@ pub fn refresh_state(cluster: &Cluster, now: UnixMillis) {
         metrics::gauge!(RAFT_LEADER_CONTACT_AGE_SECONDS).set(-1.0);
     }
     // Quorum-ack age moves with time, not only when openraft publishes.
-    set_raft_gauges(&cluster.view(), cluster.contact().last());
+    let m = cluster.view();
+    set_raft_gauges(&m, cluster.contact().last());
+    set_lag_seconds(cluster, &m);
+}
+
+/// Lag in seconds moves with time: set from the leader's log clock.
+fn set_lag_seconds(cluster: &Cluster, m: &RaftView) {
+    let lag = cluster.replication_lag();
+    for peer in &m.members {
+        if *peer == m.id {
+            continue;
+        }
+        let seconds = lag.get(peer).map_or(0.0, |l| l.age.as_secs_f64());
+        metrics::gauge!(RAFT_REPLICATION_LAG_SECONDS, "peer" => peer.to_string()).set(seconds);
+    }
 }
 
 /// The commit index as this node knows it: on the leader, the highest

@@ -216,6 +216,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
                 cluster: cluster.clone(),
                 prometheus: prometheus.clone(),
                 recent: recent.clone(),
+                accept_as_learner: config.smtp.accept_as_learner,
             },
             service_stop.clone(),
         ),
@@ -258,9 +259,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         tasks.spawn(reloader);
     }
     let smtp_config = Arc::new(smtp_config(&config, server_tls)?);
+    let open_sessions = smtp_config.open_sessions.clone();
     let backend = Arc::new(SmtpBackend::new(
         cluster.clone(),
         config.delivery.queue_lifetime,
+        config.smtp.accept_as_learner,
     ));
     // Critical (like delivery below), but outside `tasks`: they stop
     // first, in order, each with its own token.
@@ -290,6 +293,11 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             Arc::new(DeliveryStoreAdapter::new(state_machine.clone())),
             Arc::new(ClusterProposer::new(cluster.clone(), recent.clone())),
         );
+        // What a drain waits for (see relay_cluster::maintenance).
+        cluster.set_activity(Arc::new(crate::adapters::Activity {
+            sessions: open_sessions,
+            deliveries: delivery.busy(),
+        }));
         let wake = state_machine.subscribe_applied();
         let stop = delivery_stop.clone();
         let fail = failure.clone();

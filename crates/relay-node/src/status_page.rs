@@ -63,6 +63,8 @@ pub struct NodeRow {
     pub applied: u64,
     /// Entries behind the leader's log (0 if unknown).
     pub lag: u64,
+    /// Age of the oldest entry it lacks, as the leader measures it.
+    pub lag_millis: Option<u64>,
     /// Queue size on its replica (None if unknown).
     pub queue_total: Option<u64>,
     /// The light.
@@ -135,6 +137,7 @@ pub fn node_rows(status: &ClusterStatus) -> Vec<NodeRow> {
                 role: m.role.clone(),
                 applied: m.applied,
                 lag: m.lag,
+                lag_millis: m.lag_millis,
                 queue_total: reply
                     .and_then(|r| r.queue.as_ref())
                     .map(|q| q.queued + q.deferred + q.held),
@@ -269,14 +272,14 @@ pub fn render(view: &StatusView) -> String {
 
     h.push_str(
         "<h2>Nodes</h2>\n<table id=\"nodes\"><tr><th>light</th><th>node</th><th>role</th>\
-         <th>raft address</th><th>applied</th><th>lag</th><th>queue</th><th>state</th></tr>\n",
+         <th>raft address</th><th>applied</th><th>lag</th><th>lag (s)</th><th>queue</th><th>state</th></tr>\n",
     );
     for n in &view.nodes {
         let _ = writeln!(
             h,
             "<tr id=\"node-{id}\" data-light=\"{l}\"><td><span class=\"light {l}\"></span>{L}</td>\
              <td>node {id}{this}</td><td>{role}{voter}</td><td>{addr}</td><td>{applied}</td>\
-             <td>{lag}</td><td>{queue}</td><td>{note}</td></tr>",
+             <td>{lag}</td><td class=\"lag-seconds\">{lag_s}</td><td>{queue}</td><td>{note}</td></tr>",
             id = n.id,
             l = n.light.name(),
             L = n.light.name().to_uppercase(),
@@ -290,6 +293,10 @@ pub fn render(view: &StatusView) -> String {
             addr = esc(&n.addr),
             applied = known(n, n.applied),
             lag = known(n, n.lag),
+            lag_s = n.lag_millis.map_or_else(
+                || "?".to_string(),
+                |ms| format!("{:.1}", ms as f64 / 1000.0)
+            ),
             queue = n
                 .queue_total
                 .map_or_else(|| "?".to_string(), |q| q.to_string()),
@@ -367,6 +374,7 @@ mod tests {
             role: "follower".into(),
             applied: 10,
             lag: 0,
+            lag_millis: Some(0),
             queue_total: Some(0),
             light,
             note: String::new(),

@@ -181,7 +181,7 @@ impl InProcessCluster {
             nodes.push(TestNode {
                 id,
                 raft_addr: members[&id].clone(),
-                submit: SmtpBackend::new(cluster.clone(), Duration::from_secs(86_400)),
+                submit: SmtpBackend::new(cluster.clone(), Duration::from_secs(86_400), true),
                 cluster,
                 store,
                 stop,

@@ -320,6 +320,17 @@ fn apply_command<R: QueueRead>(
             }
             Ok(counted(changes))
         }
+        // Only the mark: the queue moves later, in a `TakeOver` the leader
+        // commits once the node's own deliveries have finished (moving it
+        // here would refuse the reports of deliveries still running and
+        // make duplicates of them).
+        Command::Drain { node, drained, .. } => Ok(Applied {
+            changes: vec![Change::SetDrained {
+                node: *node,
+                drained: *drained,
+            }],
+            result: CommandResult::Applied { affected: 1 },
+        }),
         Command::Prune { before } => Ok(Applied {
             changes: vec![Change::PruneHistory {
                 before: MessageId::first_at(*before),
@@ -409,7 +420,8 @@ impl<R> BatchView<'_, R> {
                 Change::PutRoute { .. }
                 | Change::RemoveRoute { .. }
                 | Change::Trace { .. }
-                | Change::PruneHistory { .. } => {}
+                | Change::PruneHistory { .. }
+                | Change::SetDrained { .. } => {}
             }
         }
     }

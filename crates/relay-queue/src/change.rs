@@ -52,6 +52,14 @@ pub enum Change {
         /// The first id kept ([`MessageId::first_at`] of the entry's time).
         before: MessageId,
     },
+    /// Mark a node drained (in maintenance) or in service again; the set
+    /// of drained nodes is part of the replicated state.
+    SetDrained {
+        /// The node.
+        node: relay_types::NodeId,
+        /// Drained (`true`) or in service.
+        drained: bool,
+    },
     /// Append to a message's trace.
     Trace {
         /// The message.

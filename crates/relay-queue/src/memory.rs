@@ -25,6 +25,7 @@ pub struct MemQueue {
     routes: BTreeMap<String, Route>,
     traces: BTreeMap<(MessageId, u64, u32), TraceEvent>,
     finished: BTreeSet<MessageId>,
+    drained: BTreeSet<relay_types::NodeId>,
     last_applied: u64,
 }
 
@@ -100,9 +101,21 @@ impl MemQueue {
                     self.traces.insert((id, event.index, seq), event);
                     seq += 1;
                 }
+                Change::SetDrained { node, drained } => {
+                    if drained {
+                        self.drained.insert(node);
+                    } else {
+                        self.drained.remove(&node);
+                    }
+                }
             }
         }
         self.last_applied = index;
+    }
+
+    /// The nodes marked drained.
+    pub fn drained(&self) -> &BTreeSet<relay_types::NodeId> {
+        &self.drained
     }
 
     /// The index of the last entry applied.

@@ -505,3 +505,27 @@ fn pruning_forgets_finished_ids_and_old_traces_but_not_queued_history() {
         CommandResult::Enqueued(id(1))
     );
 }
+
+#[test]
+fn a_drain_marks_the_node_and_moves_no_message() {
+    let mut q = MemQueue::default();
+    q.apply(1, &Command::Enqueue(Box::new(enqueue(1, 2, 1, false))));
+    let drain = |drained| Command::Drain {
+        node: 2,
+        drained,
+        by: "ops".into(),
+        at: UnixMillis(10),
+    };
+    assert_eq!(
+        q.apply(2, &drain(true)),
+        CommandResult::Applied { affected: 1 }
+    );
+    assert!(q.drained().contains(&2));
+    // The queue stays with its owner until the leader hands it on.
+    assert_eq!(q.message(&id(1)).unwrap().unwrap().owner, 2);
+    // Draining twice is harmless; undrain clears the mark.
+    q.apply(3, &drain(true));
+    assert_eq!(q.drained().len(), 1);
+    q.apply(4, &drain(false));
+    assert!(q.drained().is_empty());
+}

@@ -69,6 +69,9 @@ pub struct SmtpConfig {
     /// for sessions (which answer `421 4.3.2` at their next command) before
     /// aborting them. Default 30 s.
     pub shutdown_grace: Duration,
+    /// Sessions open now, counted by [`serve`](crate::serve) (the node
+    /// reads it to say when a drained node is safe to stop).
+    pub open_sessions: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Default for SmtpConfig {
@@ -93,6 +96,7 @@ impl Default for SmtpConfig {
             tls: None,
             auth: None,
             shutdown_grace: Duration::from_secs(30),
+            open_sessions: Arc::default(),
         }
     }
 }

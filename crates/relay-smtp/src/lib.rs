@@ -79,6 +79,15 @@ pub trait SessionBackend: Send + Sync + 'static {
     /// Is this (normalised, lower-case) domain one we relay for (has a route)?
     fn is_relay_domain(&self, domain: &str) -> bool;
 
+    /// Whether this node takes mail now. `false` (drained for maintenance,
+    /// or a recovery replica told not to) answers new connections
+    /// `421 4.3.2` at once and open sessions `421 4.3.2` at their next
+    /// `MAIL`, after the transaction in progress finished: the client goes
+    /// to another node.
+    fn accepting(&self) -> bool {
+        true
+    }
+
     /// Commit the message through Raft; returns only after commit.
     ///
     /// The session answers `250 2.0.0 Ok: queued as <id>` only after this

@@ -5,7 +5,9 @@
 use metrics::{Unit, describe_counter, describe_gauge};
 
 /// Counter, label `result` = `accepted` | `refused_global` |
-/// `refused_per_ip`: TCP connections taken from the SMTP listener.
+/// `refused_per_ip` | `refused_not_accepting` (drained node, or a recovery
+/// replica that takes no mail): TCP connections taken from the SMTP
+/// listener.
 pub const CONNECTIONS_TOTAL: &str = "relay_smtp_connections_total";
 /// Gauge: SMTP sessions running now.
 pub const SESSIONS_ACTIVE: &str = "relay_smtp_sessions_active";
@@ -52,7 +54,12 @@ pub fn describe() {
 /// and from alerts). Reply codes of [`MESSAGES_REJECTED_TOTAL`] are open
 /// ended and appear when first used.
 pub fn register() {
-    for result in ["accepted", "refused_global", "refused_per_ip"] {
+    for result in [
+        "accepted",
+        "refused_global",
+        "refused_per_ip",
+        "refused_not_accepting",
+    ] {
         metrics::counter!(CONNECTIONS_TOTAL, "result" => result).increment(0);
     }
     metrics::gauge!(SESSIONS_ACTIVE).increment(0.0);

@@ -147,6 +147,16 @@ pub fn timeout(hostname: &str) -> Reply {
     )
 }
 
+/// `421 4.3.2`: this node takes no mail now (drained for maintenance, or a
+/// recovery replica); another node of the tier does.
+pub fn not_accepting(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        "4.3.2",
+        format!("{hostname} Service not available on this node, try another server"),
+    )
+}
+
 /// `421 4.3.2`: the node is shutting down.
 pub fn shutting_down(hostname: &str) -> Reply {
     Reply::new(

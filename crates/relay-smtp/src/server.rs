@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::io;
 use std::io::Write;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +24,9 @@ use crate::{SessionBackend, SmtpConfig, run_session};
 /// panic in one session never reaches the others or this loop. A
 /// connection over `max_connections` (or over `max_connections_per_ip`, for
 /// clients outside the authorized networks) gets `421 4.7.0` and is closed
-/// at once, without a task. Accept errors (e.g. out of file descriptors)
+/// at once, without a task; while the backend is not
+/// [`accepting`](crate::SessionBackend::accepting), every new connection
+/// gets `421 4.3.2` that way. Accept errors (e.g. out of file descriptors)
 /// are logged and retried with a short back-off.
 ///
 /// On shutdown the listener is closed, sessions answer `421 4.3.2` at their
@@ -38,6 +41,7 @@ pub async fn serve<B: SessionBackend>(
     let limits = Arc::new(Limits::new(
         config.max_connections,
         config.max_connections_per_ip,
+        config.open_sessions.clone(),
     ));
     let mut sessions = JoinSet::new();
     let mut backoff = Duration::from_millis(10);
@@ -61,6 +65,12 @@ pub async fn serve<B: SessionBackend>(
                     }
                 };
                 let ip = canonical(peer.ip());
+                if !backend.accepting() {
+                    tracing::debug!(%peer, "not accepting mail on this node; connection refused");
+                    metrics::counter!(m::CONNECTIONS_TOTAL, "result" => "refused_not_accepting").increment(1);
+                    refuse(stream, &reply::not_accepting(&config.hostname));
+                    continue;
+                }
                 match limits.admit(ip, config.is_authorized(ip)) {
                     Ok(permit) => {
                         metrics::counter!(m::CONNECTIONS_TOTAL, "result" => "accepted").increment(1);
@@ -143,6 +153,8 @@ struct Limits {
     max_total: usize,
     max_per_ip: usize,
     counts: Mutex<Counts>,
+    /// The open sessions, published for the node.
+    open: Arc<AtomicU64>,
 }
 
 #[derive(Debug, Default)]
@@ -152,11 +164,12 @@ struct Counts {
 }
 
 impl Limits {
-    fn new(max_total: usize, max_per_ip: usize) -> Self {
+    fn new(max_total: usize, max_per_ip: usize, open: Arc<AtomicU64>) -> Self {
         Limits {
             max_total,
             max_per_ip,
             counts: Mutex::new(Counts::default()),
+            open,
         }
     }
 
@@ -181,6 +194,7 @@ impl Limits {
             *n += 1;
         }
         c.total += 1;
+        self.open.store(c.total as u64, Ordering::Relaxed);
         metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
         Ok(Permit {
             limits: self.clone(),
@@ -201,6 +215,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut c = self.limits.lock();
         c.total -= 1;
+        self.limits.open.store(c.total as u64, Ordering::Relaxed);
         metrics::gauge!(m::SESSIONS_ACTIVE).decrement(1.0);
         if let Some(ip) = self.ip
             && let Some(n) = c.per_ip.get_mut(&ip)
@@ -219,7 +234,7 @@ mod tests {
 
     #[test]
     fn limits_count_and_release() {
-        let limits = Arc::new(Limits::new(3, 2));
+        let limits = Arc::new(Limits::new(3, 2, Arc::default()));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let p1 = limits.admit(a, false).unwrap();
@@ -238,7 +253,7 @@ mod tests {
 
     #[test]
     fn authorized_clients_skip_the_per_ip_cap() {
-        let limits = Arc::new(Limits::new(10, 1));
+        let limits = Arc::new(Limits::new(10, 1, Arc::default()));
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         let permits: Vec<_> = (0..5).map(|_| limits.admit(ip, true).unwrap()).collect();
         assert_eq!(limits.lock().total, 5);

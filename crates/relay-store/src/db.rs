@@ -9,7 +9,7 @@
 //! |---|---|---|
 //! | `raft_log` | index (u64) | `Entry<TypeConfig>` |
 //! | `raft_meta` | `vote` / `committed` / `last_purged` | `Vote` / `Option<LogId>` / `LogId` |
-//! | `sm_meta` | `last_applied` / `last_membership` / `counts` | `LogId` / `StoredMembership` / `QueueCounts` |
+//! | `sm_meta` | `last_applied` / `last_membership` / `counts` / `drained` | `LogId` / `StoredMembership` / `QueueCounts` / `Vec<NodeId>` (nodes in maintenance) |
 //! | `messages` | id (16 bytes) | `MessageRecord` |
 //! | `bodies` | id | raw body bytes |
 //! | `due_index` | owner (u64) \| next_attempt_at (u64) \| id | empty; only for messages not held |
@@ -97,6 +97,8 @@ pub(crate) const KEY_FORMAT_VERSION: &[u8] = b"format_version";
 pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
 pub(crate) const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
 pub(crate) const KEY_COUNTS: &[u8] = b"counts";
+/// The drained nodes (`Command::Drain`), ascending; absent when none.
+pub(crate) const KEY_DRAINED: &[u8] = b"drained";
 /// `snapshot` keys.
 pub(crate) const KEY_SNAPSHOT_META: &[u8] = b"meta";
 /// The current snapshot's file name.

@@ -44,6 +44,8 @@
 //!   durable vote and purge, so a wiped or rolled-back store is refused.
 //! - [`metrics`]: append batch sizes and WAL fsyncs (group-commit
 //!   visibility), and how batches form today.
+//! - [`recover`]: after a quorum is lost for good, one store becomes a new
+//!   one-voter cluster (evidence kept first).
 //! - `error.rs`: [`StoreError`].
 //! - `damage.rs` (feature `testing`): damages a stored body on purpose,
 //!   for tests of what the node does with a copy that went bad.
@@ -61,6 +63,7 @@ mod failpoint;
 mod log_store;
 pub mod metrics;
 mod queries;
+pub mod recover;
 mod snapshot;
 mod snapshot_file;
 mod state_machine;

@@ -170,6 +170,18 @@ impl StateMachine {
         Ok(owners)
     }
 
+    /// How many queued messages `owner` owns (a drained node is safe to
+    /// stop at 0). Scans that owner's part of the owner index.
+    pub fn owned_count(&self, owner: NodeId) -> Result<u64, StoreError> {
+        let reader = self.store.live();
+        let mut n = 0u64;
+        for item in reader.scan_prefix(CF_OWNER, &owner.to_be_bytes())? {
+            item?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Message counts by state (kept up to date by every apply: O(1)).
     pub fn counts(&self) -> Result<QueueCounts, StoreError> {
         Ok(self

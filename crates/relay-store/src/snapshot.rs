@@ -457,6 +457,7 @@ pub(crate) fn install(
     store.write_synced(batch, SyncOp::SnapshotInstall)?;
     replace_state(store, &mut file, &final_path, meta)?;
     remove_superseded(&dir, old, &name);
+    sm.reload_drained()?;
     sm.set_applied(meta.last_log_id);
     tracing::info!(
         last_log_id = ?meta.last_log_id,

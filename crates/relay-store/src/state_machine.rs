@@ -10,6 +10,7 @@
 //! The batches are not synced: see `LogStore::purge` for why that is safe
 //! (they share the WAL with the synced log, and purge syncs first).
 
+use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -20,14 +21,15 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use relay_queue::Change;
-use relay_types::{CommandResult, MessageId, MessageRecord, MessageState, QueueCounts};
+use relay_types::{CommandResult, MessageId, MessageRecord, MessageState, NodeId, QueueCounts};
 use rocksdb::WriteBatch;
 use tokio::sync::watch;
 
 use crate::TypeConfig;
 use crate::db::{
     CF_BODIES, CF_DUE, CF_FINISHED, CF_MESSAGES, CF_OWNER, CF_ROUTES, CF_SM_META, CF_TRACES,
-    KEY_COUNTS, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, Store, due_key, owner_key, trace_key,
+    KEY_COUNTS, KEY_DRAINED, KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP, Store, due_key, owner_key,
+    trace_key,
 };
 use crate::error::{StoreError, read_sm, read_snapshot, write_snapshot};
 use crate::queries::LiveView;
@@ -51,6 +53,9 @@ pub(crate) struct Shared {
     last_applied: RwLock<Option<LogId<u64>>>,
     /// Last applied index, for waiters.
     applied_tx: watch::Sender<u64>,
+    /// Mirror of `sm_meta/drained` (the nodes in maintenance), read on
+    /// every SMTP accept and delivery start, so kept in memory.
+    drained_tx: watch::Sender<BTreeSet<NodeId>>,
     /// Makes snapshot ids unique within a process.
     pub(crate) snapshot_seq: AtomicU64,
     /// Serialises "make this the current snapshot" between a build that
@@ -77,11 +82,13 @@ impl StateMachine {
         snapshot::recover(&store)?;
         let last_applied: Option<LogId<u64>> = store.live().get(CF_SM_META, KEY_LAST_APPLIED)?;
         let (applied_tx, _) = watch::channel(last_applied.map(|l| l.index).unwrap_or(0));
+        let (drained_tx, _) = watch::channel(stored_drained(&store)?);
         Ok(StateMachine {
             store,
             shared: Arc::new(Shared {
                 last_applied: RwLock::new(last_applied),
                 applied_tx,
+                drained_tx,
                 snapshot_seq: AtomicU64::new(0),
                 snapshot_lock: Mutex::new(()),
             }),
@@ -110,6 +117,34 @@ impl StateMachine {
         self.shared.applied_tx.subscribe()
     }
 
+    /// The nodes in maintenance (`Command::Drain`), as applied.
+    pub fn drained(&self) -> BTreeSet<NodeId> {
+        self.shared.drained_tx.borrow().clone()
+    }
+
+    /// Whether `node` is drained, as applied (cheap: no copy).
+    pub fn is_drained(&self, node: NodeId) -> bool {
+        self.shared.drained_tx.borrow().contains(&node)
+    }
+
+    /// A receiver of the drained nodes; it changes when a `Drain` entry
+    /// or a snapshot changes them.
+    pub fn subscribe_drained(&self) -> watch::Receiver<BTreeSet<NodeId>> {
+        self.shared.drained_tx.subscribe()
+    }
+
+    /// Reads the drained nodes from the store again (after a snapshot
+    /// install replaced the state).
+    pub(crate) fn reload_drained(&self) -> Result<(), StoreError> {
+        let drained = stored_drained(&self.store)?;
+        self.shared.drained_tx.send_if_modified(|d| {
+            let changed = *d != drained;
+            *d = drained;
+            changed
+        });
+        Ok(())
+    }
+
     /// Publishes a new last-applied log id (after its batch is written).
     pub(crate) fn set_applied(&self, log_id: Option<LogId<u64>>) {
         *self
@@ -129,6 +164,7 @@ impl StateMachine {
     ) -> Result<CommandResult, StoreError> {
         let log_id = entry.log_id;
         let mut batch = WriteBatch::default();
+        let mut drained_now = None;
         let result = match entry.payload {
             EntryPayload::Blank => CommandResult::Applied { affected: 0 },
             EntryPayload::Normal(command) => {
@@ -138,7 +174,7 @@ impl StateMachine {
                 });
                 let view = LiveView::new(&self.store);
                 let applied = relay_queue::apply(&view, log_id.index, &command)?;
-                self.write_changes(&mut batch, applied.changes)?;
+                drained_now = self.write_changes(&mut batch, applied.changes)?;
                 applied.result
             }
             EntryPayload::Membership(membership) => {
@@ -151,17 +187,23 @@ impl StateMachine {
         self.store
             .put(&mut batch, CF_SM_META, KEY_LAST_APPLIED, &log_id)?;
         self.store.write(batch)?;
+        if let Some(drained) = drained_now {
+            self.shared.drained_tx.send_replace(drained);
+        }
         self.set_applied(Some(log_id));
         Ok(result)
     }
 
     /// Adds one entry's changes to `batch`, keeping the due and owner
-    /// indexes and the counts in step with the records.
+    /// indexes and the counts in step with the records. Returns the new
+    /// set of drained nodes if the entry changed it (published once the
+    /// batch is written).
     fn write_changes(
         &self,
         batch: &mut WriteBatch,
         changes: Vec<Change>,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<BTreeSet<NodeId>>, StoreError> {
+        let mut drained: Option<BTreeSet<NodeId>> = None;
         let store = &self.store;
         let old_counts: QueueCounts = store
             .live()
@@ -223,12 +265,31 @@ impl StateMachine {
                     store.put(batch, CF_TRACES, &key, &event)?;
                     seq += 1;
                 }
+                Change::SetDrained { node, drained: on } => {
+                    let set = match &mut drained {
+                        Some(set) => set,
+                        None => drained.insert(stored_drained(store)?),
+                    };
+                    if on {
+                        set.insert(node);
+                    } else {
+                        set.remove(&node);
+                    }
+                }
             }
         }
         if counts != old_counts {
             store.put(batch, CF_SM_META, KEY_COUNTS, &counts)?;
         }
-        Ok(())
+        if let Some(set) = &drained {
+            if set.is_empty() {
+                batch.delete_cf(store.cf(CF_SM_META)?, KEY_DRAINED);
+            } else {
+                let list: Vec<NodeId> = set.iter().copied().collect();
+                store.put(batch, CF_SM_META, KEY_DRAINED, &list)?;
+            }
+        }
+        Ok(drained)
     }
 
     fn put_index_keys(
@@ -285,6 +346,12 @@ impl StateMachine {
             .unwrap_or_default();
         Ok((applied, membership))
     }
+}
+
+/// The drained nodes as stored (none when the key is absent).
+fn stored_drained(store: &Store) -> Result<BTreeSet<NodeId>, StoreError> {
+    let list: Option<Vec<NodeId>> = store.live().get(CF_SM_META, KEY_DRAINED)?;
+    Ok(list.unwrap_or_default().into_iter().collect())
 }
 
 /// Adds (`add`) or removes a message from the counts of its state.

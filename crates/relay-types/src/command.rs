@@ -226,6 +226,22 @@ pub enum Command {
         /// Messages accepted before this time lose their history.
         before: UnixMillis,
     },
+    /// Take a node out of service for maintenance (`drained = true`), or
+    /// put it back (`false`). Replicated, so it survives the node's
+    /// restart: a drained node answers new SMTP connections with `421`,
+    /// reports itself not ready, starts no delivery and stands for no
+    /// election; the leader hands its queue on once its deliveries have
+    /// finished (one `TakeOver`). Changes no message itself.
+    Drain {
+        /// The node.
+        node: NodeId,
+        /// In maintenance (`true`) or back in service.
+        drained: bool,
+        /// Who asked (operator identity as given to relayctl).
+        by: String,
+        /// When.
+        at: UnixMillis,
+    },
 }
 
 impl Command {
@@ -243,6 +259,7 @@ impl Command {
             Command::DuplicateDelivered { .. } => "duplicate_delivered",
             Command::TakeOver { .. } => "take_over",
             Command::Prune { .. } => "prune",
+            Command::Drain { .. } => "drain",
         }
     }
 

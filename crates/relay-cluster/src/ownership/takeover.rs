@@ -12,7 +12,11 @@
 //! learner that accepted SMTP is moved as well:
 //! - a voter silent for `takeover_after`;
 //! - an owner that is not a voter at all (removed, or a learner): at once,
-//!   since it can never hold a start lease again as it is.
+//!   since it can never hold a start lease again as it is;
+//! - a drained owner (in maintenance) as soon as it reports, after applying
+//!   its mark, that none of its deliveries is busy (see
+//!   [`crate::maintenance`]). Drained nodes never receive mail in a
+//!   takeover.
 //!
 //! Right before it proposes, the leader probes the owner once more: an
 //! owner that answers again keeps its mail. The decision is one
@@ -72,6 +76,7 @@ pub async fn run(cluster: Arc<Cluster>, takeover_after: Duration, shutdown: Canc
             let addr = addr_of(*id);
             async move { (*id, probe(&cluster, addr.as_deref()).await) }
         });
+        let drained = cluster.store().drained();
         let mut live = vec![me];
         let mut silent = BTreeSet::new();
         for (id, ok) in futures::future::join_all(probes).await {
@@ -83,6 +88,8 @@ pub async fn run(cluster: Arc<Cluster>, takeover_after: Duration, shutdown: Canc
                 silent.insert(id);
             }
         }
+        // Nodes in maintenance take no mail.
+        live.retain(|id| !drained.contains(id));
         live.sort_unstable();
         let store = cluster.store().clone();
         let owners = match tokio::task::spawn_blocking(move || store.owners()).await {
@@ -101,6 +108,16 @@ pub async fn run(cluster: Arc<Cluster>, takeover_after: Duration, shutdown: Canc
                 "unreachable past takeover_after"
             } else if !voters.contains(&owner) {
                 "not a voter (removed, or a learner)"
+            } else if drained.contains(&owner) {
+                if !drained_and_idle(&cluster, owner, addr_of(owner).as_deref()).await {
+                    continue;
+                }
+                // Decided: the drained owner is idle (the probe below would
+                // only see it answer).
+                if let Err(e) = take_over(&cluster, owner, &live, "drained for maintenance").await {
+                    warn!(node = owner, error = %e, "handing on a drained node's mail failed; retrying at the next probe");
+                }
+                continue;
             } else {
                 continue;
             };
@@ -119,6 +136,20 @@ pub async fn run(cluster: Arc<Cluster>, takeover_after: Duration, shutdown: Canc
             }
         }
     }
+}
+
+/// Whether the drained `owner` has applied its own mark and has no
+/// delivery busy (so no report of it can be refused after its mail moves).
+async fn drained_and_idle(cluster: &Arc<Cluster>, owner: NodeId, addr: Option<&str>) -> bool {
+    let status = if owner == cluster.node_id() {
+        cluster.local_status(false).ok()
+    } else {
+        match addr {
+            Some(addr) => cluster.peer_status(addr, false).await.ok(),
+            None => None,
+        }
+    };
+    status.is_some_and(|s| s.drained && s.busy_deliveries == 0)
 }
 
 async fn probe(cluster: &Arc<Cluster>, addr: Option<&str>) -> bool {

@@ -156,6 +156,8 @@ impl Admin for AdminService {
                     applied: m.applied,
                     lag: m.lag,
                     voter: m.voter,
+                    drained: self.cluster.store().is_drained(m.id),
+                    lag_millis: m.lag_millis,
                 })
                 .collect(),
             queue: Some(QueueCounts {
@@ -548,5 +550,74 @@ impl Admin for AdminService {
             previous_index: previous,
             node: self.cluster.node_id(),
         }))
+    }
+
+    async fn drain(
+        &self,
+        request: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainReply>, Status> {
+        let request = request.into_inner();
+        let node = request.id;
+        let m = self.cluster.metrics();
+        let membership = m.membership_config.membership();
+        if membership.get_node(&node).is_none() {
+            return Err(Status::not_found(format!("node {node} is not a member")));
+        }
+        if !request.undrain {
+            let drained = self.cluster.store().drained();
+            let others_in_service = membership
+                .voter_ids()
+                .filter(|id| *id != node && !drained.contains(id))
+                .count();
+            if others_in_service == 0 {
+                return Err(Status::failed_precondition(format!(
+                    "draining node {node} would leave no voter in service to take its mail"
+                )));
+            }
+        }
+        let command = Command::Drain {
+            node,
+            drained: !request.undrain,
+            by: request.by,
+            at: UnixMillis::now(),
+        };
+        affected(self.propose(command).await?)?;
+        let report = self.cluster.drain_report(node).await;
+        Ok(Response::new(drain_reply(report, self.cluster.node_id())))
+    }
+
+    async fn drain_status(
+        &self,
+        request: Request<pb::DrainStatusRequest>,
+    ) -> Result<Response<pb::DrainReply>, Status> {
+        let node = request.into_inner().id;
+        if self
+            .cluster
+            .metrics()
+            .membership_config
+            .membership()
+            .get_node(&node)
+            .is_none()
+        {
+            return Err(Status::not_found(format!("node {node} is not a member")));
+        }
+        let report = self.cluster.drain_report(node).await;
+        Ok(Response::new(drain_reply(report, self.cluster.node_id())))
+    }
+}
+
+fn drain_reply(r: relay_cluster::DrainReport, answered_by: u64) -> pb::DrainReply {
+    pb::DrainReply {
+        node: r.node,
+        drained: r.drained,
+        reachable: r.reachable,
+        applied_by_node: r.applied_by_node,
+        leader: r.leader,
+        owned: r.owned,
+        smtp_sessions: r.smtp_sessions,
+        busy_deliveries: r.busy_deliveries,
+        safe_to_stop: r.safe_to_stop,
+        waiting_for: r.waiting_for,
+        answered_by,
     }
 }

@@ -214,6 +214,11 @@ pub const KEYS: &[Key] = &[
         "Private key (PEM) for `tls = \"files\"`.",
     ),
     key(
+        "smtp.accept_as_learner",
+        Node,
+        "Whether this node takes SMTP while it is a learner; `false` for a recovery-site replica, which answers 421 4.3.2 until it is a voter.",
+    ),
+    key(
         "smtp.auth.users.<name>",
         Secret,
         "SMTP AUTH user and its argon2 hash (`relayd --hash-password`). AUTH is offered over TLS only, and only when users exist.",

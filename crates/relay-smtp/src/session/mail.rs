@@ -30,6 +30,11 @@ where
         if self.tx.is_some() {
             return self.respond(reply::bad_sequence("nested MAIL command"));
         }
+        // Drained (or a replica that takes no mail): the transaction before
+        // this one finished; the client takes the next one elsewhere.
+        if !self.backend.accepting() {
+            return self.respond(reply::not_accepting(&self.config.hostname));
+        }
         let Some(path) = split_path(raw) else {
             return self.respond(reply::bad_sender_syntax());
         };
