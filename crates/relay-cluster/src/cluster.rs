@@ -408,9 +408,20 @@ impl Cluster {
         nodes.peek().is_none() || membership.nodes().any(|(id, _)| *id == sender)
     }
 
+    /// Is `id` a voter in this node's current configuration?
+    pub fn is_voter(&self, id: NodeId) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|n| n == id)
+    }
+
     /// Is `id` a member (voter or learner) of this node's current
     /// configuration? `false` on a node that has none yet.
-    pub(crate) fn is_member(&self, id: NodeId) -> bool {
+    pub fn is_member(&self, id: NodeId) -> bool {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
         metrics

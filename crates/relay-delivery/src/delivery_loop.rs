@@ -837,7 +837,6 @@ impl std::fmt::Debug for BusyDeliveries {
     }
 }
 
-
 /// Why a "text sent" mark found after a restart counts as a possible
 /// duplicate.
 const TEXT_SENT_WHY: &str =

@@ -41,15 +41,7 @@ pub fn not_accepting_reason(cluster: &Cluster, accept_as_learner: bool) -> Optio
         return Some("drained for maintenance");
     }
     if !accept_as_learner {
-        let me = cluster.node_id();
-        let metrics = cluster.raft().metrics();
-        let voter = metrics
-            .borrow()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .any(|id| id == me);
-        if !voter {
+        if !cluster.is_voter(cluster.node_id()) {
             return Some("a learner with smtp.accept_as_learner = false (recovery replica)");
         }
     }

@@ -47,7 +47,7 @@ fn explain(r: &RecoveryReport, confirm: bool) {
     let at = |ms: u64| {
         format!(
             "{} (Unix ms {ms})",
-            relay_smtp::received::rfc5322_date(relay_types::UnixMillis(ms))
+            relay_types::UnixMillis(ms).rfc5322()
         )
     };
     eprintln!(

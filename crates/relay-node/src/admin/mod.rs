@@ -558,16 +558,16 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DrainReply>, Status> {
         let request = request.into_inner();
         let node = request.id;
-        let m = self.cluster.metrics();
-        let membership = m.membership_config.membership();
-        if membership.get_node(&node).is_none() {
+        let m = self.cluster.view();
+        if !m.members.contains(&node) {
             return Err(Status::not_found(format!("node {node} is not a member")));
         }
         if !request.undrain {
             let drained = self.cluster.store().drained();
-            let others_in_service = membership
-                .voter_ids()
-                .filter(|id| *id != node && !drained.contains(id))
+            let others_in_service = m
+                .voters
+                .iter()
+                .filter(|id| **id != node && !drained.contains(id))
                 .count();
             if others_in_service == 0 {
                 return Err(Status::failed_precondition(format!(
@@ -591,14 +591,7 @@ impl Admin for AdminService {
         request: Request<pb::DrainStatusRequest>,
     ) -> Result<Response<pb::DrainReply>, Status> {
         let node = request.into_inner().id;
-        if self
-            .cluster
-            .metrics()
-            .membership_config
-            .membership()
-            .get_node(&node)
-            .is_none()
-        {
+        if !self.cluster.is_member(node) {
             return Err(Status::not_found(format!("node {node} is not a member")));
         }
         let report = self.cluster.drain_report(node).await;
