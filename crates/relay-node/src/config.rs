@@ -128,6 +128,14 @@ struct FileDelivery {
     connect_timeout: Option<String>,
     command_timeout: Option<String>,
     data_timeout: Option<String>,
+    /// Close a cached idle session to a target after this long (Postfix's
+    /// `smtp_connection_cache_time_limit`).
+    connection_cache_time_limit: Option<String>,
+    /// Do not reuse a session opened longer ago than this (Postfix's
+    /// `smtp_connection_reuse_time_limit`).
+    connection_reuse_time_limit: Option<String>,
+    /// Transactions per session at most; 1 turns reuse off.
+    connection_reuse_count_limit: Option<u32>,
     /// Targets for recipient domains without a route of their own (like
     /// Postfix's `relayhost`); none: such recipients are not deliverable.
     default_route: Option<Vec<String>>,
@@ -233,6 +241,8 @@ pub struct DeliverySettings {
     pub command_timeout: Duration,
     /// Wait for the reply to the final dot.
     pub data_timeout: Duration,
+    /// Reuse of SMTP sessions per target (idle time, reuse time, count).
+    pub connection_cache: relay_delivery::config::CacheSettings,
     /// Route for domains without their own.
     pub default_route: Option<Route>,
     /// Extra trust anchors (PEM text of `delivery.ca_file`).
@@ -518,6 +528,29 @@ impl NodeConfig {
                 "300s",
             ),
             data_timeout: v.duration("delivery.data_timeout", d.data_timeout.as_deref(), "600s"),
+            connection_cache: relay_delivery::config::CacheSettings {
+                idle_timeout: v.duration(
+                    "delivery.connection_cache_time_limit",
+                    d.connection_cache_time_limit.as_deref(),
+                    "2s",
+                ),
+                reuse_time_limit: v.duration(
+                    "delivery.connection_reuse_time_limit",
+                    d.connection_reuse_time_limit.as_deref(),
+                    "300s",
+                ),
+                max_messages: match d.connection_reuse_count_limit {
+                    None => 100,
+                    Some(0) => {
+                        v.problem(
+                            "delivery.connection_reuse_count_limit",
+                            "must be at least 1 (1 turns connection reuse off)".into(),
+                        );
+                        1
+                    }
+                    Some(n) => n,
+                },
+            },
             default_route: d.default_route.as_ref().map(|targets| {
                 v.route(
                     "delivery.default_route",
@@ -991,6 +1024,51 @@ mod tests {
             Err(ConfigError::Invalid(p)) => p.join("\n"),
             other => panic!("expected problems, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn connection_reuse_limits_have_postfix_defaults_and_are_checked() {
+        let (path, text) = local(1);
+        let config = NodeConfig::parse(&path, &text).unwrap();
+        let cache = config.delivery.connection_cache;
+        assert_eq!(cache.idle_timeout, Duration::from_secs(2));
+        assert_eq!(cache.reuse_time_limit, Duration::from_secs(300));
+        assert_eq!(cache.max_messages, 100);
+
+        let line = "min_backoff = \"10s\"\n";
+        assert!(text.contains(line));
+        let set = text.replace(
+            line,
+            &format!(
+                "{line}connection_cache_time_limit = \"5s\"\n\
+                 connection_reuse_time_limit = \"1m\"\n\
+                 connection_reuse_count_limit = 20\n"
+            ),
+        );
+        let cache = NodeConfig::parse(&path, &set)
+            .unwrap()
+            .delivery
+            .connection_cache;
+        assert_eq!(cache.idle_timeout, Duration::from_secs(5));
+        assert_eq!(cache.reuse_time_limit, Duration::from_secs(60));
+        assert_eq!(cache.max_messages, 20);
+
+        let bad = text.replace(
+            line,
+            &format!(
+                "{line}connection_cache_time_limit = \"0s\"\n\
+                 connection_reuse_count_limit = 0\n"
+            ),
+        );
+        let bad = problems(&path, &bad);
+        assert!(
+            bad.contains("delivery.connection_cache_time_limit: must be greater than zero"),
+            "{bad}"
+        );
+        assert!(
+            bad.contains("delivery.connection_reuse_count_limit: must be at least 1"),
+            "{bad}"
+        );
     }
 
     #[test]
