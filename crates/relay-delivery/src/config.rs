@@ -5,6 +5,8 @@ use std::time::Duration;
 use relay_queue::RetryPolicy;
 use relay_types::{NodeId, Route};
 
+pub use crate::connection_cache::CacheSettings;
+
 /// How the delivery loop of one node behaves.
 #[derive(Clone, Debug)]
 pub struct DeliveryConfig {
@@ -39,6 +41,9 @@ pub struct DeliveryConfig {
     /// Extra trust anchors (PEM) for `TlsPolicy::Required` targets, besides
     /// the built-in Mozilla roots (e.g. a private CA).
     pub extra_root_certificates_pem: Vec<String>,
+    /// Reuse of SMTP sessions per target: idle timeout, reuse time and
+    /// transactions per session (see [`crate::connection_cache`]).
+    pub connection_cache: CacheSettings,
 }
 
 impl Default for DeliveryConfig {
@@ -57,6 +62,7 @@ impl Default for DeliveryConfig {
             scan_limit: 500,
             settle_timeout: Duration::from_secs(120),
             extra_root_certificates_pem: Vec::new(),
+            connection_cache: CacheSettings::default(),
         }
     }
 }

@@ -35,6 +35,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 use crate::claim_guard::ReleaseOnUnwind;
 use crate::classify::Classified;
 use crate::config::DeliveryConfig;
+use crate::connection_cache::ConnectionCache;
 use crate::error::ProposeError;
 use crate::metrics as m;
 
@@ -74,6 +75,8 @@ struct Inner<S, P> {
     tracking: Mutex<Tracking>,
     /// A delivery or report finished: run a round soon.
     progress: Notify,
+    /// Idle SMTP sessions per target, for the next message.
+    cache: Arc<ConnectionCache>,
 }
 
 #[derive(Default)]
@@ -137,13 +140,14 @@ impl<S: DeliveryStore, P: Proposer> DeliveryLoop<S, P> {
         DeliveryLoop {
             inner: Arc::new(Inner {
                 transport: TransportSettings::from_config(&config),
-                config,
                 store,
                 proposer,
                 slots,
                 target_slots: Mutex::new(HashMap::new()),
                 tracking: Mutex::new(Tracking::default()),
                 progress: Notify::new(),
+                cache: Arc::new(ConnectionCache::new(config.connection_cache)),
+                config,
             }),
         }
     }
@@ -177,6 +181,7 @@ impl<S: DeliveryStore, P: Proposer> DeliveryLoop<S, P> {
             "delivery loop started"
         );
         while !shutdown.is_cancelled() {
+            inner.close_expired_sessions(&tasks);
             inner.round(&tasks).await;
             tokio::select! {
                 biased;
@@ -192,6 +197,7 @@ impl<S: DeliveryStore, P: Proposer> DeliveryLoop<S, P> {
         tasks.close();
         info!(running = tasks.len(), "delivery loop stopping");
         tasks.wait().await;
+        inner.cache.close_all(inner.transport.command_timeout).await;
         info!("delivery loop stopped");
     }
 }
@@ -267,6 +273,16 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                     after_lost_reply: false,
                 },
             );
+        }
+    }
+
+    /// Closes cached sessions past their idle or age limit, in a task so
+    /// a slow target's QUIT does not hold up the round.
+    fn close_expired_sessions(&self, tasks: &TaskTracker) {
+        if self.cache.has_expired() {
+            let cache = self.cache.clone();
+            let timeout = self.transport.command_timeout;
+            tasks.spawn(async move { cache.close_expired(timeout).await });
         }
     }
 
@@ -604,7 +620,9 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                         node: self.config.node_id,
                         targets: route.targets.join(","),
                     };
-                    match transport::send_gated(route, &tx, &self.transport, &gate).await {
+                    match transport::send_cached(route, &tx, &self.transport, &gate, &self.cache)
+                        .await
+                    {
                         Some(sent) => results.extend(sent),
                         None => {
                             // Nothing reached this route's target. Earlier

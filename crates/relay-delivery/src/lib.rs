@@ -56,6 +56,8 @@
 //!   or permanent, with the text that goes into traces and DSNs.
 //! - [`transport`] — one SMTP transaction to a route's targets with lettre,
 //!   per-recipient results, TLS per route policy.
+//! - [`connection_cache`] — idle SMTP sessions kept per target for the
+//!   next message (`RSET` between, idle/age/count limits).
 //! - [`outbound`] — the bytes after `DATA`: CRLF-only line ends whatever
 //!   was stored, dot-stuffing.
 //! - [`report`] — an attempt's results → `Delivered` or `Attempt`.
@@ -71,6 +73,7 @@
 mod claim_guard;
 pub mod classify;
 pub mod config;
+pub mod connection_cache;
 mod delivery_loop;
 pub mod dsn;
 pub mod error;

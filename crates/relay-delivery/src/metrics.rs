@@ -52,6 +52,16 @@ pub const TARGET_ATTEMPTS_TOTAL: &str = "relay_delivery_target_attempts_total";
 /// `Delivered` entry's time, for messages this node delivered.
 pub const MESSAGE_DELIVERY_SECONDS: &str = "relay_message_delivery_seconds";
 
+/// Counter: SMTP sessions opened to targets (each connect that got as far
+/// as a usable session). With the connection cache working, far fewer than
+/// the transactions under a steady backlog.
+pub const CONNECTIONS_OPENED_TOTAL: &str = "relay_delivery_connections_opened_total";
+/// Counter: transactions that ran on a cached session instead of a new one.
+pub const CONNECTION_REUSES_TOTAL: &str = "relay_delivery_connection_reuses_total";
+/// Counter: cached sessions found closed by the target (or not answering
+/// `RSET`) when taken; the message went over another session.
+pub const CONNECTION_CACHE_STALE_TOTAL: &str = "relay_delivery_connection_cache_stale_total";
+
 /// Creates every series whose labels are known in advance at zero (the
 /// histograms too), so each is on `/metrics` from the first scrape and
 /// alerts over `rate()` see the first event. Per-target series of
@@ -78,6 +88,9 @@ pub fn register() {
         }
     }
     metrics::gauge!(IN_FLIGHT).increment(0.0);
+    metrics::counter!(CONNECTIONS_OPENED_TOTAL).increment(0);
+    metrics::counter!(CONNECTION_REUSES_TOTAL).increment(0);
+    metrics::counter!(CONNECTION_CACHE_STALE_TOTAL).increment(0);
     // Taking a handle registers the series; no sample is recorded.
     let _registered = metrics::histogram!(ATTEMPT_SECONDS);
     let _registered = metrics::histogram!(MESSAGE_DELIVERY_SECONDS);
@@ -124,6 +137,18 @@ pub fn describe() {
     describe_counter!(
         TARGET_ATTEMPTS_TOTAL,
         "Delivery attempts whose report committed, by target and result."
+    );
+    describe_counter!(
+        CONNECTIONS_OPENED_TOTAL,
+        "SMTP sessions opened to delivery targets."
+    );
+    describe_counter!(
+        CONNECTION_REUSES_TOTAL,
+        "Delivery transactions that reused a cached SMTP session."
+    );
+    describe_counter!(
+        CONNECTION_CACHE_STALE_TOTAL,
+        "Cached SMTP sessions found closed by the target when taken."
     );
     describe_histogram!(
         MESSAGE_DELIVERY_SECONDS,

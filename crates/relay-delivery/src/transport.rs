@@ -29,6 +29,8 @@ use tracing::debug;
 
 use crate::classify::{Classified, ReplyClass, classify_error, connection_lost, response_text};
 use crate::config::DeliveryConfig;
+use crate::connection_cache::{ConnectionCache, Session};
+use crate::metrics as m;
 use crate::outbound;
 
 /// The SMTP port used when a target names none.
@@ -167,31 +169,87 @@ pub async fn send_gated(
     settings: &TransportSettings,
     gate: &dyn SessionGate,
 ) -> Option<Vec<RecipientResult>> {
+    send_via(route, tx, settings, gate, None).await
+}
+
+/// Like [`send_gated`], but takes an idle session to the target from
+/// `cache` when there is one (reset with `RSET`), and hands the session
+/// back after a transaction that ended cleanly. The gates are asked on a
+/// reused session exactly as on a fresh one.
+pub async fn send_cached(
+    route: &Route,
+    tx: &Transaction<'_>,
+    settings: &TransportSettings,
+    gate: &dyn SessionGate,
+    cache: &ConnectionCache,
+) -> Option<Vec<RecipientResult>> {
+    send_via(route, tx, settings, gate, Some(cache)).await
+}
+
+async fn send_via(
+    route: &Route,
+    tx: &Transaction<'_>,
+    settings: &TransportSettings,
+    gate: &dyn SessionGate,
+    cache: Option<&ConnectionCache>,
+) -> Option<Vec<RecipientResult>> {
     let started_at = UnixMillis::now();
     let started = Instant::now();
     let mut last: Option<(String, Classified)> = None;
     for target in &route.targets {
-        let mut peer = None;
-        match open(target, route.tls, settings, &mut peer).await {
-            Ok(mut conn) => {
-                let connect = started.elapsed();
-                let mut results = transact(&mut conn, target, tx, settings, gate).await?;
-                let session = SessionInfo {
-                    relay: relay_name(target, peer),
-                    started_at,
-                    connect,
-                    transmit: started.elapsed().saturating_sub(connect),
-                };
-                for r in &mut results {
-                    r.session = Some(session.clone());
+        let cached = match cache {
+            Some(cache) => {
+                cache
+                    .checkout(target, route.tls, settings.command_timeout)
+                    .await
+            }
+            None => None,
+        };
+        let mut session = match cached {
+            Some(session) => session,
+            None => {
+                let mut peer = None;
+                match open(target, route.tls, settings, &mut peer).await {
+                    Ok(conn) => {
+                        metrics::counter!(m::CONNECTIONS_OPENED_TOTAL).increment(1);
+                        if let Some(cache) = cache {
+                            cache.note_opened();
+                        }
+                        Session::new(conn, peer)
+                    }
+                    Err(failure) => {
+                        debug!(%target, reply = %failure.reply, "target did not answer");
+                        last = Some((target.clone(), failure));
+                        continue;
+                    }
                 }
-                return Some(results);
             }
-            Err(failure) => {
-                debug!(%target, reply = %failure.reply, "target did not answer");
-                last = Some((target.clone(), failure));
+        };
+        let connect = started.elapsed();
+        session.transactions = session.transactions.saturating_add(1);
+        let (results, after) = transact(&mut session.conn, target, tx, settings, gate).await;
+        let peer = session.peer;
+        match (after, cache) {
+            (After::Reusable, Some(cache)) => {
+                if let Some(mut done) = cache.put(target, route.tls, session) {
+                    quit(&mut done.conn, settings).await;
+                }
             }
+            (After::Reusable | After::Quit, _) => quit(&mut session.conn, settings).await,
+            // Unclear state: close without another word.
+            (After::Drop, _) => drop(session),
         }
+        let mut results = results?;
+        let session = SessionInfo {
+            relay: relay_name(target, peer),
+            started_at,
+            connect,
+            transmit: started.elapsed().saturating_sub(connect),
+        };
+        for r in &mut results {
+            r.session = Some(session.clone());
+        }
+        return Some(results);
     }
     let (target, failure) = last.unwrap_or_else(|| {
         (
@@ -210,6 +268,20 @@ pub async fn send_gated(
         r.session = Some(session.clone());
     }
     Some(results)
+}
+
+/// What may be done with a session after a transaction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum After {
+    /// The final dot was answered: the session is between transactions
+    /// and may carry the next one.
+    Reusable,
+    /// The session is in a known state but not worth keeping: say QUIT.
+    Quit,
+    /// The session's state is unclear (lost connection, timeout, or the
+    /// gate stopped the transaction inside DATA): close it silently and
+    /// never reuse it.
+    Drop,
 }
 
 /// `host[ip]:port` as Postfix logs a relay (`host:port` when the address
@@ -445,15 +517,16 @@ fn verified_tls(host: &str, settings: &TransportSettings) -> Result<TlsParameter
     builder.build_rustls()
 }
 
-/// MAIL, RCPT…, DATA, message, QUIT on an open connection. `None` when
-/// `gate` closed before the target could accept the message.
+/// MAIL, RCPT…, DATA and the message on an open connection (the caller
+/// closes or keeps the session as the returned [`After`] says). `None`
+/// when `gate` closed before the target could accept the message.
 async fn transact(
     conn: &mut AsyncSmtpConnection,
     target: &str,
     tx: &Transaction<'_>,
     settings: &TransportSettings,
     gate: &dyn SessionGate,
-) -> Option<Vec<RecipientResult>> {
+) -> (Option<Vec<RecipientResult>>, After) {
     let started = std::time::Instant::now();
     let result = |index: u32, result: Classified| RecipientResult {
         index,
@@ -474,14 +547,12 @@ async fn transact(
         }
     }
     if recipients.is_empty() {
-        quit(conn, settings).await;
-        return Some(results);
+        return (Some(results), After::Quit);
     }
     if !is_sendable_path(tx.reverse_path) {
         let failure = Classified::permanent("501 5.1.7 sender address cannot be sent over SMTP");
         results.extend(recipients.iter().map(|&(i, _)| result(i, failure.clone())));
-        quit(conn, settings).await;
-        return Some(results);
+        return (Some(results), After::Quit);
     }
 
     let needs_utf8 =
@@ -493,8 +564,7 @@ async fn transact(
             "550 5.6.7 {target} does not support SMTPUTF8, needed for a non-ASCII address"
         ));
         results.extend(recipients.iter().map(|&(i, _)| result(i, failure.clone())));
-        quit(conn, settings).await;
-        return Some(results);
+        return (Some(results), After::Quit);
     }
     let mut mail = format!("MAIL FROM:<{}>", tx.reverse_path);
     if tx.eight_bit && info.supports_feature(Extension::EightBitMime) {
@@ -506,8 +576,7 @@ async fn transact(
     mail.push_str("\r\n");
 
     if !gate.may_start() {
-        quit(conn, settings).await;
-        return None;
+        return (None, After::Quit);
     }
     let timeout = settings.command_timeout;
     if let Err(failure) = within(timeout, "MAIL FROM", conn.command(Raw(mail))).await {
@@ -516,8 +585,7 @@ async fn transact(
                 .iter()
                 .map(|&(i, _)| result(i, failure.result.clone())),
         );
-        finish(conn, settings, failure.lost).await;
-        return Some(results);
+        return (Some(results), after_failure(failure.lost));
     }
 
     let mut accepted = Vec::with_capacity(recipients.len());
@@ -539,15 +607,16 @@ async fn transact(
         }
     }
     if lost.is_some() || accepted.is_empty() {
-        finish(conn, settings, lost.is_some()).await;
-        return Some(results);
+        return (Some(results), after_failure(lost.is_some()));
     }
 
     let outcome = match within(timeout, "DATA", conn.command(Raw("DATA\r\n".into()))).await {
         Err(failure) => Err(failure),
         // Last chance to stop: without the final dot the target discards
         // the transaction when the connection closes.
-        Ok(_) if !gate.confirm_since(started).await => return None,
+        // The target is in DATA mode: only closing the connection without
+        // the final dot is safe now.
+        Ok(_) if !gate.confirm_since(started).await => return (None, After::Drop),
         Ok(_) => {
             within(
                 settings.data_timeout,
@@ -557,21 +626,21 @@ async fn transact(
             .await
         }
     };
-    match outcome {
+    let after = match outcome {
         Ok(response) => {
             let reply = Classified {
                 class: ReplyClass::Success,
                 reply: response_text(&response),
             };
             results.extend(accepted.iter().map(|&i| result(i, reply.clone())));
-            finish(conn, settings, false).await;
+            After::Reusable
         }
         Err(failure) => {
             results.extend(accepted.iter().map(|&i| result(i, failure.result.clone())));
-            finish(conn, settings, failure.lost).await;
+            after_failure(failure.lost)
         }
-    }
-    Some(results)
+    };
+    (Some(results), after)
 }
 
 /// A path we can put between `<` and `>`: no controls (CR, LF, NUL…) and
@@ -581,10 +650,10 @@ fn is_sendable_path(path: &str) -> bool {
     !path.chars().any(|c| c.is_control() || c == '<' || c == '>')
 }
 
-async fn finish(conn: &mut AsyncSmtpConnection, settings: &TransportSettings, lost: bool) {
-    if !lost {
-        quit(conn, settings).await;
-    }
+/// After a refused step: QUIT when the target answered, silence when the
+/// connection was lost or timed out.
+fn after_failure(lost: bool) -> After {
+    if lost { After::Drop } else { After::Quit }
 }
 
 async fn quit(conn: &mut AsyncSmtpConnection, settings: &TransportSettings) {

@@ -221,6 +221,14 @@ struct FileDelivery {
     connect_timeout: String,
     command_timeout: String,
     data_timeout: String,
+    /// Close a cached idle session to a target after this long (Postfix's
+    /// `smtp_connection_cache_time_limit`).
+    connection_cache_time_limit: String,
+    /// Do not reuse a session opened longer ago than this (Postfix's
+    /// `smtp_connection_reuse_time_limit`).
+    connection_reuse_time_limit: String,
+    /// Transactions per session at most; 1 turns reuse off.
+    connection_reuse_count_limit: u32,
     /// Targets for recipient domains without a route of their own (like
     /// Postfix's `relayhost`); none: such recipients are not deliverable.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -243,6 +251,9 @@ impl Default for FileDelivery {
             connect_timeout: "30s".into(),
             command_timeout: "300s".into(),
             data_timeout: "600s".into(),
+            connection_cache_time_limit: "2s".into(),
+            connection_reuse_time_limit: "300s".into(),
+            connection_reuse_count_limit: 100,
             default_route: None,
             default_route_tls: default_route_tls(),
             ca_file: None,
@@ -356,6 +367,8 @@ pub struct DeliverySettings {
     pub command_timeout: Duration,
     /// Wait for the reply to the final dot.
     pub data_timeout: Duration,
+    /// Reuse of SMTP sessions per target (idle time, reuse time, count).
+    pub connection_cache: relay_delivery::config::CacheSettings,
     /// Route for domains without their own.
     pub default_route: Option<Route>,
     /// Extra trust anchors (PEM text of `delivery.ca_file`).
@@ -591,6 +604,25 @@ impl NodeConfig {
             connect_timeout: v.duration("delivery.connect_timeout", &d.connect_timeout),
             command_timeout: v.duration("delivery.command_timeout", &d.command_timeout),
             data_timeout: v.duration("delivery.data_timeout", &d.data_timeout),
+            connection_cache: relay_delivery::config::CacheSettings {
+                idle_timeout: v.duration(
+                    "delivery.connection_cache_time_limit",
+                    &d.connection_cache_time_limit,
+                ),
+                reuse_time_limit: v.duration(
+                    "delivery.connection_reuse_time_limit",
+                    &d.connection_reuse_time_limit,
+                ),
+                max_messages: if d.connection_reuse_count_limit == 0 {
+                    v.problem(
+                        "delivery.connection_reuse_count_limit",
+                        "must be at least 1 (1 turns connection reuse off)".into(),
+                    );
+                    1
+                } else {
+                    d.connection_reuse_count_limit
+                },
+            },
             default_route: d.default_route.as_ref().map(|targets| {
                 v.route(
                     "delivery.default_route",
@@ -1085,6 +1117,51 @@ mod tests {
             Err(ConfigError::Invalid(p)) => p.join("\n"),
             other => panic!("expected problems, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn connection_reuse_limits_have_postfix_defaults_and_are_checked() {
+        let (path, text) = local(1);
+        let config = NodeConfig::parse(&path, &text).unwrap();
+        let cache = config.delivery.connection_cache;
+        assert_eq!(cache.idle_timeout, Duration::from_secs(2));
+        assert_eq!(cache.reuse_time_limit, Duration::from_secs(300));
+        assert_eq!(cache.max_messages, 100);
+
+        let line = "min_backoff = \"10s\"\n";
+        assert!(text.contains(line));
+        let set = text.replace(
+            line,
+            &format!(
+                "{line}connection_cache_time_limit = \"5s\"\n\
+                 connection_reuse_time_limit = \"1m\"\n\
+                 connection_reuse_count_limit = 20\n"
+            ),
+        );
+        let cache = NodeConfig::parse(&path, &set)
+            .unwrap()
+            .delivery
+            .connection_cache;
+        assert_eq!(cache.idle_timeout, Duration::from_secs(5));
+        assert_eq!(cache.reuse_time_limit, Duration::from_secs(60));
+        assert_eq!(cache.max_messages, 20);
+
+        let bad = text.replace(
+            line,
+            &format!(
+                "{line}connection_cache_time_limit = \"0s\"\n\
+                 connection_reuse_count_limit = 0\n"
+            ),
+        );
+        let bad = problems(&path, &bad);
+        assert!(
+            bad.contains("delivery.connection_cache_time_limit: must be greater than zero"),
+            "{bad}"
+        );
+        assert!(
+            bad.contains("delivery.connection_reuse_count_limit: must be at least 1"),
+            "{bad}"
+        );
     }
 
     #[test]

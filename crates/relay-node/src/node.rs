@@ -559,6 +559,7 @@ fn delivery_config(config: &NodeConfig) -> relay_delivery::DeliveryConfig {
         connect_timeout: config.delivery.connect_timeout,
         command_timeout: config.delivery.command_timeout,
         data_timeout: config.delivery.data_timeout,
+        connection_cache: config.delivery.connection_cache,
         extra_root_certificates_pem: config.delivery.extra_root_certificates_pem.clone(),
         ..Default::default()
     }

@@ -44,12 +44,7 @@ pub fn run(config: &NodeConfig, confirm: bool) -> ExitCode {
 }
 
 fn explain(r: &RecoveryReport, confirm: bool) {
-    let at = |ms: u64| {
-        format!(
-            "{} (Unix ms {ms})",
-            relay_types::UnixMillis(ms).rfc5322()
-        )
-    };
+    let at = |ms: u64| format!("{} (Unix ms {ms})", relay_types::UnixMillis(ms).rfc5322());
     eprintln!(
         "node {}: old cluster voters {:?}, learners {:?}",
         r.node, r.old_voters, r.old_learners

@@ -41,16 +41,20 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Share
     let session = serve_connection(stream, peer, &shared);
     tokio::pin!(session);
     tokio::select! {
-        _ = &mut session => return,
-        _ = shutdown.cancelled() => {}
+        _ = &mut session => {}
+        _ = shutdown.cancelled() => {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, session).await;
+        }
     }
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, session).await;
+    shared.connection_closed();
 }
 
 /// How long a session may take to finish its transaction at shutdown.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shared) {
+    // The idle-close generation when this connection arrived.
+    let opened_at = *shared.close_idle.borrow();
     match shared.behaviour() {
         Behaviour::DropConnection => return,
         Behaviour::Stall => return std::future::pending().await,
@@ -65,7 +69,7 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shar
         return;
     }
     let mut reader = BufReader::new(stream);
-    if let End::StartTls = session(&mut reader, peer, shared, false).await {
+    if let End::StartTls = session(&mut reader, peer, shared, false, opened_at).await {
         // RFC 3207: nothing may follow STARTTLS in the same packet; a
         // client that pipelined past it is dropped.
         if !reader.buffer().is_empty() {
@@ -78,7 +82,7 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, shared: &Shar
             return;
         };
         let mut reader = BufReader::new(tls);
-        let _ = session(&mut reader, peer, shared, true).await;
+        let _ = session(&mut reader, peer, shared, true, opened_at).await;
     }
 }
 
@@ -91,18 +95,27 @@ struct Transaction {
 }
 
 /// The command loop over any stream (plain or TLS).
-async fn session<S>(io: &mut BufReader<S>, peer: SocketAddr, shared: &Shared, tls: bool) -> End
+async fn session<S>(
+    io: &mut BufReader<S>,
+    peer: SocketAddr,
+    shared: &Shared,
+    tls: bool,
+    opened_at: u64,
+) -> End
 where
     S: tokio::io::AsyncRead + AsyncWrite + Unpin,
 {
     let mut helo = String::new();
     let mut txn: Option<Transaction> = None;
     let mut line = Vec::new();
+    let mut close_idle = shared.close_idle.subscribe();
     loop {
         let read = tokio::select! {
             read = read_line(io, &mut line, MAX_COMMAND_LINE) => read,
             // Shutting down: end between commands, never inside one.
             _ = shared.shutdown.cancelled() => return End::Closed,
+            // Like a server's idle timeout: close between commands.
+            _ = close_idle.wait_for(|g| *g > opened_at) => return End::Closed,
         };
         match read {
             Ok(Line::Complete) => {}

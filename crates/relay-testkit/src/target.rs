@@ -179,6 +179,11 @@ pub(crate) struct Shared {
     accepted: watch::Sender<u64>,
     seq: AtomicU64,
     connections: AtomicUsize,
+    /// Sessions being served right now.
+    open: AtomicUsize,
+    /// Bumped by [`TestTarget::close_idle_connections`]: sessions opened
+    /// before the bump close when they next wait for a command.
+    pub(crate) close_idle: watch::Sender<u64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -195,6 +200,11 @@ impl Shared {
 
     pub(crate) fn connection_opened(&self) {
         self.connections.fetch_add(1, Ordering::SeqCst);
+        self.open.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
     pub(crate) fn next_seq(&self) -> u64 {
@@ -267,6 +277,8 @@ impl TestTarget {
             accepted: watch::Sender::new(0),
             seq: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            close_idle: watch::Sender::new(0),
         });
         let sessions = TaskTracker::new();
         let accept_task = tokio::spawn(accept_loop(listener, shared.clone(), sessions.clone()));
@@ -318,6 +330,18 @@ impl TestTarget {
     /// How many TCP connections were accepted.
     pub fn connection_count(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// How many connections are open right now.
+    pub fn open_connection_count(&self) -> usize {
+        self.shared.open.load(Ordering::SeqCst)
+    }
+
+    /// Closes, as a server's idle timeout would, every connection open
+    /// now: at once if it is waiting for a command, otherwise as soon as
+    /// its current command is answered. Later connections are not touched.
+    pub fn close_idle_connections(&self) {
+        self.shared.close_idle.send_modify(|g| *g += 1);
     }
 
     /// Forgets the messages kept so far (the accepted count stays).

@@ -280,6 +280,21 @@ pub const KEYS: &[Key] = &[
         "Wait for the target's reply to the final dot.",
     ),
     key(
+        "delivery.connection_cache_time_limit",
+        Shared,
+        "Close a cached idle session to a target after this long (like Postfix's smtp_connection_cache_time_limit).",
+    ),
+    key(
+        "delivery.connection_reuse_time_limit",
+        Shared,
+        "Do not reuse a session opened longer ago than this (like Postfix's smtp_connection_reuse_time_limit).",
+    ),
+    key(
+        "delivery.connection_reuse_count_limit",
+        Shared,
+        "Transactions per session at most; 1 turns connection reuse off.",
+    ),
+    key(
         "delivery.default_route",
         Shared,
         "Targets (`host:port`) for domains without a route, like Postfix's relayhost. Not set: such recipients are not deliverable.",
