@@ -40,10 +40,8 @@ pub fn not_accepting_reason(cluster: &Cluster, accept_as_learner: bool) -> Optio
     if cluster.is_drained() {
         return Some("drained for maintenance");
     }
-    if !accept_as_learner {
-        if !cluster.is_voter(cluster.node_id()) {
-            return Some("a learner with smtp.accept_as_learner = false (recovery replica)");
-        }
+    if !accept_as_learner && !cluster.is_voter(cluster.node_id()) {
+        return Some("a learner with smtp.accept_as_learner = false (recovery replica)");
     }
     None
 }
