@@ -1,7 +1,10 @@
 //! Compiles `proto/*.proto` with protox (pure Rust): no protoc binary needed.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read at run time, not baked in with env!(): a build script compiled
+    // for one checkout must not compile another checkout's protos.
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")?;
+    let root = std::path::Path::new(&manifest_dir).join("../../proto");
     let files = [root.join("raft.proto"), root.join("admin.proto")];
     let fds = protox::compile(files, [&root])?;
     tonic_prost_build::configure()

@@ -582,6 +582,16 @@ impl Admin for AdminService {
             at: UnixMillis::now(),
         };
         affected(self.propose(command).await?)?;
+        // The entry is committed; the report reads this node's own applied
+        // state, which may trail the leader by a moment: wait (bounded) for
+        // it, so the reply never says "not drained" right after a drain.
+        let want = !request.undrain;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.cluster.store().drained().contains(&node) != want
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let report = self.cluster.drain_report(node).await;
         Ok(Response::new(drain_reply(report, self.cluster.node_id())))
     }
