@@ -47,20 +47,7 @@ async fn a_follower_log_is_not_purged_past_its_state_during_an_install() {
     // receiving the snapshot.
     let dir = TempDir::new().unwrap();
     let (mut log, mut sm) = relay_store::open(dir.path()).unwrap();
-    log.blocking_append([membership(1, &[1, 2, 3]), blank(2), blank(3)])
-        .await
-        .unwrap();
-    apply_one(&mut sm, membership(1, &[1, 2, 3])).await;
-    apply_one(&mut sm, blank(2)).await;
-    apply_one(&mut sm, blank(3)).await;
-    let mut receiving = sm.begin_receiving_snapshot().await.unwrap();
-    let bytes = std::fs::read(snapshot.snapshot.path()).unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut *receiving, &bytes)
-        .await
-        .unwrap();
-    tokio::io::AsyncWriteExt::shutdown(&mut *receiving)
-        .await
-        .unwrap();
+    let receiving = hold_three_and_receive(&mut log, &mut sm, &snapshot).await;
 
     // openraft's order: the install goes to the state machine worker and
     // the purge to the log store, concurrently.
@@ -155,6 +142,30 @@ async fn leader_snapshot(
     (leader, snapshot)
 }
 
+/// A follower's first steps: it holds the first three entries, applied,
+/// and has received `snapshot`'s file (not yet installed).
+async fn hold_three_and_receive(
+    log: &mut relay_store::LogStore,
+    sm: &mut StateMachine,
+    snapshot: &openraft::Snapshot<relay_store::TypeConfig>,
+) -> Box<relay_store::SnapshotFile> {
+    log.blocking_append([membership(1, &[1, 2, 3]), blank(2), blank(3)])
+        .await
+        .unwrap();
+    apply_one(sm, membership(1, &[1, 2, 3])).await;
+    apply_one(sm, blank(2)).await;
+    apply_one(sm, blank(3)).await;
+    let mut receiving = sm.begin_receiving_snapshot().await.unwrap();
+    let bytes = std::fs::read(snapshot.snapshot.path()).unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut *receiving, &bytes)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::shutdown(&mut *receiving)
+        .await
+        .unwrap();
+    receiving
+}
+
 /// The child of the kill test: a follower holding three applied entries
 /// receives a snapshot and openraft asks for the purge; then it says
 /// `READY` and waits to be killed (SIGKILL, with the power-loss failpoint:
@@ -172,20 +183,8 @@ async fn child_follower_purging_before_its_install() {
         ..Default::default()
     };
     let (mut log, mut sm) = relay_store::open_with(std::path::Path::new(&dir), options).unwrap();
-    log.blocking_append([membership(1, &[1, 2, 3]), blank(2), blank(3)])
-        .await
-        .unwrap();
-    apply_one(&mut sm, membership(1, &[1, 2, 3])).await;
-    apply_one(&mut sm, blank(2)).await;
-    apply_one(&mut sm, blank(3)).await;
-    let mut receiving = sm.begin_receiving_snapshot().await.unwrap();
-    let bytes = std::fs::read(snapshot.snapshot.path()).unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut *receiving, &bytes)
-        .await
-        .unwrap();
-    tokio::io::AsyncWriteExt::shutdown(&mut *receiving)
-        .await
-        .unwrap();
+    // Received, never installed: the process is killed first.
+    let _received = hold_three_and_receive(&mut log, &mut sm, &snapshot).await;
     let purging = {
         let mut log = log.clone();
         tokio::spawn(async move { log.purge(snap_last).await })
