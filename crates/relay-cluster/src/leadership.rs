@@ -303,8 +303,12 @@ impl Cluster {
         })
     }
 
-    /// Waits until `target`'s log reaches the leader's last log index (as
-    /// read now), or `deadline`.
+    /// Waits until `target`'s log reaches the leader's last log index, or
+    /// `deadline`. The leader's index is read again on every poll: writes
+    /// that were already on their way when the pause began still reach the
+    /// leader's log after it, and a target that matches only the index read
+    /// at the start would trail the leader (which then refuses its vote by
+    /// log length) and, as often, the other follower too.
     async fn caught_up(
         self: &Arc<Self>,
         leader: &MemberStatus,
@@ -322,13 +326,13 @@ impl Cluster {
                 }
             }
         };
-        let Some(goal) = status_of(leader).await.map(|s| s.last_log_index) else {
-            return false;
-        };
         while Instant::now() < deadline {
-            if status_of(target)
-                .await
-                .is_some_and(|s| s.last_log_index >= goal)
+            // The target first: the leader's log only grows, so a target
+            // at or past the index read after it has caught up for sure.
+            let reached = status_of(target).await.map(|s| s.last_log_index);
+            let goal = status_of(leader).await.map(|s| s.last_log_index);
+            if let (Some(goal), Some(reached)) = (goal, reached)
+                && reached >= goal
             {
                 return true;
             }
