@@ -28,3 +28,30 @@ qr_ensure_rocksdb() {
     fi
     export ROCKSDB_LIB_DIR="$lib_dir" ROCKSDB_STATIC=1
 }
+
+# Free space (GiB) on the file system that holds the target dir.
+qr_free_gib() {
+    mkdir -p "$QR_CACHE"
+    df -P -BG "$QR_CACHE" | awk 'NR == 2 {sub("G", "", $4); print $4}'
+}
+
+# Makes room for a whole build and test run: when fewer than $1 GiB are
+# free and a target dir from an earlier run is there, it is removed and the
+# next build starts afresh (RocksDB's cached library lives beside it, not in
+# it, and stays). A machine that keeps ~/.cache between runs accumulates
+# artifacts with every dependency or toolchain change; running out of disk
+# half-way through the tests fails them all with "No space left on device".
+qr_disk_guard() {
+    local need="$1" free
+    free="$(qr_free_gib)"
+    echo "build-env: ${free} GiB free for $CARGO_TARGET_DIR (a whole run needs about ${need} GiB)" >&2
+    if [ "$free" -lt "$need" ] && [ -d "$CARGO_TARGET_DIR" ]; then
+        echo "build-env: removing $CARGO_TARGET_DIR ($(du -sh "$CARGO_TARGET_DIR" 2>/dev/null | cut -f1)) to make room" >&2
+        rm -rf "$CARGO_TARGET_DIR"
+        free="$(qr_free_gib)"
+        echo "build-env: ${free} GiB free now" >&2
+    fi
+    if [ "$free" -lt "$need" ]; then
+        echo "build-env: WARNING: only ${free} GiB free; the build or the tests may run out of disk" >&2
+    fi
+}

@@ -40,10 +40,14 @@ echo "hosts: files dns" >"$root/etc/nsswitch.conf"
 echo "Dockerfile" >"$context/.dockerignore"
 cat >"$context/Dockerfile" <<'DOCKERFILE'
 FROM scratch
+LABEL org.quorum-relay.image=local
 COPY rootfs/ /
 COPY --chown=10001:10001 owned/ /
 USER 10001:10001
 ENTRYPOINT ["/usr/local/bin/relayd"]
 DOCKERFILE
 DOCKER_BUILDKIT=0 docker build -q -t quorum-relay:local "$context" >/dev/null
+# The previous build's image lost its tag: remove it (and only ours, by
+# label), or every test run would leave one more image on the disk.
+docker image prune -f --filter label=org.quorum-relay.image=local >/dev/null
 echo "built quorum-relay:local ($(docker image inspect -f '{{.Size}}' quorum-relay:local) bytes)"
