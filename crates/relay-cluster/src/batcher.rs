@@ -22,6 +22,14 @@
 //! delivered) come through here; operator and route commands are written
 //! on their own. Each proposer gets its own command's result.
 //!
+//! During a leadership transfer the batcher holds its queue: proposals that
+//! were already queued when the pause began would otherwise keep growing
+//! the leader's log batch by batch, so the transfer's target (caught up a
+//! moment before) trails again when it asks for votes, and the leader
+//! refuses it by log length. The held proposals are written when the
+//! pause ends (on a node that no longer leads, Raft answers
+//! `ForwardToLeader` and the proposer forwards them).
+//!
 //! A write in flight is bounded: openraft 0.9 can leave a `client_write`
 //! unanswered for good (a former leader whose uncommitted entry is dropped
 //! when it catches up through a snapshot), and with one slot that would
@@ -38,7 +46,7 @@ use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use relay_types::{Command, CommandResult, MAX_BATCH_COMMANDS, NodeId};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -112,15 +120,17 @@ pub(crate) struct WriteBatcher {
 
 impl WriteBatcher {
     /// Starts the batching task on `writer` (the node's Raft); a write
-    /// gets `write_timeout` before it counts as stranded. Returns the
-    /// handle and the task, which ends only at `shutdown`.
+    /// gets `write_timeout` before it counts as stranded; no batch starts
+    /// while `paused` is true. Returns the handle and the task, which ends
+    /// only at `shutdown`.
     pub(crate) fn start<W: EntryWriter>(
         writer: W,
         write_timeout: Duration,
+        paused: watch::Receiver<bool>,
         shutdown: CancellationToken,
     ) -> (WriteBatcher, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let task = tokio::spawn(run(Arc::new(writer), write_timeout, rx, shutdown));
+        let task = tokio::spawn(run(Arc::new(writer), write_timeout, paused, rx, shutdown));
         (WriteBatcher { tx }, task)
     }
 
@@ -154,6 +164,7 @@ fn body_bytes(command: &Command) -> usize {
 async fn run<W: EntryWriter>(
     writer: Arc<W>,
     write_timeout: Duration,
+    mut paused: watch::Receiver<bool>,
     mut rx: mpsc::Receiver<Proposal>,
     shutdown: CancellationToken,
 ) {
@@ -185,6 +196,13 @@ async fn run<W: EntryWriter>(
                 }
                 Err(_) => break,
             }
+        }
+        // No batch is written during a leadership transfer (see the module
+        // doc): it waits, and proposals arriving meanwhile queue behind it.
+        // A closed sender (the cluster is gone) holds nothing.
+        tokio::select! {
+            _ = paused.wait_for(|p| !*p) => {}
+            _ = shutdown.cancelled() => return,
         }
         let writer = writer.clone();
         tokio::spawn(async move {
@@ -276,7 +294,9 @@ mod tests {
     async fn a_write_raft_never_answers_is_given_up_and_the_next_one_goes_through() {
         let timeout = Duration::from_millis(200);
         let shutdown = CancellationToken::new();
-        let (batcher, _task) = WriteBatcher::start(FirstWriteHangs::default(), timeout, shutdown);
+        let (_paused, not_paused) = watch::channel(false);
+        let (batcher, _task) =
+            WriteBatcher::start(FirstWriteHangs::default(), timeout, not_paused, shutdown);
 
         let first = batcher.write(delivered(1)).await;
         assert!(
@@ -288,5 +308,49 @@ mod tests {
             .await
             .expect("the slot was released: the next write is not stuck behind the first");
         assert_eq!(second.unwrap(), CommandResult::Applied { affected: 1 });
+    }
+
+    /// Counts the entries written.
+    #[derive(Default)]
+    struct Counting {
+        writes: Arc<AtomicUsize>,
+    }
+
+    impl EntryWriter for Counting {
+        async fn write(&self, _entry: Command) -> Result<CommandResult, BatchWriteError> {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            Ok(CommandResult::Applied { affected: 1 })
+        }
+    }
+
+    // Paused time: the clock moves only once every task is idle, so after
+    // the sleep the batcher has done all it would do while paused.
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_written_while_paused_and_everything_held_is_written_after() {
+        let shutdown = CancellationToken::new();
+        let (pause, paused) = watch::channel(true);
+        let writer = Counting::default();
+        let writes = writer.writes.clone();
+        let (batcher, _task) =
+            WriteBatcher::start(writer, Duration::from_secs(5), paused, shutdown.clone());
+        let held: Vec<_> = (1..=5)
+            .map(|n| {
+                let batcher = batcher.clone();
+                tokio::spawn(async move { batcher.write(delivered(n)).await })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(writes.load(Ordering::SeqCst), 0, "written while paused");
+
+        pause.send_replace(false);
+        for h in held {
+            let result = tokio::time::timeout(Duration::from_secs(5), h)
+                .await
+                .expect("answered after the pause")
+                .expect("task");
+            assert!(result.is_ok(), "{result:?}");
+        }
+        assert!(writes.load(Ordering::SeqCst) >= 1);
+        shutdown.cancel();
     }
 }

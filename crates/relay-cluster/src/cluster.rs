@@ -162,9 +162,11 @@ impl Cluster {
         .await
         .map_err(|e| ClusterError::Start(e.to_string()))?;
 
+        let writes_paused = watch::Sender::new(false);
         let (batcher, batcher_task) = WriteBatcher::start(
             raft.clone(),
             config.submit_timeout + crate::batcher::STRANDED_MARGIN,
+            writes_paused.subscribe(),
             shutdown.clone(),
         );
         let cluster = Arc::new(Cluster {
@@ -180,7 +182,7 @@ impl Cluster {
             activity: OnceLock::new(),
             log_clock: Arc::default(),
             election_pause: AtomicU64::new(0),
-            writes_paused: watch::Sender::new(false),
+            writes_paused,
             tasks: TaskTracker::new(),
             failure: Failure::default(),
         });

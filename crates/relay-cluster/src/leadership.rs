@@ -13,9 +13,10 @@
 //!    hears its leader refuses to vote); an explicit election request
 //!    still works;
 //! 2. **catch up**: wait (half a round at most) until the target's log
-//!    reaches the leader's last log index as it was after the pause (under
-//!    write load the target can trail the other follower, which would then
-//!    refuse its vote);
+//!    reaches the leader's last log index, on two polls in a row (under
+//!    write load the target can trail the leader and the other follower,
+//!    which would then refuse their votes; the leader's batcher holds its
+//!    queue while paused, so its log stops growing);
 //! 3. **elect** on the target until it reports itself leader: it wins as
 //!    soon as one other voter's lease has run out and the target's log is
 //!    at least as long as that voter's (the old leader steps down when it
@@ -326,6 +327,10 @@ impl Cluster {
                 }
             }
         };
+        // Caught up on two polls in a row: the one write that may have been
+        // on its way into the leader's log at the first has landed by the
+        // second (new batches are held while paused, see `batcher`).
+        let mut in_a_row = 0;
         while Instant::now() < deadline {
             // The target first: the leader's log only grows, so a target
             // at or past the index read after it has caught up for sure.
@@ -334,7 +339,12 @@ impl Cluster {
             if let (Some(goal), Some(reached)) = (goal, reached)
                 && reached >= goal
             {
-                return true;
+                in_a_row += 1;
+                if in_a_row == 2 {
+                    return true;
+                }
+            } else {
+                in_a_row = 0;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
