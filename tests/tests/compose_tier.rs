@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use relay_proto::admin::admin_service_client::AdminServiceClient;
+use relay_proto::admin::admin_client::AdminClient;
 use relay_proto::raft::NodeStatusRequest;
 use relay_proto::raft::raft_service_client::RaftServiceClient;
 use relay_tests::compose::{COMPOSE_CLUSTER_SECRET, ComposeCluster, build_image, docker_available};
@@ -47,7 +47,7 @@ async fn admin_status(
         .channel(port, tls)
         .await
         .map_err(|e| format!("connect: {e:#}"))?;
-    AdminServiceClient::with_interceptor(channel, SecretHeader("dev-token".into()))
+    AdminClient::with_interceptor(channel, SecretHeader("dev-token".into()))
         .status(relay_proto::admin::StatusRequest {})
         .await
         .map(|_| ())
@@ -148,7 +148,9 @@ async fn compose_up_is_healthy_with_mtls_on_every_link() {
         "relayctl status: {report} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(report.contains(&format!("\"leader\":{leader}")), "{report}");
+    let report: serde_json::Value = serde_json::from_str(&report).expect("relayctl --json");
+    assert_eq!(report["leader"], leader, "{report}");
+    assert_eq!(report["verdict"], "ok", "{report}");
 
     // A message into a follower travels leader-ward and to the target.
     let follower = (1..=3).find(|&id| id != leader).unwrap();
