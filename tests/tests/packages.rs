@@ -95,12 +95,12 @@ async fn deb_installs_and_systemd_starts_a_node() {
             "DEBIAN_FRONTEND=noninteractive apt-get install -y /pkg/{file}"
         ))
         .expect("apt-get install");
-    let said = String::from_utf8_lossy(&install.stderr).into_owned();
-    assert!(
-        install.status.success(),
-        "apt-get install: {}{said}",
-        String::from_utf8_lossy(&install.stdout)
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&install.stdout),
+        String::from_utf8_lossy(&install.stderr)
     );
+    assert!(install.status.success(), "apt-get install: {said}");
     // Installed, not enabled; the postinst says what to do next.
     assert!(said.contains("systemctl enable --now relayd"), "{said}");
     assert_eq!(
