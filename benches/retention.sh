@@ -18,7 +18,9 @@
 #   - snapshot_bytes and snapshot_s: `relayctl snapshot` on that node (it
 #     answers once the new snapshot is built) timed from the outside, and
 #     the size of the snapshot file it wrote (<data_dir>/db/snapshots/*.snap),
-#     which is the serialized replicated state.
+#     which is the serialized replicated state. Before each point one
+#     `relayctl route set` of the same dummy route is committed, so every
+#     node has something new to snapshot.
 #
 # Environment: COUNT (1000000), SESSIONS (50, spread over the three nodes),
 # SIZE (1024 octets), RETENTION (2m; also delivery.queue_lifetime, which
@@ -171,18 +173,27 @@ metric() { # node name: one sample line's value
 }
 # measure POINT: one line per node: point node store_bytes snapshot_bytes snapshot_s
 rows=()
+# A node builds a snapshot only if it applied something since its last one
+# (the periodic one may just have run), so each point first commits one
+# small entry that leaves the state the same size every time: the same
+# route set again. A node that has not applied it yet is asked again.
 measure() {
-    local point=$1 i t0 t1 snap out
+    local point=$1 i t0 t1 snap out try built
+    relayctl 1 route set bench-marker.invalid 127.0.0.1:9 --tls none >/dev/null
     for i in 1 2 3; do
-        t0=$(date +%s.%N)
-        if out=$(relayctl "$i" --json snapshot 2>&1); then
-            t1=$(date +%s.%N)
-            snap=$(ls -t "$WORK/node$i/db/snapshots/"*.snap 2>/dev/null | head -n 1)
-            rows+=("$point $i $(metric "$i" relay_store_bytes) $(stat -c %s "$snap") $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')")
-        else
-            log "node $i: relayctl snapshot: $out"
-            rows+=("$point $i $(metric "$i" relay_store_bytes) - -")
-        fi
+        built=
+        for try in 1 2 3 4 5 6 7 8 9 10; do
+            t0=$(date +%s.%N)
+            if out=$(relayctl "$i" --json snapshot 2>&1); then
+                t1=$(date +%s.%N)
+                built=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }')
+                break
+            fi
+            sleep 1
+        done
+        [ -n "$built" ] || log "node $i: relayctl snapshot: $out (the size is its last snapshot's)"
+        snap=$(ls -t "$WORK/node$i/db/snapshots/"*.snap 2>/dev/null | head -n 1)
+        rows+=("$point $i $(metric "$i" relay_store_bytes) $([ -n "$snap" ] && stat -c %s "$snap" || echo -) ${built:--}")
         log "$point node $i: ${rows[-1]#* * }"
     done
 }

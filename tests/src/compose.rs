@@ -21,8 +21,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use relay_proto::raft::raft_service_client::RaftServiceClient;
 use relay_proto::raft::{NodeStatusReply, NodeStatusRequest};
-use tonic::transport::ClientTlsConfig;
 use tokio::time::Instant;
+use tonic::transport::ClientTlsConfig;
 
 use crate::free_ports;
 use crate::load::subject;
@@ -238,7 +238,10 @@ impl ComposeCluster {
                 ])
                 .output()?;
             if !o.status.success() {
-                bail!("docker inspect {service}: {}", String::from_utf8_lossy(&o.stderr));
+                bail!(
+                    "docker inspect {service}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
             }
             out.insert(
                 service.clone(),

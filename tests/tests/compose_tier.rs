@@ -89,9 +89,13 @@ async fn compose_up_is_healthy_with_mtls_on_every_link() {
         let ports = cluster.ports[id as usize - 1];
         // Raft port: the cluster CA's node certificate works; plaintext and
         // another CA's certificate do not.
-        raft_status(&cluster, ports.raft, Some(cluster.client_tls("node-1", id).unwrap()))
-            .await
-            .unwrap_or_else(|e| panic!("node {id} Raft port over mTLS: {e}"));
+        raft_status(
+            &cluster,
+            ports.raft,
+            Some(cluster.client_tls("node-1", id).unwrap()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("node {id} Raft port over mTLS: {e}"));
         let plain = raft_status(&cluster, ports.raft, None).await;
         assert!(plain.is_err(), "node {id} Raft port accepted plaintext");
         let other = relay_tests::node_client_tls(
@@ -102,11 +106,18 @@ async fn compose_up_is_healthy_with_mtls_on_every_link() {
         )
         .unwrap();
         let other = raft_status(&cluster, ports.raft, Some(other)).await;
-        assert!(other.is_err(), "node {id} Raft port accepted another CA's certificate");
+        assert!(
+            other.is_err(),
+            "node {id} Raft port accepted another CA's certificate"
+        );
         // Admin port: the same, with relayctl's certificate.
-        admin_status(&cluster, ports.admin, Some(cluster.client_tls("relayctl", id).unwrap()))
-            .await
-            .unwrap_or_else(|e| panic!("node {id} admin port over mTLS: {e}"));
+        admin_status(
+            &cluster,
+            ports.admin,
+            Some(cluster.client_tls("relayctl", id).unwrap()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("node {id} admin port over mTLS: {e}"));
         let plain = admin_status(&cluster, ports.admin, None).await;
         assert!(plain.is_err(), "node {id} admin port accepted plaintext");
         let other = relay_tests::node_client_tls(
@@ -117,13 +128,19 @@ async fn compose_up_is_healthy_with_mtls_on_every_link() {
         )
         .unwrap();
         let other = admin_status(&cluster, ports.admin, Some(other)).await;
-        assert!(other.is_err(), "node {id} admin port accepted another CA's certificate");
+        assert!(
+            other.is_err(),
+            "node {id} admin port accepted another CA's certificate"
+        );
         // A client that trusts only another CA refuses the node.
         let untrusted =
             relay_tests::node_client_tls(cluster.certs.path(), &foreign_ca, "relayctl", id)
                 .unwrap();
         let untrusted = admin_status(&cluster, ports.admin, Some(untrusted)).await;
-        assert!(untrusted.is_err(), "node {id} served a certificate of an unknown CA");
+        assert!(
+            untrusted.is_err(),
+            "node {id} served a certificate of an unknown CA"
+        );
     }
 
     // relayctl on the host with the development CA, as the README says.

@@ -104,7 +104,9 @@ async fn deb_installs_and_systemd_starts_a_node() {
     // Installed, not enabled; the postinst says what to do next.
     assert!(said.contains("systemctl enable --now relayd"), "{said}");
     assert_eq!(
-        c.sh_ok("systemctl is-enabled relayd || true").unwrap().trim(),
+        c.sh_ok("systemctl is-enabled relayd || true")
+            .unwrap()
+            .trim(),
         "disabled"
     );
     assert_eq!(
@@ -134,15 +136,13 @@ async fn deb_installs_and_systemd_starts_a_node() {
         "root:quorum-relay",
     )
     .unwrap();
-    c.sh_ok("systemctl enable --now relayd").expect("enable --now");
+    c.sh_ok("systemctl enable --now relayd")
+        .expect("enable --now");
 
     let ip = c.ip().unwrap();
     let ready = relay_testkit::wait_until(LONG, || {
-        relay_node::check::health_check(
-            &format!("http://{ip}:9101/readyz"),
-            Duration::from_secs(2),
-        )
-        .is_ok()
+        relay_node::check::health_check(&format!("http://{ip}:9101/readyz"), Duration::from_secs(2))
+            .is_ok()
     })
     .await;
     assert!(
@@ -188,7 +188,8 @@ async fn deb_installs_and_systemd_starts_a_node() {
     assert!(
         restarted.is_ok(),
         "not restarted after kill -9: {}",
-        c.sh_ok("systemctl status relayd --no-pager").unwrap_or_default()
+        c.sh_ok("systemctl status relayd --no-pager")
+            .unwrap_or_default()
     );
 }
 
@@ -250,7 +251,10 @@ async fn setup_leaves_another_mail_server_in_place() {
         .unwrap_or_else(|| panic!("no install line: {out}"));
     assert!(!would.split(' ').any(|p| p == "postfix"), "{out}");
     assert!(would.contains("chromium"), "{out}");
-    assert!(out.contains("setup: dry run: apt would remove: nothing"), "{out}");
+    assert!(
+        out.contains("setup: dry run: apt would remove: nothing"),
+        "{out}"
+    );
 
     assert!(installed(&c, "exim4-daemon-light"));
     assert!(!installed(&c, "postfix"));
