@@ -5,8 +5,8 @@
 //! relayctl works with the development CA, and a message sent to one node
 //! reaches the demo target.
 //!
-//! Skipped (with a message) where no Docker engine answers. About a minute:
-//! in the default suite.
+//! Skipped (with a message) where no Docker engine answers. About 20
+//! seconds with the image built: in the default suite.
 
 use std::time::Duration;
 

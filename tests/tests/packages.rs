@@ -11,11 +11,12 @@
 //!   and the test set's package step (dry run: apt's own resolver) would
 //!   neither install postfix nor remove anything.
 //!
-//! Opt-in (`QR_PACKAGE_TESTS=1`, docs/fault-suite.md "Package tier"): the
-//! first run builds the root filesystem (about 160 MB in
-//! ~/.cache/quorum-relay/debian-rootfs) and each run downloads the demo
-//! packages (about 100 MB) into a container that is removed afterwards.
-//! Needs root, a Docker engine and a reachable Debian mirror.
+//! Opt-in (`QR_PACKAGE_TESTS=1`; docs/fault-suite.md, "Package tier and
+//! the Compose tier"): about 2 minutes; the first run also builds the root
+//! filesystem (about 160 MB in ~/.cache/quorum-relay/debian-rootfs), and
+//! each run downloads exim4 and the demo packages (build tools, libclang)
+//! into a container that is removed afterwards. Needs root, a Docker
+//! engine and a reachable Debian mirror.
 
 use std::time::Duration;
 
