@@ -7,7 +7,8 @@
 #
 #   scripts/debian-rootfs.sh          build the tar if missing, import it if
 #                                     the image is missing; print the image
-#   scripts/debian-rootfs.sh --remove remove the image (the tar is kept)
+#   scripts/debian-rootfs.sh --remove remove the image (the tar is kept; the
+#                                     tests do this once none uses it)
 #
 # The tar is cached outside the repository, in
 # ${QR_DEBIAN_ROOTFS_DIR:-$HOME/.cache/quorum-relay/debian-rootfs}

@@ -43,19 +43,46 @@ fn checked(what: &str, out: std::io::Result<Output>) -> anyhow::Result<Output> {
     Ok(out)
 }
 
-/// The systemd image (built and imported if missing); its name.
-pub fn debian_image() -> anyhow::Result<String> {
+/// Tests holding the image; the last one to let go removes it.
+static IMAGE_USERS: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+
+/// The Debian image, held by one test. The tar stays cached; the image is
+/// removed once no test holds it (the next test imports it again), so no
+/// image is left behind. Drop it after the containers made from it.
+#[derive(Debug)]
+pub struct DebianImage {
+    /// The image name.
+    pub name: String,
+}
+
+impl Drop for DebianImage {
+    fn drop(&mut self) {
+        let mut users = IMAGE_USERS.lock().unwrap_or_else(|e| e.into_inner());
+        *users -= 1;
+        if *users == 0 {
+            let _ = Command::new("bash")
+                .arg(repo_root().join("scripts/debian-rootfs.sh"))
+                .arg("--remove")
+                .output();
+        }
+    }
+}
+
+/// The systemd image, built (once per machine) and imported if missing.
+pub fn debian_image() -> anyhow::Result<DebianImage> {
+    let mut users = IMAGE_USERS.lock().unwrap_or_else(|e| e.into_inner());
     let out = checked(
         "scripts/debian-rootfs.sh",
         Command::new("bash")
             .arg(repo_root().join("scripts/debian-rootfs.sh"))
             .output(),
     )?;
-    let image = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    if image.is_empty() {
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if name.is_empty() {
         bail!("scripts/debian-rootfs.sh printed no image name");
     }
-    Ok(image)
+    *users += 1;
+    Ok(DebianImage { name })
 }
 
 /// Packages the binaries of this target dir into a `.deb` with

@@ -12,7 +12,7 @@
 //!   neither install postfix nor remove anything.
 //!
 //! Opt-in (`QR_PACKAGE_TESTS=1`; docs/fault-suite.md, "Package tier and
-//! the Compose tier"): about 2 minutes; the first run also builds the root
+//! the Compose tier"): 2-3 minutes; the first run also builds the root
 //! filesystem (about 160 MB in ~/.cache/quorum-relay/debian-rootfs), and
 //! each run downloads exim4 and the demo packages (build tools, libclang)
 //! into a container that is removed afterwards. Needs root, a Docker
@@ -86,7 +86,7 @@ async fn deb_installs_and_systemd_starts_a_node() {
     let image = debian_image().expect("Debian image");
     let deb = build_deb().expect(".deb");
     let file = deb.file_name().unwrap().to_string_lossy().into_owned();
-    let c = Container::boot_systemd(&image, &[mount_ro(deb.parent().unwrap(), "/pkg")])
+    let c = Container::boot_systemd(&image.name, &[mount_ro(deb.parent().unwrap(), "/pkg")])
         .expect("container");
     c.wait_booted(LONG).await.expect("systemd booted");
 
@@ -209,7 +209,7 @@ async fn setup_leaves_another_mail_server_in_place() {
     let image = debian_image().expect("Debian image");
     let root = repo_root();
     let c = Container::plain(
-        &image,
+        &image.name,
         &[
             mount_ro(&root.join("scripts"), "/src/scripts"),
             mount_ro(&root.join("Cargo.toml"), "/src/Cargo.toml"),
