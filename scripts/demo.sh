@@ -6,6 +6,8 @@
 #                             answer (the image is built FROM scratch here,
 #                             nothing pulled); otherwise three local processes
 #   scripts/demo.sh stop      stop what start started (volumes are kept)
+#   scripts/demo.sh env       relayctl's mTLS settings as shell exports
+#                             (eval "$(scripts/demo.sh env)")
 #   QR_DEMO=docker|local      choose instead of detecting
 #
 # Compose tool: the v2 plugin (`docker compose`) when present, else the
@@ -13,7 +15,9 @@
 # the same host ports (SMTP 2525-2527, Raft gRPC 7101-7103, admin gRPC
 # 7201-7203, HTTP 9101-9103), checked free before anything starts; the
 # target's mail lands in data/compose/target-mail/ or data/local/target-mail/.
-# bin/relayctl links to the built relayctl.
+# bin/relayctl links to the built relayctl. Both run mutual TLS on the Raft
+# and admin ports with development certificates: data/local/certs/, or the
+# Compose `certs` volume, copied to data/compose/certs/ for relayctl.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -59,11 +63,15 @@ compose() { "${COMPOSE[@]}" "$@"; }
 
 admin_token() { tr -d '[:space:]' <"${QR_ADMIN_TOKEN_FILE:-cluster-config/compose/secrets/admin-token}"; }
 
-# Waits until every service of the project reports healthy.
+# The long-running services (the one-shot `certs` service exits 0).
+services=(relay1 relay2 relay3 demo-target)
+certs_dir=data/compose/certs
+
+# Waits until every long-running service of the project reports healthy.
 wait_healthy() {
     local deadline=$((SECONDS + 120)) ids states
     while :; do
-        ids="$(compose ps -q)"
+        ids="$(compose ps -q "${services[@]}")"
         if [ -n "$ids" ]; then
             # shellcheck disable=SC2086
             states="$(docker inspect -f '{{.Name}} {{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' $ids)"
@@ -82,7 +90,32 @@ wait_healthy() {
     done
 }
 
+# Copies the CA and relayctl's certificate out of the `certs` volume (the
+# one-shot container that wrote them is kept stopped by Compose).
+copy_certs() {
+    local id
+    id="$(compose ps -a -q certs 2>/dev/null || compose ps -q certs)"
+    [ -n "$id" ] || { echo "demo: no certs container to copy the certificates from" >&2; return 1; }
+    rm -rf "$certs_dir" && mkdir -p "$certs_dir"
+    for f in ca.pem relayctl.pem relayctl-key.pem; do
+        docker cp "$id:/certs/$f" "$certs_dir/$f" >/dev/null
+    done
+    chmod 0600 "$certs_dir/relayctl-key.pem"
+}
+
+certs_env() {
+    [ -f "$certs_dir/ca.pem" ] || return 0
+    echo "export RELAYCTL_CA=$root/$certs_dir/ca.pem RELAYCTL_CERT=$root/$certs_dir/relayctl.pem RELAYCTL_KEY=$root/$certs_dir/relayctl-key.pem"
+}
+
 case "${1:-start}" in
+env)
+    mode=$(cat "$mode_file" 2>/dev/null || true)
+    if [ "$mode" = local ]; then
+        exec "$here/local-cluster.sh" env
+    fi
+    certs_env
+    ;;
 start)
     mode=$(detect)
     if [ "$mode" = local ]; then
@@ -110,8 +143,10 @@ start)
     echo "demo: waiting for every service to be healthy (relays: /readyz; target: 220 greeting)" >&2
     wait_healthy
     mkdir -p bin && ln -sfn "$QR_BIN_DIR/relayctl" bin/relayctl
+    copy_certs
     token="$(admin_token)"
     # status exits 4 while a node is still degraded: the report is what matters.
+    eval "$(certs_env)"
     bin/relayctl --addr 127.0.0.1:7201 --token "$token" status || true
     cat <<EOT
 Docker Compose: relay1..relay3 + demo-target (${COMPOSE[*]} ps, ${COMPOSE[*]} logs)
@@ -119,7 +154,8 @@ SMTP:       127.0.0.1:2525, 127.0.0.1:2526, 127.0.0.1:2527
 HTTP:       http://127.0.0.1:9101/ status page (9102, 9103; also /readyz, /metrics)
 Send one:   swaks --server 127.0.0.1:2525 --from you@sender.test --to user@example.test
 It lands:   data/compose/target-mail/1.eml
-Status:     bin/relayctl --token $token status   (bin/relayctl -> $QR_BIN_DIR/relayctl)
+Status:     eval "\$(scripts/demo.sh env)"; bin/relayctl --token $token status   (bin/relayctl -> $QR_BIN_DIR/relayctl)
+mTLS:       Raft and admin gRPC; CA and relayctl certificate in $certs_dir/
 Stop:       scripts/demo.sh stop
 EOT
     ;;
@@ -135,7 +171,7 @@ stop)
     rm -f "$mode_file"
     ;;
 *)
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac

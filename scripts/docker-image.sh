@@ -3,7 +3,8 @@
 # is reachable): FROM scratch with the release binaries (relayd, relayctl,
 # demo-target) and exactly the shared libraries ldd says they load. The
 # image runs as the unprivileged user `relay` (uid/gid 10001), which owns
-# /data and /mail (a named volume mounted there starts with that owner).
+# /data, /mail and /certs (a named volume mounted there starts with that
+# owner).
 #
 #   scripts/docker-image.sh             build the binaries, then the image
 #   scripts/docker-image.sh --no-build  use the binaries already in $QR_BIN_DIR
@@ -22,7 +23,7 @@ context="$(mktemp -d "${TMPDIR:-/tmp}/qr-image.XXXXXX")"
 trap 'rm -rf "$context"' EXIT
 # rootfs/ is copied owned by root; owned/ (the data and mail dirs) by relay.
 root="$context/rootfs"
-mkdir -p "$root/usr/local/bin" "$root/etc" "$root/tmp" "$context/owned/data" "$context/owned/mail"
+mkdir -p "$root/usr/local/bin" "$root/etc" "$root/tmp" "$context/owned/data" "$context/owned/mail" "$context/owned/certs"
 chmod 1777 "$root/tmp"
 cp "${bins[@]}" "$root/usr/local/bin/"
 # Debug line tables stay in the target dir; the image does not need them.

@@ -8,6 +8,9 @@
 #                           browser for the test suite and the benchmarks
 #   scripts/setup.sh nemesis  the demo set plus iptables and libfaketime for
 #                           scripts/nemesis.sh
+#   scripts/setup.sh SET --dry-run  only say what would be installed, and
+#                           what apt's own resolver would remove for it
+#                           (apt-get --simulate); changes nothing
 #
 #   build-essential  C/C++ compiler for RocksDB (librocksdb-sys)
 #   libclang-dev     RocksDB's bindgen step
@@ -23,12 +26,14 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 what="${1:-test}"
+dry_run=
+[ "${2:-}" = --dry-run ] && dry_run=1
 case "$what" in
 demo) want=(build-essential libclang-dev swaks jq) ;;
 test) want=(build-essential libclang-dev swaks jq postfix chromium prometheus) ;;
 nemesis) want=(build-essential libclang-dev iptables libfaketime) ;;
 *)
-    sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
@@ -58,6 +63,21 @@ for pkg in "${want[@]}"; do
     fi
     missing+=("$pkg")
 done
+if [ -n "$dry_run" ]; then
+    echo "setup: dry run: would install: ${missing[*]:-nothing}"
+    if [ ${#missing[@]} -gt 0 ]; then
+        # apt's resolver on the current package lists: every package it
+        # would remove to install the set (none, unless something conflicts).
+        sim="$(apt-get install --simulate --no-install-recommends "${missing[@]}" 2>&1)" || {
+            echo "setup: dry run: apt-get --simulate failed (run apt-get update first?):" >&2
+            echo "$sim" >&2
+            exit 1
+        }
+        removed="$(echo "$sim" | awk '$1 == "Remv" {print $2}' | paste -sd' ' -)"
+        echo "setup: dry run: apt would remove: ${removed:-nothing}"
+    fi
+    exit 0
+fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" != 0 ]; then
         echo "setup: missing Debian packages: ${missing[*]}" >&2

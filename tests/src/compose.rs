@@ -8,6 +8,11 @@
 //! --no-build` from the binaries of this target dir (nothing is pulled).
 //! The Compose tool is the v2 plugin (`docker compose`) when present, else
 //! the classic `docker-compose`, as in `scripts/demo.sh`.
+//!
+//! The Raft and admin ports run mutual TLS with the development
+//! certificates the project's one-shot `certs` service writes; the harness
+//! copies them out of that container once after `up` and speaks to the
+//! nodes as `node-1` of that CA.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,6 +22,7 @@ use anyhow::{Context, bail};
 use relay_proto::raft::raft_service_client::RaftServiceClient;
 use relay_proto::raft::{NodeStatusReply, NodeStatusRequest};
 use tokio::time::Instant;
+use tonic::transport::ClientTlsConfig;
 
 use crate::free_ports;
 use crate::load::subject;
@@ -90,6 +96,10 @@ pub struct HostPorts {
     pub smtp: u16,
     /// Raft gRPC.
     pub raft: u16,
+    /// Admin gRPC.
+    pub admin: u16,
+    /// HTTP (health, readiness, metrics).
+    pub http: u16,
 }
 
 /// A running compose project, taken down (with its volumes) when dropped.
@@ -101,6 +111,9 @@ pub struct ComposeCluster {
     pub ports: Vec<HostPorts>,
     /// The demo target's mail folder (bind-mounted).
     pub mail_dir: tempfile::TempDir,
+    /// The development CA and certificates of this project (copied out of
+    /// the `certs` volume after `up`).
+    pub certs: tempfile::TempDir,
     /// Container id per service, looked up once after `up` (so a fault is
     /// injected the moment the test says, not after a compose lookup).
     containers: std::collections::BTreeMap<String, String>,
@@ -134,6 +147,8 @@ impl ComposeCluster {
             ports.push(HostPorts {
                 smtp: p[0],
                 raft: p[1],
+                admin: p[2],
+                http: p[3],
             });
         }
         let mut cluster = ComposeCluster {
@@ -141,9 +156,19 @@ impl ComposeCluster {
             env,
             ports,
             mail_dir,
+            certs: tempfile::Builder::new().prefix("qr-certs-").tempdir()?,
             containers: Default::default(),
         };
         cluster.compose(&["up", "-d"])?;
+        // The one-shot certs service has exited 0 once `up` started the
+        // relays (they depend on it); copy what it wrote.
+        let out = cluster.compose(&["ps", "-a", "-q", "certs"])?;
+        let certs_container = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if certs_container.is_empty() {
+            bail!("no container for the certs service");
+        }
+        let from = format!("{certs_container}:/certs/.");
+        cluster.docker(&["cp", &from, &cluster.certs.path().display().to_string()])?;
         for service in ["relay1", "relay2", "relay3", "demo-target"] {
             let out = cluster.compose(&["ps", "-q", service])?;
             let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -198,6 +223,34 @@ impl ComposeCluster {
         Ok(())
     }
 
+    /// Each long-running service's health as Docker reports it
+    /// (`starting`, `healthy`, `unhealthy`), or its state when it has no
+    /// health check.
+    pub fn health(&self) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        let mut out = std::collections::BTreeMap::new();
+        for (service, id) in &self.containers {
+            let o = Command::new("docker")
+                .args([
+                    "inspect",
+                    "-f",
+                    "{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}",
+                    id,
+                ])
+                .output()?;
+            if !o.status.success() {
+                bail!(
+                    "docker inspect {service}: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+            out.insert(
+                service.clone(),
+                String::from_utf8_lossy(&o.stdout).trim().to_string(),
+            );
+        }
+        Ok(out)
+    }
+
     /// `docker kill` (SIGKILL) of a service's container.
     pub fn kill(&self, service: &str) -> anyhow::Result<()> {
         self.docker(&["kill", &self.container(service)?])
@@ -239,13 +292,36 @@ impl ComposeCluster {
         std::net::SocketAddr::from(([127, 0, 0, 1], self.ports[id as usize - 1].smtp))
     }
 
-    /// Node `id`'s status through its published Raft port.
+    /// Client TLS for node `id`'s Raft or admin port: trust the project's
+    /// CA, present its certificate `<name>` (`node-1`, `relayctl`), expect
+    /// the server to be `node-<id>`.
+    pub fn client_tls(&self, name: &str, id: u64) -> anyhow::Result<ClientTlsConfig> {
+        let ca = self.certs.path().join("ca.pem");
+        crate::node_client_tls(self.certs.path(), &ca, name, id)
+    }
+
+    /// A channel to a published port on 127.0.0.1 (`None`: plaintext).
+    pub async fn channel(
+        &self,
+        port: u16,
+        tls: Option<ClientTlsConfig>,
+    ) -> anyhow::Result<tonic::transport::Channel> {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            tonic::transport::Endpoint::from_shared(format!("{scheme}://127.0.0.1:{port}"))?
+                .connect_timeout(Duration::from_millis(500))
+                .timeout(Duration::from_secs(5));
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        Ok(endpoint.connect().await?)
+    }
+
+    /// Node `id`'s status through its published Raft port (mTLS as node 1).
     pub async fn status(&self, id: u64, with_digest: bool) -> anyhow::Result<NodeStatusReply> {
-        let addr = format!("http://127.0.0.1:{}", self.ports[id as usize - 1].raft);
-        let channel = tonic::transport::Endpoint::from_shared(addr)?
-            .connect_timeout(Duration::from_millis(500))
-            .timeout(Duration::from_secs(5))
-            .connect()
+        let tls = self.client_tls("node-1", id)?;
+        let channel = self
+            .channel(self.ports[id as usize - 1].raft, Some(tls))
             .await?;
         let secret = crate::SecretHeader(COMPOSE_CLUSTER_SECRET.to_string());
         Ok(RaftServiceClient::with_interceptor(channel, secret)

@@ -22,6 +22,7 @@ use relay_types::{CommandResult, NodeId};
 use tokio::time::Instant;
 
 pub mod compose;
+pub mod debian;
 pub mod load;
 pub mod promql;
 pub mod smtp;
