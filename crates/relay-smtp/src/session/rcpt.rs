@@ -62,6 +62,13 @@ where
                 return self.respond(reply::unqualified_recipient(&mailbox.address));
             }
         }
+        if let Some(lists) = &self.config.recipients
+            && lists.accepts(&mailbox.normalized_domain(), &mailbox.local) == Some(false)
+        {
+            tracing::info!(domain = %mailbox.normalized_domain(), "recipient not in the domain's list");
+            metrics::counter!(crate::metrics::UNKNOWN_RECIPIENTS).increment(1);
+            return self.respond(reply::unknown_recipient(&mailbox.address));
+        }
         let recipient = Recipient {
             address: mailbox.address,
             // As sent, xtext-encoded (`rfc822;bob+40example.test`).
