@@ -82,6 +82,12 @@ struct FileListen {
     raft: String,
     admin: String,
     http: String,
+    /// Submission listener (587 role); off when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    submission: Option<String>,
+    /// Implicit-TLS submission listener (465 role); off when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    smtps: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -162,6 +168,14 @@ struct FileSmtp {
     /// `false` for a recovery-site replica, which takes mail only once it
     /// is a voter (promoted, or recovered).
     accept_as_learner: bool,
+    /// Load balancers (CIDRs) whose connections start with a PROXY
+    /// protocol header; empty: PROXY protocol off.
+    proxy_protocol_from: Vec<String>,
+    /// How long a load balancer has to send its header.
+    proxy_protocol_timeout: String,
+    /// Directory of recipient lists, one file per relay domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipient_lists_dir: Option<PathBuf>,
 }
 
 impl Default for FileSmtp {
@@ -179,6 +193,9 @@ impl Default for FileSmtp {
             tls_key: None,
             auth: None,
             accept_as_learner: true,
+            proxy_protocol_from: Vec::new(),
+            proxy_protocol_timeout: "5s".into(),
+            recipient_lists_dir: None,
         }
     }
 }
@@ -333,6 +350,12 @@ pub struct SmtpSettings {
     /// Take SMTP while a learner (`false`: a recovery-site replica answers
     /// `421 4.3.2` until it is a voter).
     pub accept_as_learner: bool,
+    /// Load balancers that send a PROXY protocol header.
+    pub proxy_protocol_from: Vec<relay_smtp::Cidr>,
+    /// Wait for that header.
+    pub proxy_protocol_timeout: Duration,
+    /// Recipient lists of relay domains (checked to load at start).
+    pub recipient_lists_dir: Option<PathBuf>,
 }
 
 /// Validated `[smtp.auth]`.
@@ -388,6 +411,10 @@ pub struct NodeConfig {
     pub hostname: String,
     /// SMTP listener.
     pub smtp_listen: SocketAddr,
+    /// Submission listener (STARTTLS, then AUTH, before MAIL), if any.
+    pub submission_listen: Option<SocketAddr>,
+    /// Implicit-TLS submission listener, if any.
+    pub smtps_listen: Option<SocketAddr>,
     /// Raft gRPC listener.
     pub raft_listen: SocketAddr,
     /// Admin gRPC listener.
@@ -495,6 +522,16 @@ impl NodeConfig {
         let raft_listen = v.addr("listen.raft", &file.listen.raft);
         let admin_listen = v.addr("listen.admin", &file.listen.admin);
         let http_listen = v.addr("listen.http", &file.listen.http);
+        let submission_listen = file
+            .listen
+            .submission
+            .as_deref()
+            .and_then(|a| v.addr("listen.submission", a));
+        let smtps_listen = file
+            .listen
+            .smtps
+            .as_deref()
+            .and_then(|a| v.addr("listen.smtps", a));
 
         let mut members = BTreeMap::new();
         for (i, m) in file.cluster.members.iter().enumerate() {
@@ -580,6 +617,31 @@ impl NodeConfig {
             }
         };
         let auth = s.auth.as_ref().map(|a| smtp_auth(&mut v, base, a));
+        for (key, set) in [
+            ("listen.submission", file.listen.submission.is_some()),
+            ("listen.smtps", file.listen.smtps.is_some()),
+        ] {
+            if set && tls == SmtpTls::Off {
+                v.problem(key, "needs TLS: smtp.tls must not be \"off\"".into());
+            }
+            if set && auth.is_none() {
+                v.problem(key, "needs SMTP AUTH users ([smtp.auth])".into());
+            }
+        }
+        let mut proxy_protocol_from = Vec::new();
+        for (i, n) in s.proxy_protocol_from.iter().enumerate() {
+            match n.parse::<relay_smtp::Cidr>() {
+                Ok(net) => proxy_protocol_from.push(net),
+                Err(e) => v.problem(&format!("smtp.proxy_protocol_from[{i}]"), e.to_string()),
+            }
+        }
+        let recipient_lists_dir = s.recipient_lists_dir.as_ref().map(|d| {
+            let dir = base.join(d);
+            if let Err(e) = relay_smtp::recipients::RecipientLists::load(&dir) {
+                v.problem("smtp.recipient_lists_dir", e.to_string());
+            }
+            dir
+        });
         let smtp = SmtpSettings {
             max_message_size: s.max_message_size,
             max_recipients: s.max_recipients,
@@ -591,6 +653,10 @@ impl NodeConfig {
             tls,
             auth,
             accept_as_learner: s.accept_as_learner,
+            proxy_protocol_from,
+            proxy_protocol_timeout: v
+                .duration("smtp.proxy_protocol_timeout", &s.proxy_protocol_timeout),
+            recipient_lists_dir,
         };
 
         let d = &file.delivery;
@@ -736,6 +802,8 @@ impl NodeConfig {
             data_dir: base.join(&file.data_dir),
             hostname,
             smtp_listen: smtp_listen.expect("checked"),
+            submission_listen,
+            smtps_listen,
             raft_listen: raft_listen.expect("checked"),
             admin_listen: admin_listen.expect("checked"),
             http_listen: http_listen.expect("checked"),

@@ -4,11 +4,13 @@
 //! bounce to a (possibly forged) sender. Domains without a list accept
 //! every local part.
 //!
-//! A list is a text file, one entry a line: a local part (`alice`) or a
+//! The lists live in one directory, one file per domain, named after the
+//! domain (`example.test`; names starting with `.` and ending in `~` are
+//! skipped). A file holds one entry a line: a local part (`alice`) or a
 //! whole address (`alice@example.test`); `#` starts a comment, blank lines
-//! are skipped, matching ignores ASCII case. The lists are replaceable
-//! while sessions run ([`RecipientLists::replace`], on SIGHUP): a file that
-//! does not load leaves the old lists in place.
+//! are skipped, matching ignores ASCII case. An empty file accepts nobody.
+//! [`RecipientLists::reload`] (on SIGHUP) reads the directory again and
+//! swaps the lists in only if every file loaded.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -71,6 +73,14 @@ impl RecipientList {
 /// Why a list did not load.
 #[derive(Debug, thiserror::Error)]
 pub enum RecipientListError {
+    /// The directory could not be listed.
+    #[error("{dir}: {source}")]
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The file could not be read.
     #[error("{file}: {source}")]
     Read {
@@ -91,33 +101,32 @@ pub enum RecipientListError {
     },
 }
 
-/// Domain (normalised) → list file.
-pub type RecipientListFiles = BTreeMap<String, PathBuf>;
-
 /// Every domain's list, swapped whole on reload.
 #[derive(Debug)]
 pub struct RecipientLists {
-    files: RecipientListFiles,
+    dir: PathBuf,
     current: RwLock<Arc<BTreeMap<String, RecipientList>>>,
 }
 
 impl RecipientLists {
-    /// Loads every file; the first that does not load is the error.
-    pub fn load(files: RecipientListFiles) -> Result<Arc<Self>, RecipientListError> {
-        let lists = read_all(&files)?;
+    /// Loads every list in `dir`; the first that does not load is the
+    /// error.
+    pub fn load(dir: &Path) -> Result<Arc<Self>, RecipientListError> {
+        let lists = read_dir(dir)?;
         Ok(Arc::new(RecipientLists {
-            files,
+            dir: dir.to_path_buf(),
             current: RwLock::new(Arc::new(lists)),
         }))
     }
 
-    /// Reads every file again and uses them if all loaded; otherwise keeps
-    /// the lists in use and returns the error. Returns the entry count.
-    pub fn reload(&self) -> Result<usize, RecipientListError> {
-        let lists = read_all(&self.files)?;
-        let entries = lists.values().map(RecipientList::len).sum();
+    /// Reads the directory again and uses it if every file loaded;
+    /// otherwise keeps the lists in use and returns the error. Returns
+    /// (domains, entries).
+    pub fn reload(&self) -> Result<(usize, usize), RecipientListError> {
+        let lists = read_dir(&self.dir)?;
+        let counts = (lists.len(), lists.values().map(RecipientList::len).sum());
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(lists);
-        Ok(entries)
+        Ok(counts)
     }
 
     /// `Some(true/false)` for a domain with a list; `None` for a domain
@@ -132,16 +141,28 @@ impl RecipientLists {
     }
 }
 
-fn read_all(
-    files: &RecipientListFiles,
-) -> Result<BTreeMap<String, RecipientList>, RecipientListError> {
+fn read_dir(dir: &Path) -> Result<BTreeMap<String, RecipientList>, RecipientListError> {
+    let dir_err = |source| RecipientListError::Dir {
+        dir: dir.to_path_buf(),
+        source,
+    };
     let mut lists = BTreeMap::new();
-    for (domain, file) in files {
-        let text = std::fs::read_to_string(file).map_err(|source| RecipientListError::Read {
+    for entry in std::fs::read_dir(dir).map_err(dir_err)? {
+        let entry = entry.map_err(dir_err)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || name.ends_with('~') {
+            continue;
+        }
+        let file = entry.path();
+        if !file.is_file() {
+            continue;
+        }
+        let domain = normalize_domain(&name);
+        let text = std::fs::read_to_string(&file).map_err(|source| RecipientListError::Read {
             file: file.clone(),
             source,
         })?;
-        lists.insert(domain.clone(), RecipientList::parse(domain, file, &text)?);
+        lists.insert(domain.clone(), RecipientList::parse(&domain, &file, &text)?);
     }
     Ok(lists)
 }
@@ -181,15 +202,15 @@ mod tests {
     #[test]
     fn reload_swaps_only_when_every_file_loads() {
         let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("example.test");
+        let file = dir.path().join("Example.Test");
         std::fs::write(&file, "alice\n").unwrap();
-        let lists =
-            RecipientLists::load(BTreeMap::from([("example.test".into(), file.clone())])).unwrap();
+        std::fs::write(dir.path().join(".hidden"), "x y z\n").unwrap();
+        let lists = RecipientLists::load(dir.path()).unwrap();
         assert_eq!(lists.accepts("example.test", "alice"), Some(true));
         assert_eq!(lists.accepts("example.test", "bob"), Some(false));
         assert_eq!(lists.accepts("other.test", "bob"), None);
         std::fs::write(&file, "alice\nbob\n").unwrap();
-        assert_eq!(lists.reload().unwrap(), 2);
+        assert_eq!(lists.reload().unwrap(), (1, 2));
         assert_eq!(lists.accepts("example.test", "bob"), Some(true));
         std::fs::write(&file, "bob@elsewhere.test\n").unwrap();
         assert!(lists.reload().is_err());
