@@ -1233,6 +1233,77 @@ mod tests {
     }
 
     #[test]
+    fn ingress_keys_are_off_by_default_and_checked() {
+        let (path, text) = local(1);
+        let config = NodeConfig::parse(&path, &text).unwrap();
+        assert_eq!(config.submission_listen, None);
+        assert_eq!(config.smtps_listen, None);
+        assert!(config.smtp.proxy_protocol_from.is_empty());
+        assert_eq!(config.smtp.proxy_protocol_timeout, Duration::from_secs(5));
+        assert_eq!(config.smtp.recipient_lists_dir, None);
+
+        // Submission listeners without AUTH users, a bad balancer network,
+        // a recipient list directory that does not exist.
+        let listen = "http = \"127.0.0.1:9101\"\n";
+        let smtp = "tls = \"auto\"\n";
+        assert!(text.contains(listen) && text.contains(smtp));
+        let bad = text
+            .replace(
+                listen,
+                &format!("{listen}submission = \"127.0.0.1:2587\"\nsmtps = \"127.0.0.1:2465\"\n"),
+            )
+            .replace(
+                smtp,
+                &format!(
+                    "{smtp}proxy_protocol_from = [\"10.0.0.5/32\", \"nonsense\"]\n\
+                     recipient_lists_dir = \"no-such-dir\"\n"
+                ),
+            );
+        let bad = problems(&path, &bad);
+        for want in [
+            "listen.submission: needs SMTP AUTH users",
+            "listen.smtps: needs SMTP AUTH users",
+            "smtp.proxy_protocol_from[1]: not a network",
+            "smtp.recipient_lists_dir: ",
+        ] {
+            assert!(bad.contains(want), "{want} missing in:\n{bad}");
+        }
+        let no_tls = text
+            .replace(listen, &format!("{listen}smtps = \"127.0.0.1:2465\"\n"))
+            .replace(smtp, "tls = \"off\"\n");
+        let no_tls = problems(&path, &no_tls);
+        assert!(no_tls.contains("listen.smtps: needs TLS"), "{no_tls}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("example.test"), "alice\n").unwrap();
+        let hash = relay_smtp::auth::hash_password("pw");
+        let good = text
+            .replace(
+                listen,
+                &format!("{listen}submission = \"127.0.0.1:2587\"\nsmtps = \"127.0.0.1:2465\"\n"),
+            )
+            .replace(
+                smtp,
+                &format!(
+                    "{smtp}proxy_protocol_from = [\"10.0.0.5/32\"]\n\
+                     proxy_protocol_timeout = \"2s\"\n\
+                     recipient_lists_dir = {:?}\n\
+                     [smtp.auth]\nusers = {{ alice = \"{hash}\" }}\n",
+                    dir.path().display().to_string()
+                ),
+            );
+        let config = NodeConfig::parse(&path, &good).unwrap();
+        assert_eq!(
+            config.submission_listen,
+            Some("127.0.0.1:2587".parse().unwrap())
+        );
+        assert_eq!(config.smtps_listen, Some("127.0.0.1:2465".parse().unwrap()));
+        assert_eq!(config.smtp.proxy_protocol_from.len(), 1);
+        assert_eq!(config.smtp.proxy_protocol_timeout, Duration::from_secs(2));
+        assert_eq!(config.smtp.recipient_lists_dir.as_deref(), Some(dir.path()));
+    }
+
+    #[test]
     fn the_cluster_secret_is_required_and_checked() {
         let (path, text) = local(1);
         let secret_line = "secret = \"dev-cluster-secret-change-me\"\n";
