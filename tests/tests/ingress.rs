@@ -4,7 +4,8 @@
 //! anyone else, or none from the balancer, is refused with a log line and
 //! a counter), the submission listeners (587: STARTTLS, then AUTH, before
 //! MAIL; 465: TLS from the first octet) delivering to a real target, and
-//! recipient lists (550 5.1.1 for unknown recipients, reloaded on SIGHUP).
+//! recipient lists (550 5.1.1 for unknown recipients, reloaded on SIGHUP)
+//! and recipient verification (a probe to the target, cached with expiry).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use anyhow::Context;
 use base64::Engine;
 use relay_smtp::proxy::{encode_v1, encode_v2};
-use relay_testkit::TestTarget;
+use relay_testkit::{Behaviour, TestTarget};
 use relay_tests::smtp::SmtpClient;
 use relay_tests::{ClusterOptions, ProcessCluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -310,5 +311,79 @@ async fn recipient_lists_refuse_unknown_recipients_and_reload_on_sighup() -> any
     let mut c = SmtpClient::connect_ehlo(node).await?;
     c.command("MAIL FROM:<s@sender.test>").await?;
     assert_eq!(c.command("RCPT TO:<mallory@dest.test>").await?.code, 250);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipient_verification_probes_the_target_and_caches_with_expiry() -> anyhow::Result<()> {
+    let dest = TestTarget::start().await?;
+    dest.set_behaviour(Behaviour::RejectRcptMatching {
+        matching: "nobody@".into(),
+        reply: relay_testkit::Reply::new(550, "5.1.1 no such user"),
+    });
+    let cluster = start(ClusterOptions {
+        routes: vec![("dest.test".into(), dest.target())],
+        smtp_extra: "authorized_networks = []\nrecipient_verification = true\n\
+                     recipient_verification_positive_ttl = \"1h\"\n\
+                     recipient_verification_negative_ttl = \"2s\""
+            .into(),
+        ..Default::default()
+    })
+    .await;
+    let node = cluster.smtp_addr(1);
+
+    // Unknown at the target: 550 5.1.1 at RCPT; known: accepted and delivered.
+    let mut c = SmtpClient::connect_ehlo(node).await?;
+    assert_eq!(c.command("MAIL FROM:<s@sender.test>").await?.code, 250);
+    let r = c.command("RCPT TO:<nobody@dest.test>").await?;
+    assert_eq!(r.code, 550, "{r}");
+    assert!(r.text().starts_with("5.1.1"), "{r}");
+    assert_eq!(c.command("RCPT TO:<r@dest.test>").await?.code, 250);
+    let probes = dest.connection_count();
+    let r = c.data(&message("verified")).await?;
+    assert_eq!(r.code, 250, "{r}");
+    delivered(&dest, "verified").await;
+
+    // Cached: asking again opens no probe connection to the target.
+    let before = dest.connection_count();
+    let mut c = SmtpClient::connect_ehlo(node).await?;
+    assert_eq!(c.command("MAIL FROM:<s@sender.test>").await?.code, 250);
+    assert_eq!(c.command("RCPT TO:<r@dest.test>").await?.code, 250);
+    assert_eq!(c.command("RCPT TO:<nobody@dest.test>").await?.code, 550);
+    assert_eq!(
+        dest.connection_count(),
+        before,
+        "answers came from the cache"
+    );
+    assert!(probes >= 2, "two probes were made ({probes} connections)");
+
+    // The target learns nobody; once the negative answer expires, accepted.
+    dest.set_behaviour(Behaviour::AcceptAll);
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        // A fresh session each time: 550s count towards max_errors.
+        let mut c = SmtpClient::connect_ehlo(node).await?;
+        c.command("MAIL FROM:<s@sender.test>").await?;
+        let r = c.command("RCPT TO:<nobody@dest.test>").await?;
+        if r.code == 250 {
+            break;
+        }
+        assert_eq!(r.code, 550, "{r}");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the negative answer never expired"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A target that does not answer: 450 4.1.1, not cached as unknown.
+    let mut c = SmtpClient::connect_ehlo(node).await?;
+    c.command("MAIL FROM:<s@sender.test>").await?;
+    dest.set_behaviour(Behaviour::DropConnection);
+    let r = c.command("RCPT TO:<new@dest.test>").await?;
+    assert_eq!(r.code, 450, "{r}");
+    assert!(r.text().starts_with("4.1.1"), "{r}");
+    dest.set_behaviour(Behaviour::AcceptAll);
+    assert_eq!(c.command("RCPT TO:<new@dest.test>").await?.code, 250);
     Ok(())
 }

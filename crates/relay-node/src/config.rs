@@ -176,6 +176,12 @@ struct FileSmtp {
     /// Directory of recipient lists, one file per relay domain.
     #[serde(skip_serializing_if = "Option::is_none")]
     recipient_lists_dir: Option<PathBuf>,
+    /// Probe the route's target at RCPT.
+    recipient_verification: bool,
+    /// Keep a target's "exists" this long.
+    recipient_verification_positive_ttl: String,
+    /// Keep a target's "unknown" this long.
+    recipient_verification_negative_ttl: String,
 }
 
 impl Default for FileSmtp {
@@ -196,6 +202,9 @@ impl Default for FileSmtp {
             proxy_protocol_from: Vec::new(),
             proxy_protocol_timeout: "5s".into(),
             recipient_lists_dir: None,
+            recipient_verification: false,
+            recipient_verification_positive_ttl: "7d".into(),
+            recipient_verification_negative_ttl: "3h".into(),
         }
     }
 }
@@ -356,6 +365,8 @@ pub struct SmtpSettings {
     pub proxy_protocol_timeout: Duration,
     /// Recipient lists of relay domains (checked to load at start).
     pub recipient_lists_dir: Option<PathBuf>,
+    /// Recipient verification: `Some((positive_ttl, negative_ttl))` when on.
+    pub recipient_verification: Option<(Duration, Duration)>,
 }
 
 /// Validated `[smtp.auth]`.
@@ -642,6 +653,14 @@ impl NodeConfig {
             }
             dir
         });
+        let verify_positive = v.duration(
+            "smtp.recipient_verification_positive_ttl",
+            &s.recipient_verification_positive_ttl,
+        );
+        let verify_negative = v.duration(
+            "smtp.recipient_verification_negative_ttl",
+            &s.recipient_verification_negative_ttl,
+        );
         let smtp = SmtpSettings {
             max_message_size: s.max_message_size,
             max_recipients: s.max_recipients,
@@ -657,6 +676,9 @@ impl NodeConfig {
             proxy_protocol_timeout: v
                 .duration("smtp.proxy_protocol_timeout", &s.proxy_protocol_timeout),
             recipient_lists_dir,
+            recipient_verification: s
+                .recipient_verification
+                .then_some((verify_positive, verify_negative)),
         };
 
         let d = &file.delivery;

@@ -282,11 +282,19 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     }
     let smtp_config = Arc::new(smtp_config(&config, server_tls, recipients)?);
     let open_sessions = smtp_config.open_sessions.clone();
-    let backend = Arc::new(SmtpBackend::new(
+    let mut backend = SmtpBackend::new(
         cluster.clone(),
         config.delivery.queue_lifetime,
         config.smtp.accept_as_learner,
-    ));
+    );
+    if let Some((positive, negative)) = config.smtp.recipient_verification {
+        backend = backend.with_verifier(Arc::new(crate::verify::RecipientVerifier::new(
+            config.hostname.clone(),
+            positive,
+            negative,
+        )));
+    }
+    let backend = Arc::new(backend);
     // Critical (like delivery below), but outside `tasks`: they stop
     // first, in order, each with its own token.
     let smtp_task = {

@@ -96,6 +96,19 @@ pub trait SessionBackend: Send + Sync + 'static {
         true
     }
 
+    /// Recipient verification: does the relay domain's target know this
+    /// recipient? Asked at RCPT for every recipient its domain's list (if
+    /// any) accepted. The default, and a node without verification,
+    /// answers [`RecipientVerdict::Exists`] at once.
+    fn verify_recipient(
+        &self,
+        domain: &str,
+        address: &str,
+    ) -> impl Future<Output = RecipientVerdict> + Send {
+        let _ = (domain, address);
+        std::future::ready(RecipientVerdict::Exists)
+    }
+
     /// Commit the message through Raft; returns only after commit.
     ///
     /// The session answers `250 2.0.0 Ok: queued as <id>` only after this
@@ -105,6 +118,17 @@ pub trait SessionBackend: Send + Sync + 'static {
         &self,
         submission: Submission,
     ) -> impl Future<Output = Result<(), SubmitError>> + Send;
+}
+
+/// What recipient verification found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecipientVerdict {
+    /// The target accepted the recipient (or nothing is verified).
+    Exists,
+    /// The target refused it permanently: `550 5.1.1` at RCPT.
+    Unknown,
+    /// The target could not say (unreachable, 4xx): `450 4.1.1`.
+    TryLater,
 }
 
 /// One accepted message, ready to be proposed as an `Enqueue` entry.

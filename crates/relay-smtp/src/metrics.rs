@@ -23,7 +23,8 @@ pub const ACCEPTED_BYTES_TOTAL: &str = "relay_messages_accepted_bytes_total";
 /// messages whose end of data was answered with a refusal.
 pub const MESSAGES_REJECTED_TOTAL: &str = "relay_messages_rejected_total";
 /// Counter: recipients refused `550 5.1.1` because their relay domain's
-/// recipient list does not hold them.
+/// recipient list does not hold them, or its target refused them when
+/// verified.
 pub const UNKNOWN_RECIPIENTS: &str = "relay_smtp_unknown_recipients_total";
 /// Failed SMTP AUTH attempts (wrong user or password).
 pub const AUTH_FAILURES: &str = "relay_smtp_auth_failures_total";
@@ -50,7 +51,7 @@ pub fn describe() {
     );
     describe_counter!(
         UNKNOWN_RECIPIENTS,
-        "Recipients refused 550 5.1.1: not in their relay domain's recipient list."
+        "Recipients refused 550 5.1.1: not in their relay domain's recipient list, or refused by its target."
     );
     describe_counter!(
         MESSAGES_REJECTED_TOTAL,

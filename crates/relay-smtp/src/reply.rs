@@ -180,6 +180,25 @@ pub fn unknown_recipient(address: &str) -> Reply {
     )
 }
 
+/// `550 5.1.1`: the relay domain's target refused the recipient when
+/// asked (Postfix `reject_unverified_recipient`).
+pub fn undeliverable_recipient(address: &str) -> Reply {
+    Reply::new(
+        550,
+        "5.1.1",
+        format!("<{address}>: Recipient address rejected: undeliverable address"),
+    )
+}
+
+/// `450 4.1.1`: the recipient could not be verified now.
+pub fn recipient_unverified(address: &str) -> Reply {
+    Reply::new(
+        450,
+        "4.1.1",
+        format!("<{address}>: Recipient address rejected: unverified address, try again later"),
+    )
+}
+
 /// `421 4.3.2`: this node takes no mail now (drained for maintenance, or a
 /// recovery replica); another node of the tier does.
 pub fn not_accepting(hostname: &str) -> Reply {

@@ -244,6 +244,21 @@ pub const KEYS: &[Key] = &[
         "Directory of recipient lists, one file per relay domain named after it (one local part or address a line, `#` comments). A recipient of a listed domain that is not on its list gets 550 5.1.1 at RCPT. Reloaded on SIGHUP (a bad file keeps the old lists). Not set: every local part is accepted.",
     ),
     key(
+        "smtp.recipient_verification",
+        Shared,
+        "Verify recipients of routed domains at RCPT by asking the route's targets (`MAIL FROM:<>`, `RCPT TO`, no message, no TLS): a 5xx gives 550 5.1.1, no answer 450 4.1.1. Answers are cached per node. Recipient lists, when present, are checked first.",
+    ),
+    key(
+        "smtp.recipient_verification_positive_ttl",
+        Shared,
+        "How long a target's acceptance of a recipient is remembered.",
+    ),
+    key(
+        "smtp.recipient_verification_negative_ttl",
+        Shared,
+        "How long a target's refusal of a recipient is remembered.",
+    ),
+    key(
         "smtp.auth.users.<name>",
         Secret,
         "SMTP AUTH user and its argon2 hash (`relayd --hash-password`). AUTH is offered over TLS only, and only when users exist.",

@@ -288,7 +288,7 @@ where
             Request::Mail { .. } if !utf8 => self.respond(reply::bad_sender_syntax()),
             Request::Rcpt { .. } if !utf8 => self.respond(reply::bad_recipient_syntax()),
             Request::Mail { from } => self.mail(&from, &raw),
-            Request::Rcpt { to } => self.rcpt(&to, &raw),
+            Request::Rcpt { to } => self.rcpt(&to, &raw).await,
             Request::Data => self.data().await,
             Request::Bdat {
                 chunk_size,
