@@ -124,7 +124,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     .await
     .context("cannot start the consensus layer")?;
     cluster.set_prober(Arc::new(SmtpProber::new(config.hostname.clone())));
-    info!(node = config.node_id, smtp = %config.smtp_listen, raft = %config.raft_listen,
+    info!(node = config.node_id, smtp = %config.smtp_listen,
+          submission = ?config.submission_listen, smtps = ?config.smtps_listen,
+          raft = %config.raft_listen,
           admin = %config.admin_listen, http = %config.http_listen, "relayd started");
 
     let tasks = TaskTracker::new();

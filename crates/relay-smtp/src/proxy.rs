@@ -489,6 +489,51 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// What fuzz/proxy_header checks, on random inputs in every test
+        /// run: a complete header lies within its bound and parses the same
+        /// from its own octets, every proper prefix is incomplete.
+        #[test]
+        fn any_bytes_parse_within_bounds(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            if let Ok(Parsed::Complete { header, len }) = parse(&data) {
+                proptest::prop_assert!(len <= data.len());
+                proptest::prop_assert!(len <= MAX_V1_LINE.max(16 + MAX_V2_PAYLOAD));
+                proptest::prop_assert_eq!(parse(&data[..len]), Ok(Parsed::Complete { header, len }));
+                for cut in 0..len {
+                    proptest::prop_assert_eq!(parse(&data[..cut]), Ok(Parsed::Incomplete));
+                }
+            }
+        }
+
+        #[test]
+        fn encoded_headers_round_trip(
+            v6 in proptest::prelude::any::<bool>(),
+            a in proptest::prelude::any::<u128>(),
+            b in proptest::prelude::any::<u128>(),
+            sp in proptest::prelude::any::<u16>(),
+            dp in proptest::prelude::any::<u16>(),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+        ) {
+            let ip = |x: u128| if v6 {
+                IpAddr::V6(Ipv6Addr::from(x))
+            } else {
+                IpAddr::V4(Ipv4Addr::from(x as u32))
+            };
+            let (s, d) = (SocketAddr::new(ip(a), sp), SocketAddr::new(ip(b), dp));
+            for mut wire in [encode_v1(s, d), encode_v2(s, d)] {
+                let header_len = wire.len();
+                wire.extend_from_slice(&tail);
+                match parse(&wire) {
+                    Ok(Parsed::Complete { header, len }) => {
+                        proptest::prop_assert_eq!(len, header_len);
+                        proptest::prop_assert_eq!(header.addresses, Some((s, d)));
+                    }
+                    other => proptest::prop_assert!(false, "{:?}", other),
+                }
+            }
+        }
+    }
+
     #[test]
     fn looks_like_proxy_spots_both_versions() {
         assert!(looks_like_proxy(b"PROXY TCP4 1.2.3.4"));
