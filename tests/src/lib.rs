@@ -105,6 +105,11 @@ pub struct NodePorts {
     pub admin: u16,
     /// HTTP.
     pub http: u16,
+    /// Submission (587 role); listened on only with
+    /// [`ClusterOptions::submission_listeners`].
+    pub submission: u16,
+    /// Implicit TLS submission (465 role); likewise.
+    pub smtps: u16,
 }
 
 /// Settings for a test cluster.
@@ -142,6 +147,9 @@ pub struct ClusterOptions {
     /// them; add them with `relayctl member add`), and
     /// `smtp.accept_as_learner = false`.
     pub learners: usize,
+    /// Also listen on [`NodePorts::submission`] and [`NodePorts::smtps`]
+    /// (these need `tls` and `[smtp.auth]` in `smtp_extra`).
+    pub submission_listeners: bool,
 }
 
 impl Default for ClusterOptions {
@@ -160,6 +168,7 @@ impl Default for ClusterOptions {
             power_loss: false,
             tls: false,
             learners: 0,
+            submission_listeners: false,
         }
     }
 }
@@ -200,13 +209,15 @@ impl ProcessCluster {
     pub fn start(options: ClusterOptions) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("qr-cluster-").tempdir()?;
         let total = options.nodes + options.learners;
-        let ports = free_ports(total * 4);
+        let ports = free_ports(total * 6);
         let node_ports: Vec<NodePorts> = (0..total)
             .map(|i| NodePorts {
-                smtp: ports[i * 4],
-                raft: ports[i * 4 + 1],
-                admin: ports[i * 4 + 2],
-                http: ports[i * 4 + 3],
+                smtp: ports[i * 6],
+                raft: ports[i * 6 + 1],
+                admin: ports[i * 6 + 2],
+                http: ports[i * 6 + 3],
+                submission: ports[i * 6 + 4],
+                smtps: ports[i * 6 + 5],
             })
             .collect();
         let token = "test-token".to_string();
@@ -263,7 +274,7 @@ smtp = "127.0.0.1:{smtp}"
 raft = "127.0.0.1:{raft}"
 admin = "127.0.0.1:{admin}"
 http = "127.0.0.1:{http}"
-
+{submission}
 [cluster]
 secret = "{CLUSTER_SECRET}"
 bootstrap = {bootstrap}
@@ -295,6 +306,14 @@ token = "{token}"
                 raft = p.raft,
                 admin = p.admin,
                 http = p.http,
+                submission = if options.submission_listeners {
+                    format!(
+                        "submission = \"127.0.0.1:{}\"\nsmtps = \"127.0.0.1:{}\"\n",
+                        p.submission, p.smtps
+                    )
+                } else {
+                    String::new()
+                },
                 bootstrap = id == 1,
                 snapshot_every = options.snapshot_every,
                 keep_logs = options.keep_logs,

@@ -85,6 +85,29 @@ impl SmtpClient {
         Ok((client, greeting))
     }
 
+    /// TLS from the first octet (port 465), accepting any certificate,
+    /// then the greeting.
+    pub async fn implicit_tls(stream: TcpStream) -> anyhow::Result<(SmtpClient, SmtpReply)> {
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(any_certificate_client()));
+        let name = rustls::pki_types::ServerName::try_from("localhost")?.to_owned();
+        let tls = tokio::time::timeout(REPLY_TIMEOUT, connector.connect(name, stream))
+            .await
+            .context("TLS handshake timed out")?
+            .context("TLS handshake")?;
+        let peer_certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
+        let mut client = SmtpClient {
+            stream: BufReader::new(Box::new(tls)),
+            peer_certificate,
+        };
+        let greeting = client.read_reply().await?;
+        Ok((client, greeting))
+    }
+
     /// `STARTTLS`, then a TLS handshake that accepts any certificate (the
     /// tests check which one was presented). Fails if the server sent
     /// anything after its `220` (that would be injected plaintext).

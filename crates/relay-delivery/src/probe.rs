@@ -1,6 +1,8 @@
-//! SMTP connect test for drills: connect, read the greeting, EHLO, QUIT. No
-//! mail is sent and no TLS is negotiated; it answers "can this node reach a
-//! working SMTP server at this target right now".
+//! SMTP probes without a message: the connect test for drills (greeting,
+//! EHLO, QUIT: "can this node reach a working SMTP server at this target
+//! right now") and the recipient verification probe (`RCPT TO` after
+//! `MAIL FROM:<>`: "does the target take mail for this address"). No TLS is
+//! negotiated.
 
 use std::time::Duration;
 
@@ -88,4 +90,81 @@ async fn exchange(target: &str, hostname: &str) -> Result<String, String> {
     let _ = reader.get_mut().write_all(b"QUIT\r\n").await;
     let _ = reply(&mut reader).await;
     Ok(greeting)
+}
+
+/// What a target said about one recipient (recipient verification).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptProbe {
+    /// `RCPT TO` answered 2xx.
+    Accepted,
+    /// `RCPT TO` answered 5xx: the reply line.
+    Refused(String),
+    /// No target gave an answer (unreachable, 4xx, timeout): why.
+    Failed(String),
+}
+
+/// Asks `targets` in order whether they take mail for `address`:
+/// greeting, EHLO, `MAIL FROM:<>`, `RCPT TO:<address>`, QUIT. No message is
+/// sent and no TLS is negotiated. A target that cannot be reached or
+/// answers 4xx moves on to the next; each gets `timeout` in total.
+pub async fn verify_recipient(
+    targets: &[String],
+    hostname: &str,
+    address: &str,
+    timeout: Duration,
+) -> RcptProbe {
+    let mut why = String::from("no targets");
+    for target in targets {
+        match tokio::time::timeout(timeout, rcpt_exchange(target, hostname, address)).await {
+            Ok(Ok((code, _))) if (200..300).contains(&code) => return RcptProbe::Accepted,
+            Ok(Ok((code, line))) if (500..600).contains(&code) => {
+                return RcptProbe::Refused(line);
+            }
+            Ok(Ok((_, line))) => why = format!("{target}: {line}"),
+            Ok(Err(e)) => why = format!("{target}: {e}"),
+            Err(_) => why = format!("{target}: no answer within {timeout:?}"),
+        }
+    }
+    RcptProbe::Failed(why)
+}
+
+/// The RCPT reply of one target (code and first line).
+async fn rcpt_exchange(
+    target: &str,
+    hostname: &str,
+    address: &str,
+) -> Result<(u16, String), String> {
+    let (host, port) = parse_target(target)?;
+    let stream = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| format!("connect failed: {e}"))?;
+    let mut reader = BufReader::new(stream);
+    let (code, greeting) = reply(&mut reader).await?;
+    if code != 220 {
+        return Err(format!("greeting: {greeting}"));
+    }
+    for (command, what) in [
+        (format!("EHLO {hostname}\r\n"), "EHLO"),
+        ("MAIL FROM:<>\r\n".to_string(), "MAIL"),
+    ] {
+        reader
+            .get_mut()
+            .write_all(command.as_bytes())
+            .await
+            .map_err(|e| format!("write failed: {e}"))?;
+        let (code, line) = reply(&mut reader).await?;
+        if code != 250 {
+            return Err(format!("{what}: {line}"));
+        }
+    }
+    reader
+        .get_mut()
+        .write_all(format!("RCPT TO:<{address}>\r\n").as_bytes())
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    let answer = reply(&mut reader).await?;
+    // Best effort: the answer to QUIT changes nothing.
+    let _ = reader.get_mut().write_all(b"QUIT\r\n").await;
+    let _ = reply(&mut reader).await;
+    Ok(answer)
 }

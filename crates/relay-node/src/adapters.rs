@@ -19,6 +19,7 @@ pub struct SmtpBackend {
     cluster: Arc<Cluster>,
     queue_lifetime: Duration,
     accept_as_learner: bool,
+    verifier: Option<Arc<crate::verify::RecipientVerifier>>,
 }
 
 impl SmtpBackend {
@@ -29,7 +30,14 @@ impl SmtpBackend {
             cluster,
             queue_lifetime,
             accept_as_learner,
+            verifier: None,
         }
+    }
+
+    /// Verifies recipients of routed domains with `verifier` at RCPT.
+    pub fn with_verifier(mut self, verifier: Arc<crate::verify::RecipientVerifier>) -> Self {
+        self.verifier = Some(verifier);
+        self
     }
 }
 
@@ -53,6 +61,21 @@ impl relay_smtp::SessionBackend for SmtpBackend {
 
     fn accepting(&self) -> bool {
         not_accepting_reason(&self.cluster, self.accept_as_learner).is_none()
+    }
+
+    async fn verify_recipient(&self, domain: &str, address: &str) -> relay_smtp::RecipientVerdict {
+        let Some(verifier) = &self.verifier else {
+            return relay_smtp::RecipientVerdict::Exists;
+        };
+        match self.cluster.store().route(domain) {
+            Ok(Some(route)) => verifier.verify(&route, address).await,
+            // Not a routed domain: relay control decided it already.
+            Ok(None) => relay_smtp::RecipientVerdict::Exists,
+            Err(e) => {
+                tracing::warn!(error = %e, "recipient verification: cannot read the route");
+                relay_smtp::RecipientVerdict::TryLater
+            }
+        }
     }
 
     async fn submit(

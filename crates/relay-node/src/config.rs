@@ -82,6 +82,12 @@ struct FileListen {
     raft: String,
     admin: String,
     http: String,
+    /// Submission listener (587 role); off when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    submission: Option<String>,
+    /// Implicit-TLS submission listener (465 role); off when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    smtps: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -162,6 +168,20 @@ struct FileSmtp {
     /// `false` for a recovery-site replica, which takes mail only once it
     /// is a voter (promoted, or recovered).
     accept_as_learner: bool,
+    /// Load balancers (CIDRs) whose connections start with a PROXY
+    /// protocol header; empty: PROXY protocol off.
+    proxy_protocol_from: Vec<String>,
+    /// How long a load balancer has to send its header.
+    proxy_protocol_timeout: String,
+    /// Directory of recipient lists, one file per relay domain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recipient_lists_dir: Option<PathBuf>,
+    /// Probe the route's target at RCPT.
+    recipient_verification: bool,
+    /// Keep a target's "exists" this long.
+    recipient_verification_positive_ttl: String,
+    /// Keep a target's "unknown" this long.
+    recipient_verification_negative_ttl: String,
 }
 
 impl Default for FileSmtp {
@@ -179,6 +199,12 @@ impl Default for FileSmtp {
             tls_key: None,
             auth: None,
             accept_as_learner: true,
+            proxy_protocol_from: Vec::new(),
+            proxy_protocol_timeout: "5s".into(),
+            recipient_lists_dir: None,
+            recipient_verification: false,
+            recipient_verification_positive_ttl: "7d".into(),
+            recipient_verification_negative_ttl: "3h".into(),
         }
     }
 }
@@ -333,6 +359,14 @@ pub struct SmtpSettings {
     /// Take SMTP while a learner (`false`: a recovery-site replica answers
     /// `421 4.3.2` until it is a voter).
     pub accept_as_learner: bool,
+    /// Load balancers that send a PROXY protocol header.
+    pub proxy_protocol_from: Vec<relay_smtp::Cidr>,
+    /// Wait for that header.
+    pub proxy_protocol_timeout: Duration,
+    /// Recipient lists of relay domains (checked to load at start).
+    pub recipient_lists_dir: Option<PathBuf>,
+    /// Recipient verification: `Some((positive_ttl, negative_ttl))` when on.
+    pub recipient_verification: Option<(Duration, Duration)>,
 }
 
 /// Validated `[smtp.auth]`.
@@ -388,6 +422,10 @@ pub struct NodeConfig {
     pub hostname: String,
     /// SMTP listener.
     pub smtp_listen: SocketAddr,
+    /// Submission listener (STARTTLS, then AUTH, before MAIL), if any.
+    pub submission_listen: Option<SocketAddr>,
+    /// Implicit-TLS submission listener, if any.
+    pub smtps_listen: Option<SocketAddr>,
     /// Raft gRPC listener.
     pub raft_listen: SocketAddr,
     /// Admin gRPC listener.
@@ -495,6 +533,16 @@ impl NodeConfig {
         let raft_listen = v.addr("listen.raft", &file.listen.raft);
         let admin_listen = v.addr("listen.admin", &file.listen.admin);
         let http_listen = v.addr("listen.http", &file.listen.http);
+        let submission_listen = file
+            .listen
+            .submission
+            .as_deref()
+            .and_then(|a| v.addr("listen.submission", a));
+        let smtps_listen = file
+            .listen
+            .smtps
+            .as_deref()
+            .and_then(|a| v.addr("listen.smtps", a));
 
         let mut members = BTreeMap::new();
         for (i, m) in file.cluster.members.iter().enumerate() {
@@ -580,6 +628,39 @@ impl NodeConfig {
             }
         };
         let auth = s.auth.as_ref().map(|a| smtp_auth(&mut v, base, a));
+        for (key, set) in [
+            ("listen.submission", file.listen.submission.is_some()),
+            ("listen.smtps", file.listen.smtps.is_some()),
+        ] {
+            if set && tls == SmtpTls::Off {
+                v.problem(key, "needs TLS: smtp.tls must not be \"off\"".into());
+            }
+            if set && auth.is_none() {
+                v.problem(key, "needs SMTP AUTH users ([smtp.auth])".into());
+            }
+        }
+        let mut proxy_protocol_from = Vec::new();
+        for (i, n) in s.proxy_protocol_from.iter().enumerate() {
+            match n.parse::<relay_smtp::Cidr>() {
+                Ok(net) => proxy_protocol_from.push(net),
+                Err(e) => v.problem(&format!("smtp.proxy_protocol_from[{i}]"), e.to_string()),
+            }
+        }
+        let recipient_lists_dir = s.recipient_lists_dir.as_ref().map(|d| {
+            let dir = base.join(d);
+            if let Err(e) = relay_smtp::recipients::RecipientLists::load(&dir) {
+                v.problem("smtp.recipient_lists_dir", e.to_string());
+            }
+            dir
+        });
+        let verify_positive = v.duration(
+            "smtp.recipient_verification_positive_ttl",
+            &s.recipient_verification_positive_ttl,
+        );
+        let verify_negative = v.duration(
+            "smtp.recipient_verification_negative_ttl",
+            &s.recipient_verification_negative_ttl,
+        );
         let smtp = SmtpSettings {
             max_message_size: s.max_message_size,
             max_recipients: s.max_recipients,
@@ -591,6 +672,13 @@ impl NodeConfig {
             tls,
             auth,
             accept_as_learner: s.accept_as_learner,
+            proxy_protocol_from,
+            proxy_protocol_timeout: v
+                .duration("smtp.proxy_protocol_timeout", &s.proxy_protocol_timeout),
+            recipient_lists_dir,
+            recipient_verification: s
+                .recipient_verification
+                .then_some((verify_positive, verify_negative)),
         };
 
         let d = &file.delivery;
@@ -736,6 +824,8 @@ impl NodeConfig {
             data_dir: base.join(&file.data_dir),
             hostname,
             smtp_listen: smtp_listen.expect("checked"),
+            submission_listen,
+            smtps_listen,
             raft_listen: raft_listen.expect("checked"),
             admin_listen: admin_listen.expect("checked"),
             http_listen: http_listen.expect("checked"),
@@ -1162,6 +1252,77 @@ mod tests {
             bad.contains("delivery.connection_reuse_count_limit: must be at least 1"),
             "{bad}"
         );
+    }
+
+    #[test]
+    fn ingress_keys_are_off_by_default_and_checked() {
+        let (path, text) = local(1);
+        let config = NodeConfig::parse(&path, &text).unwrap();
+        assert_eq!(config.submission_listen, None);
+        assert_eq!(config.smtps_listen, None);
+        assert!(config.smtp.proxy_protocol_from.is_empty());
+        assert_eq!(config.smtp.proxy_protocol_timeout, Duration::from_secs(5));
+        assert_eq!(config.smtp.recipient_lists_dir, None);
+
+        // Submission listeners without AUTH users, a bad balancer network,
+        // a recipient list directory that does not exist.
+        let listen = "http = \"127.0.0.1:9101\"\n";
+        let smtp = "tls = \"auto\"\n";
+        assert!(text.contains(listen) && text.contains(smtp));
+        let bad = text
+            .replace(
+                listen,
+                &format!("{listen}submission = \"127.0.0.1:2587\"\nsmtps = \"127.0.0.1:2465\"\n"),
+            )
+            .replace(
+                smtp,
+                &format!(
+                    "{smtp}proxy_protocol_from = [\"10.0.0.5/32\", \"nonsense\"]\n\
+                     recipient_lists_dir = \"no-such-dir\"\n"
+                ),
+            );
+        let bad = problems(&path, &bad);
+        for want in [
+            "listen.submission: needs SMTP AUTH users",
+            "listen.smtps: needs SMTP AUTH users",
+            "smtp.proxy_protocol_from[1]: not a network",
+            "smtp.recipient_lists_dir: ",
+        ] {
+            assert!(bad.contains(want), "{want} missing in:\n{bad}");
+        }
+        let no_tls = text
+            .replace(listen, &format!("{listen}smtps = \"127.0.0.1:2465\"\n"))
+            .replace(smtp, "tls = \"off\"\n");
+        let no_tls = problems(&path, &no_tls);
+        assert!(no_tls.contains("listen.smtps: needs TLS"), "{no_tls}");
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("example.test"), "alice\n").unwrap();
+        let hash = relay_smtp::auth::hash_password("pw");
+        let good = text
+            .replace(
+                listen,
+                &format!("{listen}submission = \"127.0.0.1:2587\"\nsmtps = \"127.0.0.1:2465\"\n"),
+            )
+            .replace(
+                smtp,
+                &format!(
+                    "{smtp}proxy_protocol_from = [\"10.0.0.5/32\"]\n\
+                     proxy_protocol_timeout = \"2s\"\n\
+                     recipient_lists_dir = {:?}\n\
+                     [smtp.auth]\nusers = {{ alice = \"{hash}\" }}\n",
+                    dir.path().display().to_string()
+                ),
+            );
+        let config = NodeConfig::parse(&path, &good).unwrap();
+        assert_eq!(
+            config.submission_listen,
+            Some("127.0.0.1:2587".parse().unwrap())
+        );
+        assert_eq!(config.smtps_listen, Some("127.0.0.1:2465".parse().unwrap()));
+        assert_eq!(config.smtp.proxy_protocol_from.len(), 1);
+        assert_eq!(config.smtp.proxy_protocol_timeout, Duration::from_secs(2));
+        assert_eq!(config.smtp.recipient_lists_dir.as_deref(), Some(dir.path()));
     }
 
     #[test]

@@ -30,6 +30,8 @@
 //! - [`recover`]: `relayd --recover`: a new one-voter cluster from this
 //!   node's store after a quorum loss, with the report of what may be
 //!   missing.
+//! - [`verify`]: recipient verification at RCPT: a probe to the route's
+//!   targets, answers cached with expiry.
 //! - [`check`]: `relayd --health-check URL`, the probe a container health
 //!   check runs (the image has no shell or curl).
 
@@ -48,5 +50,6 @@ pub mod status_page;
 pub mod supervise;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod verify;
 
 pub use config::{ConfigError, NodeConfig};

@@ -74,6 +74,19 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     // Bind every listener before joining the cluster, so a port clash fails
     // fast with the key to fix.
     let smtp_listener = bind(config.smtp_listen, "listen.smtp").await?;
+    let mut extra_listeners = Vec::new();
+    if let Some(addr) = config.submission_listen {
+        extra_listeners.push((
+            bind(addr, "listen.submission").await?,
+            relay_smtp::ListenerRole::Submission,
+        ));
+    }
+    if let Some(addr) = config.smtps_listen {
+        extra_listeners.push((
+            bind(addr, "listen.smtps").await?,
+            relay_smtp::ListenerRole::Smtps,
+        ));
+    }
     let admin_listener = bind(config.admin_listen, "listen.admin").await?;
     let http_listener = bind(config.http_listen, "listen.http").await?;
 
@@ -111,7 +124,9 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
     .await
     .context("cannot start the consensus layer")?;
     cluster.set_prober(Arc::new(SmtpProber::new(config.hostname.clone())));
-    info!(node = config.node_id, smtp = %config.smtp_listen, raft = %config.raft_listen,
+    info!(node = config.node_id, smtp = %config.smtp_listen,
+          submission = ?config.submission_listen, smtps = ?config.smtps_listen,
+          raft = %config.raft_listen,
           admin = %config.admin_listen, http = %config.http_listen, "relayd started");
 
     let tasks = TaskTracker::new();
@@ -247,38 +262,74 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
 
     // SMTP.
     let server_tls = load_server_tls(&config)?.map(relay_smtp::ServerTls::new);
-    if server_tls.is_some() || peer_tls.is_some() {
-        // SIGHUP reloads every certificate; the old ones stay in use when a
-        // file does not load. Fail at start if SIGHUP cannot be watched.
+    let recipients = match &config.smtp.recipient_lists_dir {
+        Some(dir) => Some(
+            relay_smtp::recipients::RecipientLists::load(dir)
+                .context("smtp.recipient_lists_dir")?,
+        ),
+        None => None,
+    };
+    if server_tls.is_some() || peer_tls.is_some() || recipients.is_some() {
+        // SIGHUP reloads every certificate and the recipient lists; the old
+        // ones stay in use when a file does not load. Fail at start if
+        // SIGHUP cannot be watched.
         let reloader = tls_reloader(
             Arc::new(config.clone()),
             server_tls.clone(),
             peer_tls,
+            recipients.clone(),
             service_stop.clone(),
         )?;
         tasks.spawn(reloader);
     }
-    let smtp_config = Arc::new(smtp_config(&config, server_tls)?);
+    let smtp_config = Arc::new(smtp_config(&config, server_tls, recipients)?);
     let open_sessions = smtp_config.open_sessions.clone();
-    let backend = Arc::new(SmtpBackend::new(
+    let mut backend = SmtpBackend::new(
         cluster.clone(),
         config.delivery.queue_lifetime,
         config.smtp.accept_as_learner,
-    ));
+    );
+    if let Some((positive, negative)) = config.smtp.recipient_verification {
+        backend = backend.with_verifier(Arc::new(crate::verify::RecipientVerifier::new(
+            config.hostname.clone(),
+            positive,
+            negative,
+        )));
+    }
+    let backend = Arc::new(backend);
     // Critical (like delivery below), but outside `tasks`: they stop
     // first, in order, each with its own token.
     let smtp_task = {
         let stop = smtp_stop.clone();
         let fail = failure.clone();
         tokio::spawn(async move {
-            let server = tokio::spawn(relay_smtp::serve(
+            // Submission listeners: the same session code, limits and
+            // backend, another role. Any listener ending ends them all.
+            let mut servers = tokio::task::JoinSet::new();
+            for (listener, role) in extra_listeners {
+                let config = Arc::new(relay_smtp::SmtpConfig {
+                    role,
+                    ..(*smtp_config).clone()
+                });
+                servers.spawn(relay_smtp::serve(
+                    listener,
+                    config,
+                    backend.clone(),
+                    stop.clone(),
+                ));
+            }
+            servers.spawn(relay_smtp::serve(
                 smtp_listener,
                 smtp_config,
                 backend,
                 stop.clone(),
             ));
-            match server.await {
-                Ok(Ok(())) if stop.is_cancelled() => {}
+            let first = servers.join_next().await.expect("one server at least");
+            let stopping = stop.is_cancelled();
+            stop.cancel();
+            while servers.join_next().await.is_some() {}
+            match first {
+                Ok(Ok(())) if stopping => {}
                 Ok(Ok(())) => fail.fail("the SMTP server stopped"),
                 Ok(Err(e)) => fail.fail(format!("the SMTP server failed: {e}")),
                 Err(e) => fail.fail(format!("the SMTP server panicked: {e}")),
@@ -461,13 +512,14 @@ fn admin_client_auth(settings: &crate::config::PeerTlsSettings) -> ClientAuth {
 }
 
 /// Reloads certificates on every SIGHUP (renewal without a restart, like
-/// `postfix reload`): the STARTTLS certificate and the node's mTLS
-/// material. A file that does not load is logged with its name and the old
+/// `postfix reload`): the STARTTLS certificate, the node's mTLS
+/// material and the recipient lists. A file that does not load is logged with its name and the old
 /// certificate stays in use.
 fn tls_reloader(
     config: Arc<NodeConfig>,
     smtp: Option<Arc<relay_smtp::ServerTls>>,
     peer: Option<PeerTls>,
+    recipients: Option<Arc<relay_smtp::recipients::RecipientLists>>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
     use tokio::signal::unix::{SignalKind, signal};
@@ -491,6 +543,16 @@ fn tls_reloader(
                         metrics::counter!(crate::metrics::TLS_RELOADS, "link" => "smtp", "result" => "error")
                             .increment(1);
                         warn!(error = %format!("{e:#}"), "SIGHUP: the certificate did not load; keeping the old one");
+                    }
+                }
+            }
+            if let Some(lists) = &recipients {
+                match lists.reload() {
+                    Ok((domains, entries)) => {
+                        info!(domains, entries, "SIGHUP: reloaded the recipient lists");
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "SIGHUP: the recipient lists did not load; keeping the old ones");
                     }
                 }
             }
@@ -527,6 +589,7 @@ fn smtp_auth(config: &NodeConfig) -> anyhow::Result<Option<Arc<relay_smtp::auth:
 fn smtp_config(
     config: &NodeConfig,
     tls: Option<Arc<relay_smtp::ServerTls>>,
+    recipients: Option<Arc<relay_smtp::recipients::RecipientLists>>,
 ) -> anyhow::Result<relay_smtp::SmtpConfig> {
     Ok(relay_smtp::SmtpConfig {
         hostname: config.hostname.clone(),
@@ -539,6 +602,9 @@ fn smtp_config(
         authorized_networks: config.smtp.authorized_networks.clone(),
         tls,
         auth: smtp_auth(config)?,
+        proxy_protocol_from: config.smtp.proxy_protocol_from.clone(),
+        proxy_protocol_timeout: config.smtp.proxy_protocol_timeout,
+        recipients,
         ..Default::default()
     })
 }

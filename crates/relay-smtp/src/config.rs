@@ -65,6 +65,22 @@ pub struct SmtpConfig {
     /// STARTTLS; an authenticated client may relay like an authorized
     /// network.
     pub auth: Option<Arc<SmtpAuth>>,
+    /// What this listener is for: relay (port 25), submission (587:
+    /// STARTTLS, then AUTH, before MAIL) or implicit TLS submission (465).
+    pub role: ListenerRole,
+    /// Load balancers whose connections start with a PROXY protocol
+    /// header (v1 or v2); the session then sees the client it names.
+    /// A connection from these addresses without a valid header, and a
+    /// PROXY header from any other address, is answered `421 4.7.0` and
+    /// closed. Default: none (PROXY protocol off).
+    pub proxy_protocol_from: Vec<Cidr>,
+    /// How long a load balancer has to send its PROXY header. Default 5 s
+    /// (Postfix `smtpd_upstream_proxy_timeout`).
+    pub proxy_protocol_timeout: Duration,
+    /// Recipient lists of relay domains: a recipient of a listed domain
+    /// that is not on its list gets `550 5.1.1` at RCPT. `None`: every
+    /// local part is accepted.
+    pub recipients: Option<Arc<crate::recipients::RecipientLists>>,
     /// After shutdown is requested, how long [`serve`](crate::serve) waits
     /// for sessions (which answer `421 4.3.2` at their next command) before
     /// aborting them. Default 30 s.
@@ -95,13 +111,50 @@ impl Default for SmtpConfig {
             ],
             tls: None,
             auth: None,
+            role: ListenerRole::Relay,
+            proxy_protocol_from: Vec::new(),
+            proxy_protocol_timeout: Duration::from_secs(5),
+            recipients: None,
             shutdown_grace: Duration::from_secs(30),
             open_sessions: Arc::default(),
         }
     }
 }
 
+/// What a listener is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ListenerRole {
+    /// Port 25: mail for the relay domains from anyone, any mail from the
+    /// authorized networks or after AUTH.
+    Relay,
+    /// Port 587 (RFC 6409): STARTTLS before AUTH, AUTH before MAIL.
+    Submission,
+    /// Port 465 (RFC 8314): TLS from the first octet, AUTH before MAIL.
+    Smtps,
+}
+
+impl ListenerRole {
+    /// A short name for logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerRole::Relay => "smtp",
+            ListenerRole::Submission => "submission",
+            ListenerRole::Smtps => "smtps",
+        }
+    }
+
+    /// Must a client log in before MAIL?
+    pub fn requires_auth(self) -> bool {
+        self != ListenerRole::Relay
+    }
+}
+
 impl SmtpConfig {
+    /// Is this connection from a load balancer that sends a PROXY header?
+    pub fn is_proxy(&self, ip: IpAddr) -> bool {
+        self.proxy_protocol_from.iter().any(|n| n.contains(ip))
+    }
+
     /// Is this client in one of the authorized networks?
     pub fn is_authorized(&self, ip: IpAddr) -> bool {
         self.authorized_networks.iter().any(|n| n.contains(ip))

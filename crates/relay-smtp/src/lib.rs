@@ -2,7 +2,7 @@
 //!
 //! Owns the server side of RFC 5321 with ESMTP (PIPELINING, SIZE, 8BITMIME,
 //! SMTPUTF8, ENHANCEDSTATUSCODES, DSN, CHUNKING, STARTTLS, AUTH PLAIN/LOGIN over
-//! TLS only): the accept loop
+//! TLS only) on relay and submission listeners: the accept loop
 //! with global and per-IP connection caps, one task per session, per-command
 //! and DATA timeouts, the relay policy (no open relay, no routing tricks), the
 //! DATA/BDAT body reader that only ever ends DATA on `CRLF.CRLF` and refuses
@@ -27,11 +27,17 @@
 //! - [`address`]: raw forward/reverse path analysis (source routes, quoted
 //!   local parts, percent hack, bang paths, address literals).
 //! - [`policy`]: the relay decision for one recipient, pure.
+//! - [`proxy`]: the PROXY protocol v1/v2 header parser, pure (a fuzz
+//!   target), for listeners behind a TCP load balancer.
+//! - [`recipients`]: recipient lists of relay domains (`550 5.1.1` for
+//!   the unlisted), reloadable.
 //! - [`message`]: header-section checks and [`MessageInfo`] extraction.
 //! - [`received`]: the `Received:` header and RFC 5322 dates.
 //! - `session`: one SMTP session, one file per phase (greeting/EHLO, MAIL,
 //!   RCPT, DATA, BDAT, STARTTLS, submit) over any async byte stream.
-//! - [`server`]: [`serve`], the accept loop with connection caps and shutdown.
+//! - [`server`]: [`serve`], the accept loop with connection caps, PROXY
+//!   headers from load balancers, and shutdown. One per listener role
+//!   ([`ListenerRole`]: relay on 25, submission on 587, implicit TLS on 465).
 //! - [`tls`]: loading certificates or creating a self-signed development one.
 //! - [`metrics`]: the crate's Prometheus instrument names and descriptions.
 //!
@@ -56,7 +62,9 @@ pub mod data;
 pub mod message;
 pub mod metrics;
 pub mod policy;
+pub mod proxy;
 pub mod received;
+pub mod recipients;
 pub mod reply;
 pub mod server;
 mod session;
@@ -67,9 +75,9 @@ use std::future::Future;
 use bytes::Bytes;
 use relay_types::{Envelope, MessageId, MessageInfo, UnixMillis};
 
-pub use config::{Cidr, SmtpConfig};
+pub use config::{Cidr, ListenerRole, SmtpConfig};
 pub use reply::{Reply, submit_error_reply};
-pub use server::serve;
+pub use server::{Prefixed, serve};
 pub use session::run_session;
 pub use tls::{ServerTls, TlsSetupError, load_or_create_tls, load_tls};
 
@@ -88,6 +96,19 @@ pub trait SessionBackend: Send + Sync + 'static {
         true
     }
 
+    /// Recipient verification: does the relay domain's target know this
+    /// recipient? Asked at RCPT for every recipient its domain's list (if
+    /// any) accepted. The default, and a node without verification,
+    /// answers [`RecipientVerdict::Exists`] at once.
+    fn verify_recipient(
+        &self,
+        domain: &str,
+        address: &str,
+    ) -> impl Future<Output = RecipientVerdict> + Send {
+        let _ = (domain, address);
+        std::future::ready(RecipientVerdict::Exists)
+    }
+
     /// Commit the message through Raft; returns only after commit.
     ///
     /// The session answers `250 2.0.0 Ok: queued as <id>` only after this
@@ -97,6 +118,17 @@ pub trait SessionBackend: Send + Sync + 'static {
         &self,
         submission: Submission,
     ) -> impl Future<Output = Result<(), SubmitError>> + Send;
+}
+
+/// What recipient verification found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecipientVerdict {
+    /// The target accepted the recipient (or nothing is verified).
+    Exists,
+    /// The target refused it permanently: `550 5.1.1` at RCPT.
+    Unknown,
+    /// The target could not say (unreachable, 4xx): `450 4.1.1`.
+    TryLater,
 }
 
 /// One accepted message, ready to be proposed as an `Enqueue` entry.

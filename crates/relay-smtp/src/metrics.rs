@@ -6,8 +6,11 @@ use metrics::{Unit, describe_counter, describe_gauge};
 
 /// Counter, label `result` = `accepted` | `refused_global` |
 /// `refused_per_ip` | `refused_not_accepting` (drained node, or a recovery
-/// replica that takes no mail): TCP connections taken from the SMTP
-/// listener.
+/// replica that takes no mail) | `refused_proxy_untrusted` (a PROXY
+/// header from an address not in `smtp.proxy_protocol_from`) |
+/// `refused_proxy_missing` / `refused_proxy_malformed` /
+/// `refused_proxy_timeout` (a load balancer's connection without a usable
+/// header): TCP connections taken from the SMTP listeners.
 pub const CONNECTIONS_TOTAL: &str = "relay_smtp_connections_total";
 /// Gauge: SMTP sessions running now.
 pub const SESSIONS_ACTIVE: &str = "relay_smtp_sessions_active";
@@ -19,6 +22,10 @@ pub const ACCEPTED_BYTES_TOTAL: &str = "relay_messages_accepted_bytes_total";
 /// Counter, label `code` = the SMTP reply code (`451`, `550`, `552`, ...):
 /// messages whose end of data was answered with a refusal.
 pub const MESSAGES_REJECTED_TOTAL: &str = "relay_messages_rejected_total";
+/// Counter: recipients refused `550 5.1.1` because their relay domain's
+/// recipient list does not hold them, or its target refused them when
+/// verified.
+pub const UNKNOWN_RECIPIENTS: &str = "relay_smtp_unknown_recipients_total";
 /// Failed SMTP AUTH attempts (wrong user or password).
 pub const AUTH_FAILURES: &str = "relay_smtp_auth_failures_total";
 
@@ -43,6 +50,10 @@ pub fn describe() {
         "SMTP AUTH attempts refused for a wrong user name or password."
     );
     describe_counter!(
+        UNKNOWN_RECIPIENTS,
+        "Recipients refused 550 5.1.1: not in their relay domain's recipient list, or refused by its target."
+    );
+    describe_counter!(
         MESSAGES_REJECTED_TOTAL,
         "Messages refused at end of data, by SMTP reply code."
     );
@@ -59,6 +70,10 @@ pub fn register() {
         "refused_global",
         "refused_per_ip",
         "refused_not_accepting",
+        "refused_proxy_untrusted",
+        "refused_proxy_missing",
+        "refused_proxy_malformed",
+        "refused_proxy_timeout",
     ] {
         metrics::counter!(CONNECTIONS_TOTAL, "result" => result).increment(0);
     }
@@ -66,6 +81,7 @@ pub fn register() {
     metrics::counter!(MESSAGES_ACCEPTED_TOTAL).increment(0);
     metrics::counter!(ACCEPTED_BYTES_TOTAL).increment(0);
     metrics::counter!(AUTH_FAILURES).increment(0);
+    metrics::counter!(UNKNOWN_RECIPIENTS).increment(0);
 }
 
 /// Counts a message refused at end of data with `code`.

@@ -147,6 +147,58 @@ pub fn timeout(hostname: &str) -> Reply {
     )
 }
 
+/// `421 4.7.0`: a PROXY protocol problem (a header from an address that
+/// may not send one, or none or a broken one from a load balancer that
+/// must). Temporary, like Haraka's answer: a configuration mistake must
+/// not bounce mail.
+pub fn proxy_refused(hostname: &str) -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        format!("{hostname} Error: PROXY protocol refused for this connection"),
+    )
+}
+
+/// `530 5.7.0`: on a submission listener, AUTH or MAIL before STARTTLS
+/// (Postfix `smtpd_tls_security_level = encrypt`).
+pub fn starttls_first() -> Reply {
+    Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
+}
+
+/// `530 5.7.0`: on a submission listener, MAIL before AUTH (RFC 4954 6).
+pub fn auth_required() -> Reply {
+    Reply::new(530, "5.7.0", "Authentication required")
+}
+
+/// `550 5.1.1`: a relay domain's recipient list does not hold the address
+/// (Postfix `relay_recipient_maps`).
+pub fn unknown_recipient(address: &str) -> Reply {
+    Reply::new(
+        550,
+        "5.1.1",
+        format!("<{address}>: Recipient address rejected: User unknown in relay recipient table"),
+    )
+}
+
+/// `550 5.1.1`: the relay domain's target refused the recipient when
+/// asked (Postfix `reject_unverified_recipient`).
+pub fn undeliverable_recipient(address: &str) -> Reply {
+    Reply::new(
+        550,
+        "5.1.1",
+        format!("<{address}>: Recipient address rejected: undeliverable address"),
+    )
+}
+
+/// `450 4.1.1`: the recipient could not be verified now.
+pub fn recipient_unverified(address: &str) -> Reply {
+    Reply::new(
+        450,
+        "4.1.1",
+        format!("<{address}>: Recipient address rejected: unverified address, try again later"),
+    )
+}
+
 /// `421 4.3.2`: this node takes no mail now (drained for maintenance, or a
 /// recovery replica); another node of the tier does.
 pub fn not_accepting(hostname: &str) -> Reply {

@@ -4,17 +4,21 @@
 use std::collections::HashMap;
 use std::io;
 use std::io::Write;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::canonical;
 use crate::metrics as m;
+use crate::proxy;
 use crate::reply::{self, Reply};
 use crate::{SessionBackend, SmtpConfig, run_session};
 
@@ -26,7 +30,10 @@ use crate::{SessionBackend, SmtpConfig, run_session};
 /// clients outside the authorized networks) gets `421 4.7.0` and is closed
 /// at once, without a task; while the backend is not
 /// [`accepting`](crate::SessionBackend::accepting), every new connection
-/// gets `421 4.3.2` that way. Accept errors (e.g. out of file descriptors)
+/// gets `421 4.3.2` that way. A connection from a load balancer in
+/// [`proxy_protocol_from`](SmtpConfig::proxy_protocol_from) must start with
+/// a PROXY header; admission, and the whole session, then use the client
+/// address it names (see [`crate::proxy`]). Accept errors (e.g. out of file descriptors)
 /// are logged and retried with a short back-off.
 ///
 /// On shutdown the listener is closed, sessions answer `421 4.3.2` at their
@@ -45,7 +52,7 @@ pub async fn serve<B: SessionBackend>(
     ));
     let mut sessions = JoinSet::new();
     let mut backoff = Duration::from_millis(10);
-    tracing::info!(addr = ?listener.local_addr().ok(), "SMTP listener started");
+    tracing::info!(addr = ?listener.local_addr().ok(), listener = config.role.name(), "SMTP listener started");
     loop {
         tokio::select! {
             biased;
@@ -64,33 +71,28 @@ pub async fn serve<B: SessionBackend>(
                         continue;
                     }
                 };
-                let ip = canonical(peer.ip());
-                if !backend.accepting() {
-                    tracing::debug!(%peer, "not accepting mail on this node; connection refused");
-                    metrics::counter!(m::CONNECTIONS_TOTAL, "result" => "refused_not_accepting").increment(1);
-                    refuse(stream, &reply::not_accepting(&config.hostname));
+                if config.is_proxy(peer.ip()) {
+                    // The header comes first; admission is by the client it
+                    // names, so it is read in the session's own task
+                    // (bounded by `proxy_protocol_timeout`).
+                    let (config, backend, shutdown, limits) =
+                        (config.clone(), backend.clone(), shutdown.clone(), limits.clone());
+                    sessions.spawn(async move {
+                        let Some((stream, client)) = read_proxied(stream, peer, &config).await else {
+                            return;
+                        };
+                        admit_and_run(stream, client, config, backend, shutdown, limits).await;
+                    });
                     continue;
                 }
-                match limits.admit(ip, config.is_authorized(ip)) {
-                    Ok(permit) => {
-                        metrics::counter!(m::CONNECTIONS_TOTAL, "result" => "accepted").increment(1);
-                        let config = config.clone();
-                        let backend = backend.clone();
-                        let shutdown = shutdown.clone();
-                        sessions.spawn(async move {
-                            let _permit = permit;
-                            run_session(stream, peer, config, backend, shutdown).await;
-                        });
-                    }
-                    Err(refusal) => {
-                        tracing::debug!(%peer, ?refusal, "connection refused");
-                        let (reply, label) = match refusal {
-                            Refusal::Global => (reply::too_many_connections(&config.hostname), "refused_global"),
-                            Refusal::PerIp => (reply::too_many_connections_from_ip(&config.hostname), "refused_per_ip"),
-                        };
-                        metrics::counter!(m::CONNECTIONS_TOTAL, "result" => label).increment(1);
-                        refuse(stream, &reply);
-                    }
+                let stream = Prefixed::new(stream, Vec::new());
+                if let Some(start) = admit(stream, peer, &config, &*backend, &limits) {
+                    let (config, backend, shutdown) = (config.clone(), backend.clone(), shutdown.clone());
+                    sessions.spawn(async move {
+                        let (stream, permit) = start;
+                        let _permit = permit;
+                        run_session(stream, peer, config, backend, shutdown).await;
+                    });
                 }
             }
         }
@@ -119,6 +121,196 @@ pub async fn serve<B: SessionBackend>(
         }
     }
     Ok(())
+}
+
+/// Reads the PROXY header of a connection from a load balancer. `None`:
+/// the connection was refused (logged, counted, answered `421 4.7.0`).
+async fn read_proxied(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    config: &SmtpConfig,
+) -> Option<(Prefixed<TcpStream>, SocketAddr)> {
+    let mut buf = Vec::with_capacity(256);
+    let read = async {
+        loop {
+            match proxy::parse(&buf) {
+                Ok(proxy::Parsed::Complete { header, len }) => {
+                    return Ok((header, buf.split_off(len)));
+                }
+                Ok(proxy::Parsed::Incomplete) => {}
+                Err(e) => return Err(ProxyFailure::Header(e)),
+            }
+            let mut chunk = [0u8; 512];
+            match stream.read(&mut chunk).await {
+                Ok(0) => return Err(ProxyFailure::Closed),
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(ProxyFailure::Io(e)),
+            }
+        }
+    };
+    let failure = match tokio::time::timeout(config.proxy_protocol_timeout, read).await {
+        Ok(Ok((header, rest))) => {
+            let client = header.client(peer);
+            tracing::debug!(%peer, %client, version = header.version, "PROXY header accepted");
+            return Some((Prefixed::new(stream, rest), client));
+        }
+        Ok(Err(f)) => f,
+        Err(_) => ProxyFailure::Timeout,
+    };
+    let label = failure.label();
+    metrics::counter!(m::CONNECTIONS_TOTAL, "result" => label).increment(1);
+    tracing::warn!(%peer, listener = config.role.name(), error = %failure,
+        "PROXY protocol: load balancer connection refused");
+    if !matches!(failure, ProxyFailure::Closed | ProxyFailure::Io(_)) {
+        refuse(stream, &reply::proxy_refused(&config.hostname));
+    }
+    None
+}
+
+/// Why a load balancer's connection had no usable PROXY header.
+#[derive(Debug, thiserror::Error)]
+enum ProxyFailure {
+    #[error("{0}")]
+    Header(proxy::ProxyError),
+    #[error("no PROXY header in time")]
+    Timeout,
+    #[error("closed before a PROXY header")]
+    Closed,
+    #[error("connection failed: {0}")]
+    Io(io::Error),
+}
+
+impl ProxyFailure {
+    fn label(&self) -> &'static str {
+        match self {
+            ProxyFailure::Header(proxy::ProxyError::Missing) => "refused_proxy_missing",
+            ProxyFailure::Header(_) => "refused_proxy_malformed",
+            ProxyFailure::Timeout | ProxyFailure::Closed | ProxyFailure::Io(_) => {
+                "refused_proxy_timeout"
+            }
+        }
+    }
+}
+
+/// Admission of a proxied connection by its real client, then the session.
+async fn admit_and_run<B: SessionBackend>(
+    stream: Prefixed<TcpStream>,
+    client: SocketAddr,
+    config: Arc<SmtpConfig>,
+    backend: Arc<B>,
+    shutdown: CancellationToken,
+    limits: Arc<Limits>,
+) {
+    if let Some((stream, permit)) = admit(stream, client, &config, &*backend, &limits) {
+        let _permit = permit;
+        run_session(stream, client, config, backend, shutdown).await;
+    }
+}
+
+/// The admission decision for `client` (the connection's peer, or the
+/// client a PROXY header named): a permit, or `None` after the refusal
+/// reply was written.
+fn admit<B: SessionBackend>(
+    stream: Prefixed<TcpStream>,
+    client: SocketAddr,
+    config: &SmtpConfig,
+    backend: &B,
+    limits: &Arc<Limits>,
+) -> Option<(Prefixed<TcpStream>, Permit)> {
+    let ip = canonical(client.ip());
+    if !backend.accepting() {
+        tracing::debug!(%client, "not accepting mail on this node; connection refused");
+        metrics::counter!(m::CONNECTIONS_TOTAL, "result" => "refused_not_accepting").increment(1);
+        refuse(stream.into_inner(), &reply::not_accepting(&config.hostname));
+        return None;
+    }
+    match limits.admit(ip, config.is_authorized(ip)) {
+        Ok(permit) => {
+            metrics::counter!(m::CONNECTIONS_TOTAL, "result" => "accepted").increment(1);
+            Some((stream, permit))
+        }
+        Err(refusal) => {
+            tracing::debug!(%client, ?refusal, "connection refused");
+            let (reply, label) = match refusal {
+                Refusal::Global => (
+                    reply::too_many_connections(&config.hostname),
+                    "refused_global",
+                ),
+                Refusal::PerIp => (
+                    reply::too_many_connections_from_ip(&config.hostname),
+                    "refused_per_ip",
+                ),
+            };
+            metrics::counter!(m::CONNECTIONS_TOTAL, "result" => label).increment(1);
+            refuse(stream.into_inner(), &reply);
+            None
+        }
+    }
+}
+
+/// A stream that first yields octets already read from it (what followed
+/// a PROXY header in the same segment), so the session, or the TLS
+/// handshake on port 465, sees the connection's bytes in order.
+#[derive(Debug)]
+pub struct Prefixed<S> {
+    prefix: Vec<u8>,
+    at: usize,
+    inner: S,
+}
+
+impl<S> Prefixed<S> {
+    /// `inner`, read after `prefix`.
+    pub fn new(inner: S, prefix: Vec<u8>) -> Self {
+        Prefixed {
+            prefix,
+            at: 0,
+            inner,
+        }
+    }
+
+    /// The underlying stream (any unread prefix is dropped).
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.at < this.prefix.len() {
+            let n = (this.prefix.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.prefix[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.prefix.len() {
+                this.prefix = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
 }
 
 fn reap(done: Result<(), tokio::task::JoinError>) {
@@ -194,7 +386,8 @@ impl Limits {
             *n += 1;
         }
         c.total += 1;
-        self.open.store(c.total as u64, Ordering::Relaxed);
+        // Added, not stored: every listener of the node counts into it.
+        self.open.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!(m::SESSIONS_ACTIVE).increment(1.0);
         Ok(Permit {
             limits: self.clone(),
@@ -215,7 +408,7 @@ impl Drop for Permit {
     fn drop(&mut self) {
         let mut c = self.limits.lock();
         c.total -= 1;
-        self.limits.open.store(c.total as u64, Ordering::Relaxed);
+        self.limits.open.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!(m::SESSIONS_ACTIVE).decrement(1.0);
         if let Some(ip) = self.ip
             && let Some(n) = c.per_ip.get_mut(&ip)

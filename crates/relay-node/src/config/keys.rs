@@ -74,6 +74,16 @@ pub const KEYS: &[Key] = &[
     ),
     key("listen.smtp", Node, "SMTP listener, `IP:port`."),
     key(
+        "listen.submission",
+        Node,
+        "Submission listener (the port 587 role), `IP:port`: STARTTLS, then AUTH, before MAIL (530 5.7.0 otherwise); same limits and pipeline as `listen.smtp`. Needs `smtp.tls` and `[smtp.auth]`. Not set: off.",
+    ),
+    key(
+        "listen.smtps",
+        Node,
+        "Implicit-TLS submission listener (the port 465 role), `IP:port`: TLS from the first octet, then AUTH before MAIL. Needs `smtp.tls` and `[smtp.auth]`. Not set: off.",
+    ),
+    key(
         "listen.raft",
         Node,
         "Raft gRPC listener (node-to-node), `IP:port`.",
@@ -217,6 +227,36 @@ pub const KEYS: &[Key] = &[
         "smtp.accept_as_learner",
         Node,
         "Whether this node takes SMTP while it is a learner; `false` for a recovery-site replica, which answers 421 4.3.2 until it is a voter.",
+    ),
+    key(
+        "smtp.proxy_protocol_from",
+        Shared,
+        "Load balancers (CIDRs) whose connections to every SMTP listener start with a PROXY protocol v1 or v2 header; the session then sees the client the header names (relay control, per-IP limits, AUTH failure counts, `Received:`, logs). A connection from them without a valid header, or a header from any other address, gets 421 4.7.0. Empty: PROXY protocol off.",
+    ),
+    key(
+        "smtp.proxy_protocol_timeout",
+        Shared,
+        "How long a load balancer has to send its PROXY header before 421 4.7.0.",
+    ),
+    key(
+        "smtp.recipient_lists_dir",
+        Node,
+        "Directory of recipient lists, one file per relay domain named after it (one local part or address a line, `#` comments). A recipient of a listed domain that is not on its list gets 550 5.1.1 at RCPT. Reloaded on SIGHUP (a bad file keeps the old lists). Not set: every local part is accepted.",
+    ),
+    key(
+        "smtp.recipient_verification",
+        Shared,
+        "Verify recipients of routed domains at RCPT by asking the route's targets (`MAIL FROM:<>`, `RCPT TO`, no message, no TLS): a 5xx gives 550 5.1.1, no answer 450 4.1.1. Answers are cached per node. Recipient lists, when present, are checked first.",
+    ),
+    key(
+        "smtp.recipient_verification_positive_ttl",
+        Shared,
+        "How long a target's acceptance of a recipient is remembered.",
+    ),
+    key(
+        "smtp.recipient_verification_negative_ttl",
+        Shared,
+        "How long a target's refusal of a recipient is remembered.",
     ),
     key(
         "smtp.auth.users.<name>",

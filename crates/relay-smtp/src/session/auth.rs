@@ -43,6 +43,9 @@ where
             return self.respond(reply::auth_not_enabled());
         };
         if !self.conn.is_tls() {
+            if self.config.role.requires_auth() {
+                return self.respond(reply::starttls_first());
+            }
             return self.respond(reply::auth_needs_tls());
         }
         if self.login.is_some() {

@@ -30,6 +30,13 @@ where
         if self.tx.is_some() {
             return self.respond(reply::bad_sequence("nested MAIL command"));
         }
+        // Submission (587, 465): TLS, then a login, before any mail.
+        if self.config.role.requires_auth() && self.login.is_none() {
+            if !self.conn.is_tls() {
+                return self.respond(reply::starttls_first());
+            }
+            return self.respond(reply::auth_required());
+        }
         // Drained (or a replica that takes no mail): the transaction before
         // this one finished; the client takes the next one elsewhere.
         if !self.backend.accepting() {

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::SessionBackend;
-use crate::config::{SmtpConfig, canonical};
+use crate::config::{ListenerRole, SmtpConfig, canonical};
 use crate::data::{BodyBuffer, LineCheck};
 use crate::reply::{self, Reply};
 use conn::{CommandLine, Conn, ReadError};
@@ -60,6 +60,7 @@ pub async fn run_session<S, B>(
             login: None,
             tx: None,
             errors: 0,
+            commands: 0,
         };
         session.run().await;
         tracing::debug!("session ended");
@@ -118,6 +119,8 @@ struct Session<S, B> {
     login: Option<String>,
     tx: Option<Transaction>,
     errors: u32,
+    /// Command lines read so far.
+    commands: u64,
 }
 
 impl<S, B> Session<S, B>
@@ -126,6 +129,9 @@ where
     B: SessionBackend,
 {
     async fn run(&mut self) {
+        if self.config.role == ListenerRole::Smtps && !self.implicit_tls().await {
+            return self.close().await;
+        }
         if !self.shutdown.is_cancelled() {
             self.conn.queue(&reply::greeting(&self.config.hostname));
         } else {
@@ -159,11 +165,57 @@ where
                 self.respond(reply::shutting_down(&self.config.hostname));
                 break;
             }
+            self.commands += 1;
+            if self.commands == 1 && self.unexpected_proxy_header(&line) {
+                break;
+            }
             if self.command(&line).await == Flow::Close {
                 break;
             }
         }
         self.close().await;
+    }
+
+    /// Port 465: the TLS handshake before anything else. `false`: it
+    /// failed (logged) and the connection is closed.
+    async fn implicit_tls(&mut self) -> bool {
+        let Some(tls) = self.config.tls.as_ref().map(|t| t.current()) else {
+            tracing::error!("implicit TLS listener without a certificate; closing");
+            return false;
+        };
+        match self
+            .conn
+            .start_tls(tls, self.config.tls_handshake_timeout)
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!("implicit TLS established");
+                true
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "TLS handshake failed");
+                false
+            }
+        }
+    }
+
+    /// A PROXY header as the first command: this client is not a load
+    /// balancer we take one from (those are read before the session).
+    /// Refused with `421 4.7.0`, logged and counted.
+    fn unexpected_proxy_header(&mut self, line: &[u8]) -> bool {
+        let mut start = line.to_vec();
+        start.extend_from_slice(&self.conn.buffered()[..self.conn.buffered().len().min(16)]);
+        if !crate::proxy::looks_like_proxy(&start) {
+            return false;
+        }
+        metrics::counter!(crate::metrics::CONNECTIONS_TOTAL, "result" => "refused_proxy_untrusted")
+            .increment(1);
+        tracing::warn!(
+            listener = self.config.role.name(),
+            "PROXY protocol header from an address not in smtp.proxy_protocol_from; refused"
+        );
+        self.respond(reply::proxy_refused(&self.config.hostname));
+        true
     }
 
     async fn close(&mut self) {
@@ -236,7 +288,7 @@ where
             Request::Mail { .. } if !utf8 => self.respond(reply::bad_sender_syntax()),
             Request::Rcpt { .. } if !utf8 => self.respond(reply::bad_recipient_syntax()),
             Request::Mail { from } => self.mail(&from, &raw),
-            Request::Rcpt { to } => self.rcpt(&to, &raw),
+            Request::Rcpt { to } => self.rcpt(&to, &raw).await,
             Request::Data => self.data().await,
             Request::Bdat {
                 chunk_size,

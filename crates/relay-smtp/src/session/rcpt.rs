@@ -9,10 +9,10 @@ use smtp_proto::{
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Flow, Session, first_unsupported_key};
-use crate::SessionBackend;
 use crate::address::{Mailbox, raw_param, split_path};
 use crate::policy::{self, RelayDecision};
 use crate::reply;
+use crate::{RecipientVerdict, SessionBackend};
 
 /// Parameters we advertise for RCPT (DSN).
 const RCPT_PARAMS: &[&str] = &["NOTIFY", "ORCPT"];
@@ -22,7 +22,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
     B: SessionBackend,
 {
-    pub(super) fn rcpt(&mut self, to: &RcptTo<Cow<'_, str>>, raw: &str) -> Flow {
+    pub(super) async fn rcpt(&mut self, to: &RcptTo<Cow<'_, str>>, raw: &str) -> Flow {
         if self.helo.is_none() {
             return self.respond(reply::bad_sequence("send HELO/EHLO first"));
         }
@@ -60,6 +60,28 @@ where
             }
             RelayDecision::Unqualified => {
                 return self.respond(reply::unqualified_recipient(&mailbox.address));
+            }
+        }
+        if let Some(lists) = &self.config.recipients
+            && lists.accepts(&mailbox.normalized_domain(), &mailbox.local) == Some(false)
+        {
+            tracing::info!(domain = %mailbox.normalized_domain(), "recipient not in the domain's list");
+            metrics::counter!(crate::metrics::UNKNOWN_RECIPIENTS).increment(1);
+            return self.respond(reply::unknown_recipient(&mailbox.address));
+        }
+        match self
+            .backend
+            .verify_recipient(&mailbox.normalized_domain(), &mailbox.address)
+            .await
+        {
+            RecipientVerdict::Exists => {}
+            RecipientVerdict::Unknown => {
+                tracing::info!(domain = %mailbox.normalized_domain(), "recipient refused by verification");
+                metrics::counter!(crate::metrics::UNKNOWN_RECIPIENTS).increment(1);
+                return self.respond(reply::undeliverable_recipient(&mailbox.address));
+            }
+            RecipientVerdict::TryLater => {
+                return self.respond(reply::recipient_unverified(&mailbox.address));
             }
         }
         let recipient = Recipient {

@@ -7,6 +7,7 @@ mod bdat_chunking;
 mod commands;
 mod common;
 mod data_transfer;
+mod ingress_listeners;
 mod relay_policy;
 mod server_limits;
 mod smuggling;

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use relay_smtp::{ServerTls, SmtpConfig, load_or_create_tls};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::io::DuplexStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -39,7 +38,10 @@ pub fn tls_setup() -> Tls {
     }
 }
 
-pub async fn upgrade(tls: &Tls, client: Client<DuplexStream>) -> Client<TlsStream<DuplexStream>> {
+pub async fn upgrade<S>(tls: &Tls, client: Client<S>) -> Client<TlsStream<S>>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let name = ServerName::try_from("mx.test").unwrap();
     let stream = tls
         .connector
