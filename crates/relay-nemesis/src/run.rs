@@ -25,6 +25,11 @@ const LOAD_AFTER_HEAL: Duration = Duration::from_secs(10);
 const DRAIN_WITHIN: Duration = Duration::from_secs(180);
 /// Deadline for every log to be purged past the drained index.
 const PURGE_WITHIN: Duration = Duration::from_secs(60);
+/// After a full disk is healed, its node may still be in the middle of
+/// the ordered stop a failed WAL write starts (SMTP sessions get their
+/// grace first); an exit this soon after the heal is that stop, and the
+/// harness restarts the node as its supervisor would.
+const STOP_AFTER_DISK_HEAL: Duration = Duration::from_secs(30);
 /// Deadline for a re-added node to catch up before it is promoted.
 const CATCH_UP_WITHIN: Duration = Duration::from_secs(60);
 /// Where libfaketime lives (Debian package `libfaketime`).
@@ -48,6 +53,9 @@ struct Harness {
     problems: Vec<String>,
     /// A node expected to stop by itself (the fsync failpoint).
     may_exit: Option<u64>,
+    /// A node whose disk was full until the heal: it may still stop by
+    /// itself until then, and is started again at once.
+    stopping_after_full: Option<(u64, Instant)>,
     /// The node running with a failpoint or a fake clock, if any.
     special: Option<u64>,
     current: String,
@@ -198,6 +206,7 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         last_scrape: epoch,
         problems: Vec::new(),
         may_exit: None,
+        stopping_after_full: None,
         special: None,
         current: "start".into(),
     };
@@ -384,7 +393,22 @@ impl Harness {
         for id in 1..=3u64 {
             if let Some(status) = self.cluster.reap(id) {
                 self.dups[id as usize - 1].process_ended();
-                if self.may_exit != Some(id) {
+                let late_stop = self
+                    .stopping_after_full
+                    .is_some_and(|(n, until)| n == id && Instant::now() < until);
+                if self.may_exit == Some(id) || late_stop {
+                    println!(
+                        "nemesis: node {id} stopped by itself ({status}) at {:.1}s during: {} (allowed)",
+                        self.now_ms() as f64 / 1000.0,
+                        self.current
+                    );
+                }
+                if late_stop {
+                    if let Err(e) = self.cluster.start(id, &[]) {
+                        self.problems
+                            .push(format!("node {id}: start after its disk was full: {e:#}"));
+                    }
+                } else if self.may_exit != Some(id) {
                     let text = format!(
                         "node {id} exited by itself ({status}) at {:.1}s during: {}",
                         self.now_ms() as f64 / 1000.0,
@@ -697,12 +721,17 @@ impl Harness {
             Fault::Isolate(_) | Fault::Bridge(_) | Fault::OneWay(..) => self.firewall()?.heal()?,
             Fault::Links(..) => {
                 if let Some(s) = self.shaper.as_mut() {
+                    let seen = s.counters();
                     s.heal()?;
+                    println!("nemesis: link fault healed: {seen}");
                 }
             }
             Fault::DiskFull(_) => {
                 if let Some(d) = &self.disks {
                     d.heal()?;
+                }
+                if let Some(n) = self.may_exit {
+                    self.stopping_after_full = Some((n, Instant::now() + STOP_AFTER_DISK_HEAL));
                 }
                 for n in 1..=3 {
                     if !self.cluster.node(n).running() {

@@ -245,6 +245,56 @@ impl Shaper {
         Ok(())
     }
 
+    /// What the fault did so far, from the kernel's counters: packets
+    /// through the capped class and dropped there, packets matched by the
+    /// drop and mark rules. Proof that the fault fired.
+    pub fn counters(&self) -> String {
+        let text = |c: &Cmd| {
+            Command::new(&c[0])
+                .args(&c[1..])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let rule_packets = |listing: &str| -> u64 {
+            listing
+                .lines()
+                .filter(|l| l.contains("DROP") || l.contains("MARK"))
+                .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+                .sum()
+        };
+        let mut out = Vec::new();
+        if self.qdisc {
+            let class = text(&cmd(
+                "tc",
+                &["-s", "class", "show", "dev", "lo", "classid", "1:2"],
+            ));
+            if let Some(line) = class.lines().find(|l| l.trim_start().starts_with("Sent")) {
+                out.push(format!("capped class: {}", line.trim()));
+            }
+        }
+        let drops = rule_packets(&text(&iptables(&[
+            "-L",
+            &self.filter_chain,
+            "-v",
+            "-n",
+            "-x",
+        ])));
+        let marks = rule_packets(&text(&iptables(&[
+            "-t",
+            "mangle",
+            "-L",
+            &self.mangle_chain,
+            "-v",
+            "-n",
+            "-x",
+        ])));
+        out.push(format!(
+            "{drops} packets dropped at random, {marks} marked to be held back"
+        ));
+        out.join("; ")
+    }
+
     /// Removes the qdisc (if this run added it) and every rule.
     pub fn heal(&mut self) -> anyhow::Result<()> {
         let mut first_error = None;
