@@ -971,3 +971,18 @@ impl Harness {
         after
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_are_read_from_member_list_json_and_learners_left_out() {
+        let json = r#"{"leader":1,"members":[
+            {"id":1,"addr":"a","voter":true,"role":"leader","reachable":true},
+            {"id":2,"addr":"b","voter":false,"role":"learner","reachable":true},
+            {"id":3,"addr":"c","voter":true,"role":"follower","reachable":false}]}"#;
+        assert_eq!(voters_of(json).unwrap(), vec![1, 3]);
+        assert!(voters_of(r#"{"leader":1}"#).is_err());
+    }
+}
