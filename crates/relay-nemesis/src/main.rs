@@ -13,17 +13,22 @@
 //! - [`schedule`] — the seeded schedule: fault classes, faults, steps.
 //! - [`topology`] — node configs and processes.
 //! - [`net`] — iptables rules on `lo` between node addresses.
+//! - [`shape`] — link quality between node addresses: a rate-capped
+//!   traffic class on `lo` and random drops and marks.
+//! - [`disk`] — small file systems for the data dirs, and the ballast.
 //! - [`load`] — the senders and their ledger.
 //! - [`record`] — the run's JSON-lines files and the target's sink.
 //! - [`observe`] — `NodeStatus` and `/metrics` of each node.
 //! - [`run`] — the run itself: inject, hold, heal, settle, observe.
 
+mod disk;
 mod load;
 mod net;
 mod observe;
 mod record;
 mod run;
 mod schedule;
+mod shape;
 mod topology;
 
 use std::path::PathBuf;
@@ -42,7 +47,8 @@ pub struct Args {
     #[arg(long, default_value_t = 2.0)]
     pub minutes: f64,
     /// Fault classes, comma-separated (process, power, operator, target,
-    /// network, disk, clock). Default: all but clock.
+    /// network, disk, clock, membership). Default: all but clock and
+    /// membership.
     #[arg(long, value_delimiter = ',')]
     pub classes: Vec<String>,
     /// Where the run's files go (default: ./nemesis-runs/seed-<seed>).
@@ -81,7 +87,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run::run(args)) {
+    // On ctrl-c the run is dropped, not killed: its nodes stop and its
+    // firewall rules, qdisc and mounts are removed by their `Drop`.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            r = run::run(args) => r,
+            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; everything removed")),
+        }
+    });
+    match outcome {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("relay-nemesis: {e:#}");

@@ -10,10 +10,12 @@ use relay_testkit::{Behaviour, Reply, TargetOptions, TestTarget};
 use tokio_util::sync::CancellationToken;
 
 use crate::Args;
+use crate::disk::SmallDisks;
 use crate::net::Firewall;
 use crate::observe::{self, DupCounter};
 use crate::record::{Jsonl, StoredSink};
 use crate::schedule::{self, Fault, TargetFault, Who};
+use crate::shape::Shaper;
 use crate::topology::{Cluster, DOMAIN, PURGE_INTERVAL_SECS};
 
 /// Load keeps running this long after the last heal (the tier must take
@@ -23,12 +25,26 @@ const LOAD_AFTER_HEAL: Duration = Duration::from_secs(10);
 const DRAIN_WITHIN: Duration = Duration::from_secs(180);
 /// Deadline for every log to be purged past the drained index.
 const PURGE_WITHIN: Duration = Duration::from_secs(60);
+/// After a full disk is healed, its node may still be in the middle of
+/// the ordered stop a failed WAL write starts (SMTP sessions get their
+/// grace first); an exit this soon after the heal is that stop, and the
+/// harness restarts the node as its supervisor would.
+const STOP_AFTER_DISK_HEAL: Duration = Duration::from_secs(30);
+/// Deadline for a re-added node to catch up before it is promoted.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(60);
 /// Where libfaketime lives (Debian package `libfaketime`).
 const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
+// Fields drop in order: the nodes stop before the links and disks they
+// use are taken away.
 struct Harness {
     cluster: Cluster,
     firewall: Option<Firewall>,
+    shaper: Option<Shaper>,
+    disks: Option<SmallDisks>,
+    /// A node taken out of the voters (removed or demoted) that the heal
+    /// must bring back: `(id, removed)` (`false`: demoted).
+    out_of_voters: Option<(u64, bool)>,
     targets: Vec<TestTarget>,
     dups: Vec<DupCounter>,
     epoch: Instant,
@@ -37,6 +53,9 @@ struct Harness {
     problems: Vec<String>,
     /// A node expected to stop by itself (the fsync failpoint).
     may_exit: Option<u64>,
+    /// A node whose disk was full until the heal: it may still stop by
+    /// itself until then, and is started again at once.
+    stopping_after_full: Option<(u64, Instant)>,
     /// The node running with a failpoint or a fake clock, if any.
     special: Option<u64>,
     current: String,
@@ -140,8 +159,20 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
 
     // The firewall first: a run that needs it and cannot have it stops
     // before anything starts.
-    let firewall = if classes.iter().any(|c| c == "network") {
+    let network = classes.iter().any(|c| c == "network");
+    let firewall = if network {
         Some(Firewall::install().context("install the iptables chain (needs root)")?)
+    } else {
+        None
+    };
+    let shaper = if network {
+        Some(Shaper::install().context("install the link-quality chains (needs root)")?)
+    } else {
+        None
+    };
+    let disks = if classes.iter().any(|c| c == "disk") {
+        let dirs = (1..=3).map(|id| out.join(format!("node{id}"))).collect();
+        Some(SmallDisks::mount(dirs).context("mount the nodes' small file systems (needs root)")?)
     } else {
         None
     };
@@ -166,12 +197,16 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     let mut h = Harness {
         cluster,
         firewall,
+        shaper,
+        disks,
+        out_of_voters: None,
         targets,
         dups: vec![DupCounter::default(); 3],
         epoch,
         last_scrape: epoch,
         problems: Vec::new(),
         may_exit: None,
+        stopping_after_full: None,
         special: None,
         current: "start".into(),
     };
@@ -181,6 +216,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     h.wait_leader(Duration::from_secs(60))
         .await
         .context("the cluster elected no leader at start")?;
+    // From now on no node may found a cluster, even on an emptied store.
+    h.cluster.clear_bootstrap()?;
     println!("nemesis: cluster up, files in {}", out.display());
 
     let sent = Jsonl::create(&out.join("sent.jsonl"))?;
@@ -262,6 +299,8 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
         serde_json::to_string_pretty(&after)?,
     )?;
     drop(h.firewall.take());
+    drop(h.shaper.take());
+    drop(h.disks.take());
     for t in h.targets.drain(..) {
         t.shutdown().await;
     }
@@ -289,6 +328,20 @@ pub async fn run(args: Args) -> anyhow::Result<u8> {
     } else {
         3
     })
+}
+
+/// Voter ids from `relayctl --json member list`.
+fn voters_of(json: &str) -> anyhow::Result<Vec<u64>> {
+    let v: serde_json::Value = serde_json::from_str(json).context("member list --json")?;
+    let members = v
+        .get("members")
+        .and_then(|m| m.as_array())
+        .context("member list --json has no members array")?;
+    Ok(members
+        .iter()
+        .filter(|m| m.get("voter").and_then(|x| x.as_bool()) == Some(true))
+        .filter_map(|m| m.get("id").and_then(|x| x.as_u64()))
+        .collect())
 }
 
 /// Queue ids the relay flagged as (possibly) delivered twice: the `id` of
@@ -340,7 +393,22 @@ impl Harness {
         for id in 1..=3u64 {
             if let Some(status) = self.cluster.reap(id) {
                 self.dups[id as usize - 1].process_ended();
-                if self.may_exit != Some(id) {
+                let late_stop = self
+                    .stopping_after_full
+                    .is_some_and(|(n, until)| n == id && Instant::now() < until);
+                if self.may_exit == Some(id) || late_stop {
+                    println!(
+                        "nemesis: node {id} stopped by itself ({status}) at {:.1}s during: {} (allowed)",
+                        self.now_ms() as f64 / 1000.0,
+                        self.current
+                    );
+                }
+                if late_stop {
+                    if let Err(e) = self.cluster.start(id, &[]) {
+                        self.problems
+                            .push(format!("node {id}: start after its disk was full: {e:#}"));
+                    }
+                } else if self.may_exit != Some(id) {
                     let text = format!(
                         "node {id} exited by itself ({status}) at {:.1}s during: {}",
                         self.now_ms() as f64 / 1000.0,
@@ -553,6 +621,45 @@ impl Harness {
                 self.firewall()?.cut(self.ip(a), self.ip(b))?;
                 Ok(fault.to_string())
             }
+            Fault::Links(w, quality) => {
+                let n = self.resolve(w).await;
+                let (a, b) = Self::others(n);
+                let (ip, peers) = (self.ip(n), [self.ip(a), self.ip(b)]);
+                self.shaper
+                    .as_mut()
+                    .context("no shaper (network class not selected)")?
+                    .apply(quality, ip, &peers)?;
+                Ok(name(w, n))
+            }
+            Fault::DiskFull(w) => {
+                let n = self.resolve(w).await;
+                // Full disks may make a node stop by itself; the heal
+                // starts it again, and the checker judges the mail.
+                self.may_exit = Some(n);
+                let bytes = self
+                    .disks
+                    .as_ref()
+                    .context("no small disks (disk class not selected)")?
+                    .fill(n)?;
+                Ok(format!("{} ({} MiB ballast)", name(w, n), bytes >> 20))
+            }
+            Fault::ReplaceFollower => {
+                let n = self.voting_follower().await?;
+                // 1. remove it (against a live node: its mail moves on).
+                self.relayctl_any(&["member", "remove", &n.to_string()])?;
+                self.out_of_voters = Some((n, true));
+                // 2. stop it and empty its data dir, 3. start it empty.
+                self.graceful_stop(n).await;
+                self.cluster.wipe_data(n)?;
+                self.cluster.start(n, &[])?;
+                Ok(format!("member remove node {n}, wipe, start empty"))
+            }
+            Fault::DemoteFollower => {
+                let n = self.voting_follower().await?;
+                self.relayctl_any(&["member", "demote", &n.to_string()])?;
+                self.out_of_voters = Some((n, false));
+                Ok(format!("member demote node {n}"))
+            }
             Fault::FsyncEio(w, after) => {
                 let n = self.resolve(w).await;
                 self.kill(n).await;
@@ -612,6 +719,27 @@ impl Harness {
             }
             Fault::Target(_) => self.set_target(Behaviour::AcceptAll),
             Fault::Isolate(_) | Fault::Bridge(_) | Fault::OneWay(..) => self.firewall()?.heal()?,
+            Fault::Links(..) => {
+                if let Some(s) = self.shaper.as_mut() {
+                    let seen = s.counters();
+                    s.heal()?;
+                    println!("nemesis: link fault healed: {seen}");
+                }
+            }
+            Fault::DiskFull(_) => {
+                if let Some(d) = &self.disks {
+                    d.heal()?;
+                }
+                if let Some(n) = self.may_exit {
+                    self.stopping_after_full = Some((n, Instant::now() + STOP_AFTER_DISK_HEAL));
+                }
+                for n in 1..=3 {
+                    if !self.cluster.node(n).running() {
+                        self.cluster.start(n, &[])?;
+                    }
+                }
+            }
+            Fault::ReplaceFollower | Fault::DemoteFollower => self.back_to_voters().await?,
             Fault::FsyncEio(..) | Fault::ClockStep(..) | Fault::ClockRate(..) => {
                 self.restart_special().await?;
             }
@@ -640,6 +768,12 @@ impl Harness {
         if let Some(fw) = &self.firewall {
             fw.heal()?;
         }
+        if let Some(s) = self.shaper.as_mut() {
+            s.heal()?;
+        }
+        if let Some(d) = &self.disks {
+            d.heal()?;
+        }
         self.set_target(Behaviour::AcceptAll);
         for n in 1..=3 {
             self.cluster.resume(n);
@@ -653,6 +787,71 @@ impl Harness {
             self.relayctl_any(&["route", "set", DOMAIN, &target, "--tls", "none"])
                 .map_err(|e2| anyhow::anyhow!("{e:#}; again: {e2:#}"))?;
         }
+        if self.out_of_voters.is_some() {
+            self.wait_leader(Duration::from_secs(60)).await.ok();
+            self.back_to_voters().await?;
+        }
+        Ok(())
+    }
+
+    /// A follower that votes (lowest id), as the leader reports it.
+    async fn voting_follower(&mut self) -> anyhow::Result<u64> {
+        let leader = self.wait_leader(Duration::from_secs(30)).await?;
+        let voters = self.voters(leader).await?;
+        voters
+            .into_iter()
+            .find(|v| *v != leader)
+            .context("no voting follower")
+    }
+
+    /// The voters in the membership the leader reports (`member list`).
+    async fn voters(&self, leader: u64) -> anyhow::Result<Vec<u64>> {
+        let out = self
+            .cluster
+            .relayctl(leader, &["--json", "member", "list"])?;
+        if !out.status.success() {
+            bail!(
+                "relayctl member list: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        voters_of(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Brings the node taken out of the voters back: for a removed one,
+    /// `member add` (a learner that receives a snapshot and the log); then
+    /// waits until it has applied what the leader had applied when it was
+    /// added, and `member promote`.
+    async fn back_to_voters(&mut self) -> anyhow::Result<()> {
+        let Some((n, removed)) = self.out_of_voters else {
+            return Ok(());
+        };
+        if !self.cluster.node(n).running() {
+            self.cluster.start(n, &[])?;
+        }
+        let leader = self.wait_leader(Duration::from_secs(60)).await?;
+        if removed {
+            let raft = self.cluster.node(n).raft().to_string();
+            self.relayctl_any(&["member", "add", &n.to_string(), &raft])?;
+        }
+        let goal = observe::status(self.cluster.node(leader).raft(), false)
+            .await
+            .map_or(0, |s| s.applied_index);
+        let until = Instant::now() + CATCH_UP_WITHIN;
+        loop {
+            let applied = observe::status(self.cluster.node(n).raft(), false)
+                .await
+                .map_or(0, |s| s.applied_index);
+            if applied >= goal {
+                break;
+            }
+            if Instant::now() >= until {
+                bail!("node {n} applied {applied} of {goal} within {CATCH_UP_WITHIN:?}");
+            }
+            self.hold(Duration::from_millis(250)).await;
+        }
+        self.relayctl_any(&["member", "promote", &n.to_string()])?;
+        self.out_of_voters = None;
         Ok(())
     }
 
@@ -770,5 +969,20 @@ impl Harness {
         after.counted_duplicates = self.dups.iter().map(DupCounter::total).sum();
         after.problems.extend(self.problems.iter().cloned());
         after
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_are_read_from_member_list_json_and_learners_left_out() {
+        let json = r#"{"leader":1,"members":[
+            {"id":1,"addr":"a","voter":true,"role":"leader","reachable":true},
+            {"id":2,"addr":"b","voter":false,"role":"learner","reachable":true},
+            {"id":3,"addr":"c","voter":true,"role":"follower","reachable":false}]}"#;
+        assert_eq!(voters_of(json).unwrap(), vec![1, 3]);
+        assert!(voters_of(r#"{"leader":1}"#).is_err());
     }
 }

@@ -42,7 +42,14 @@ impl Rng {
 
 /// Fault classes, in the order they were built.
 pub const CLASSES: &[&str] = &[
-    "process", "power", "operator", "target", "network", "disk", "clock",
+    "process",
+    "power",
+    "operator",
+    "target",
+    "network",
+    "disk",
+    "clock",
+    "membership",
 ];
 
 /// Classes a plain `--classes` default runs (all that need nothing beyond
@@ -85,6 +92,26 @@ pub enum TargetFault {
     DropAfterStore,
 }
 
+/// What a link-quality fault does to every packet between a node and the
+/// other two (both directions). The kernel here has no `sch_netem`, so
+/// these are built from what it has: an `htb` class on `lo` that only the
+/// node pairs' packets are filtered into, and iptables `statistic`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkQuality {
+    /// A rate cap of this many kbit/s (with a short packet queue): delay
+    /// that grows and shrinks with the traffic, and tail drops in bursts.
+    Slow(u64),
+    /// This per cent of packets dropped at random.
+    Loss(u64),
+    /// This per cent of packets, chosen at random, queued behind the rate
+    /// cap of [`REORDER_KBIT`] while the rest pass at once: they arrive
+    /// after packets sent later.
+    Reorder(u64),
+}
+
+/// The rate the held-back packets of [`LinkQuality::Reorder`] drain at.
+pub const REORDER_KBIT: u64 = 2_000;
+
 /// One fault; [`Fault::class`] names its class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -113,6 +140,13 @@ pub enum Fault {
     Bridge(Who),
     /// Drop packets from the first node to the second only.
     OneWay(u64, u64),
+    /// Degrade every link between `Who` and the other two nodes (both
+    /// directions); healed by removing the qdisc and the rules.
+    Links(Who, LinkQuality),
+    /// Fill the small file system that holds the node's data dir with a
+    /// ballast file until `ENOSPC`; healed by deleting the ballast (and
+    /// starting the node if it stopped).
+    DiskFull(Who),
     /// Restart the node with the failed-fsync failpoint: its WAL sync
     /// after this many fails and the node stops by itself; healed by a
     /// normal start.
@@ -123,6 +157,13 @@ pub enum Fault {
     /// Restart the node with its clocks running at this rate (per mille,
     /// 1000 = normal; libfaketime); healed by a normal restart.
     ClockRate(Who, u64),
+    /// Replace a follower's store, the documented sequence: `relayctl
+    /// member remove`, stop, empty its data dir, start it empty; healed by
+    /// `member add` (a learner), catching up, `member promote`.
+    ReplaceFollower,
+    /// `relayctl member demote` of a follower (a learner that keeps its
+    /// data and receives the log); healed by `member promote`.
+    DemoteFollower,
 }
 
 impl Fault {
@@ -133,8 +174,11 @@ impl Fault {
             Fault::PowerLossAll => "power",
             Fault::Failover(_) | Fault::SnapshotNow(_) | Fault::RouteChange => "operator",
             Fault::Target(_) => "target",
-            Fault::Isolate(_) | Fault::Bridge(_) | Fault::OneWay(..) => "network",
-            Fault::FsyncEio(..) => "disk",
+            Fault::Isolate(_) | Fault::Bridge(_) | Fault::OneWay(..) | Fault::Links(..) => {
+                "network"
+            }
+            Fault::FsyncEio(..) | Fault::DiskFull(_) => "disk",
+            Fault::ReplaceFollower | Fault::DemoteFollower => "membership",
             Fault::ClockStep(..) | Fault::ClockRate(..) => "clock",
         }
     }
@@ -165,7 +209,15 @@ impl fmt::Display for Fault {
             Fault::Isolate(w) => write!(f, "isolate {w}"),
             Fault::Bridge(w) => write!(f, "bridge through {w}"),
             Fault::OneWay(a, b) => write!(f, "drop packets node {a} -> node {b}"),
+            Fault::Links(w, q) => match q {
+                LinkQuality::Slow(kbit) => write!(f, "links of {w} capped at {kbit} kbit/s"),
+                LinkQuality::Loss(p) => write!(f, "links of {w} drop {p}% of packets"),
+                LinkQuality::Reorder(p) => write!(f, "links of {w} hold back {p}% of packets"),
+            },
             Fault::FsyncEio(w, n) => write!(f, "EIO on fsync {n} of {w}"),
+            Fault::DiskFull(w) => write!(f, "file system of {w} full"),
+            Fault::ReplaceFollower => write!(f, "member remove, wipe and re-add a follower"),
+            Fault::DemoteFollower => write!(f, "member demote a follower"),
             Fault::ClockStep(w, s) => write!(f, "wall clock of {w} stepped {s:+} s"),
             Fault::ClockRate(w, r) => write!(f, "clocks of {w} at rate {:.3}", *r as f64 / 1000.0),
         }
@@ -217,16 +269,26 @@ pub fn fault_of(class: &str, rng: &mut Rng) -> Fault {
             3 => TargetFault::DropMidData,
             _ => TargetFault::DropAfterStore,
         }),
-        "network" => match rng.range(0, 2) {
+        "network" => match rng.range(0, 5) {
             0 => Fault::Isolate(who(rng)),
             1 => Fault::Bridge(who(rng)),
-            _ => {
+            2 => {
                 let a = node(rng);
                 let b = 1 + (a + rng.range(0, 1)) % 3;
                 Fault::OneWay(a, b)
             }
+            3 => Fault::Links(who(rng), LinkQuality::Slow(*rng.pick(&[64, 256, 1_000]))),
+            4 => Fault::Links(who(rng), LinkQuality::Loss(rng.range(5, 40))),
+            _ => Fault::Links(who(rng), LinkQuality::Reorder(rng.range(10, 50))),
         },
-        "disk" => Fault::FsyncEio(who(rng), rng.range(20, 400)),
+        "disk" => match rng.range(0, 1) {
+            0 => Fault::FsyncEio(who(rng), rng.range(20, 400)),
+            _ => Fault::DiskFull(who(rng)),
+        },
+        "membership" => match rng.range(0, 1) {
+            0 => Fault::ReplaceFollower,
+            _ => Fault::DemoteFollower,
+        },
         "clock" => match rng.range(0, 1) {
             0 => {
                 let minutes = rng.range(1, 10) as i64;
@@ -278,6 +340,65 @@ mod tests {
         for class in DEFAULT_CLASSES {
             assert!(a.iter().any(|s| s.fault.class() == *class), "{class}");
         }
+    }
+
+    fn kinds_of(class: &str, seeds: std::ops::Range<u64>) -> Vec<Fault> {
+        let mut out = Vec::new();
+        for seed in seeds {
+            let mut rng = Rng::new(seed);
+            let f = fault_of(class, &mut rng);
+            assert_eq!(f.class(), class, "{f}");
+            out.push(f);
+        }
+        out
+    }
+
+    #[test]
+    fn the_network_class_draws_every_link_quality_with_bounded_settings() {
+        let faults = kinds_of("network", 0..400);
+        let (mut slow, mut loss, mut reorder) = (0, 0, 0);
+        for f in &faults {
+            match f {
+                Fault::Links(_, LinkQuality::Slow(k)) => {
+                    assert!([64, 256, 1_000].contains(k));
+                    slow += 1;
+                }
+                Fault::Links(_, LinkQuality::Loss(p)) => {
+                    assert!((5..=40).contains(p));
+                    loss += 1;
+                }
+                Fault::Links(_, LinkQuality::Reorder(p)) => {
+                    assert!((10..=50).contains(p));
+                    reorder += 1;
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            slow > 20 && loss > 20 && reorder > 20,
+            "{slow} {loss} {reorder}"
+        );
+        assert!(faults.iter().any(|f| matches!(f, Fault::Isolate(_))));
+    }
+
+    #[test]
+    fn the_disk_class_draws_full_disks_and_fsync_errors() {
+        let faults = kinds_of("disk", 0..100);
+        assert!(faults.iter().any(|f| matches!(f, Fault::DiskFull(_))));
+        assert!(faults.iter().any(|f| matches!(f, Fault::FsyncEio(..))));
+    }
+
+    #[test]
+    fn the_membership_class_replaces_and_demotes_followers_and_is_opt_in() {
+        let faults = kinds_of("membership", 0..50);
+        assert!(faults.contains(&Fault::ReplaceFollower));
+        assert!(faults.contains(&Fault::DemoteFollower));
+        assert!(CLASSES.contains(&"membership"));
+        assert!(!DEFAULT_CLASSES.contains(&"membership"));
+        let classes = vec!["membership".to_string()];
+        let steps = schedule(7, &classes, Duration::from_secs(120));
+        assert!(steps.len() >= 5, "{}", steps.len());
+        assert!(steps.iter().all(|s| s.fault.class() == "membership"));
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct Node {
     pub config: PathBuf,
     /// Log file (appended across restarts).
     pub log: PathBuf,
+    /// Data dir (`data_dir`, relative to the config file).
+    pub data: PathBuf,
     child: Option<Child>,
     paused: bool,
 }
@@ -187,6 +189,7 @@ token = "{TOKEN}"
                 ports,
                 config,
                 log: dir.join(format!("node{id}.log")),
+                data: dir.join(format!("node{id}")),
                 child: None,
                 paused: false,
             });
@@ -201,6 +204,41 @@ token = "{TOKEN}"
     /// Node `id`.
     pub fn node(&self, id: u64) -> &Node {
         &self.nodes[id as usize - 1]
+    }
+
+    /// Rewrites every config with `bootstrap = false`: once the cluster
+    /// exists, no node (not even one started on an emptied store) may
+    /// found one.
+    pub fn clear_bootstrap(&self) -> anyhow::Result<()> {
+        for node in &self.nodes {
+            let text = std::fs::read_to_string(&node.config)?;
+            std::fs::write(
+                &node.config,
+                text.replace("bootstrap = true", "bootstrap = false"),
+            )
+            .with_context(|| format!("write {}", node.config.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes everything in node `id`'s data dir (the store and its voter
+    /// guard), keeping the directory (it may be a mount point). The node
+    /// must not run.
+    pub fn wipe_data(&self, id: u64) -> anyhow::Result<()> {
+        let node = self.node(id);
+        if node.running() {
+            bail!("node {id} runs; its data dir stays");
+        }
+        for entry in std::fs::read_dir(&node.data)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            }
+            .with_context(|| format!("delete {}", path.display()))?;
+        }
+        Ok(())
     }
 
     /// Starts node `id` with the base environment plus `extra`.
