@@ -7,7 +7,7 @@
 #
 # Classes: process, power, operator, target, network (cuts, and link rate
 # caps, loss and reordering between nodes only), disk (fsync EIO, full disk
-# on a small tmpfs), clock, membership (member remove/wipe/add/promote and
+# on a small loop-mounted ext4), clock, membership (member remove/wipe/add/promote and
 # demote/promote of a follower) (default: all but clock and membership).
 # The same seed and classes give the same schedule. Files
 # and results.md (the per-class table) go to --out (default
@@ -17,7 +17,7 @@
 # heal; 3: only duplicate counting failed (a duplicated message the relay did
 # not flag); 2: the run itself broke.
 # Needs root (iptables rules and an htb qdisc on lo between the nodes'
-# 127.77.0.x addresses, tmpfs mounts); without root it says so and exits 0.
+# 127.77.0.x addresses, loop mounts); without root it says so and exits 0.
 # Ctrl-c removes everything it added. See docs/fault-suite.md, "Nemesis".
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

@@ -1,14 +1,16 @@
 //! Small file systems for the nodes' data dirs, and a ballast that fills
 //! one to `ENOSPC`.
 //!
-//! With the `disk` class each node's data dir is a size-limited `tmpfs`
-//! ([`DISK_MIB`] MiB) mounted by this run. A tmpfs keeps what was written
-//! across a kill of the process (only unmounting drops it), so the
-//! power-loss failpoint still decides what a crash loses; what it adds is a
-//! hard size. [`SmallDisks::fill`] writes a ballast file until the file
-//! system refuses with `ENOSPC`; [`SmallDisks::heal`] deletes it. [`Drop`]
-//! unmounts (lazily: a node process that outlived the run must not keep
-//! the mount forever), so nothing stays mounted after the run.
+//! With the `disk` class each node's data dir is a small ext4 file system
+//! ([`DISK_MIB`] MiB) in an image file beside it, loop-mounted by this run:
+//! a real disk file system with a real journal and real `fsync`, only with
+//! a hard size (and no blocks reserved for root, so a node running as root
+//! meets `ENOSPC` like any other). The power-loss failpoint still decides
+//! what a crash loses. [`SmallDisks::fill`] writes a ballast file until the
+//! file system refuses with `ENOSPC`; [`SmallDisks::heal`] deletes it.
+//! [`Drop`] unmounts (lazily: a node process that outlived the run must not
+//! keep the mount forever) and deletes the images, so nothing stays
+//! mounted after the run.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -24,16 +26,70 @@ pub const DISK_MIB: u64 = 512;
 /// The ballast file's name in a data dir.
 pub const BALLAST: &str = "nemesis-ballast";
 
-/// The `mount` arguments for a data dir of `mib` MiB at `dir`.
-pub fn mount_args(dir: &Path, mib: u64) -> Vec<String> {
+/// The image file behind data dir `dir`: `<dir>.ext4`, beside it.
+pub fn image_path(dir: &Path) -> PathBuf {
+    let mut name = dir.as_os_str().to_owned();
+    name.push(".ext4");
+    PathBuf::from(name)
+}
+
+/// The `mkfs.ext4` arguments for `image` (quiet, no reserved blocks).
+pub fn mkfs_args(image: &Path) -> Vec<String> {
     vec![
-        "-t".into(),
-        "tmpfs".into(),
-        "-o".into(),
-        format!("size={mib}m,mode=0700"),
-        "qr-nemesis".into(),
-        dir.display().to_string(),
+        "-q".into(),
+        "-F".into(),
+        "-m".into(),
+        "0".into(),
+        image.display().to_string(),
     ]
+}
+
+/// Runs `program` with `args`; says what failed with its stderr.
+fn run(program: &str, args: &[String]) -> anyhow::Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("run {program}"))?;
+    if !out.status.success() {
+        bail!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Makes a `mib` MiB ext4 image beside `dir` and mounts it on `dir`
+/// (created if missing), leaving `dir` empty and private.
+pub fn make_and_mount(dir: &Path, mib: u64) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    let image = image_path(dir);
+    std::fs::File::create(&image)
+        .and_then(|f| f.set_len(mib << 20))
+        .with_context(|| format!("create {}", image.display()))?;
+    run("mkfs.ext4", &mkfs_args(&image))?;
+    run(
+        "mount",
+        &[
+            "-o".into(),
+            "loop".into(),
+            image.display().to_string(),
+            dir.display().to_string(),
+        ],
+    )?;
+    // A fresh ext4 holds lost+found; a node's data dir starts empty.
+    let _ = std::fs::remove_dir(dir.join("lost+found"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("chmod {}", dir.display()))?;
+    Ok(())
+}
+
+/// Unmounts `dir` (lazily) and deletes its image.
+fn unmount(dir: &Path) {
+    let _ = Command::new("umount").arg("-l").arg(dir).status();
+    let _ = std::fs::remove_file(image_path(dir));
 }
 
 /// Appends to `file` in 1 MiB writes, then 4 KiB ones, until the file
@@ -67,7 +123,8 @@ pub struct SmallDisks {
 }
 
 impl SmallDisks {
-    /// Mounts a small tmpfs on each of `dirs` (created if missing).
+    /// Mounts a small ext4 file system on each of `dirs` (created if
+    /// missing).
     pub fn mount(dirs: Vec<PathBuf>) -> anyhow::Result<SmallDisks> {
         let mut disks = SmallDisks {
             mounted: vec![false; dirs.len()],
@@ -75,18 +132,8 @@ impl SmallDisks {
         };
         for i in 0..disks.dirs.len() {
             let dir = disks.dirs[i].clone();
-            std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
-            let out = Command::new("mount")
-                .args(mount_args(&dir, DISK_MIB))
-                .output()
-                .context("run mount")?;
-            if !out.status.success() {
-                bail!(
-                    "mount a {DISK_MIB} MiB tmpfs on {}: {}",
-                    dir.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
+            make_and_mount(&dir, DISK_MIB)
+                .with_context(|| format!("a {DISK_MIB} MiB file system on {}", dir.display()))?;
             disks.mounted[i] = true;
         }
         Ok(disks)
@@ -114,7 +161,7 @@ impl Drop for SmallDisks {
     fn drop(&mut self) {
         for (dir, mounted) in self.dirs.iter().zip(&self.mounted) {
             if *mounted {
-                let _ = Command::new("umount").arg("-l").arg(dir).status();
+                unmount(dir);
             }
         }
     }
@@ -125,12 +172,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_mount_is_a_size_limited_tmpfs_on_the_data_dir() {
-        let args = mount_args(Path::new("/run/x/node2"), 64);
-        assert_eq!(
-            args.join(" "),
-            "-t tmpfs -o size=64m,mode=0700 qr-nemesis /run/x/node2"
-        );
+    fn the_file_system_is_an_ext4_image_beside_the_data_dir_with_no_reserved_blocks() {
+        let image = image_path(Path::new("/run/x/node2"));
+        assert_eq!(image, Path::new("/run/x/node2.ext4"));
+        assert_eq!(mkfs_args(&image).join(" "), "-q -F -m 0 /run/x/node2.ext4");
     }
 
     /// Fills a real small file system when this runs as root (it mounts
@@ -138,27 +183,25 @@ mod tests {
     #[test]
     fn the_ballast_fills_a_small_file_system_to_enospc_and_heal_frees_it() {
         let dir = std::env::temp_dir().join(format!("qr-nemesis-disk-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("mount")
-            .args(mount_args(&dir, 4))
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            eprintln!("skipped: cannot mount a tmpfs here (not root?)");
+        if let Err(e) = make_and_mount(&dir, 16) {
+            eprintln!("skipped: cannot mount a small file system here (not root?): {e:#}");
             let _ = std::fs::remove_dir(&dir);
+            let _ = std::fs::remove_file(image_path(&dir));
             return;
         }
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "starts empty");
         let disks = SmallDisks {
             dirs: vec![dir.clone()],
             mounted: vec![true],
         };
         let n = disks.fill(1).unwrap();
-        assert!(n > 3 << 20 && n <= 4 << 20, "{n}");
+        assert!(n > 8 << 20 && n <= 16 << 20, "{n}");
         let err = std::fs::write(dir.join("more"), b"x").unwrap_err();
         assert_eq!(err.raw_os_error(), Some(28), "{err}");
         disks.heal().unwrap();
         std::fs::write(dir.join("more"), b"x").unwrap();
         drop(disks);
+        assert!(!image_path(&dir).exists(), "the image is deleted");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
