@@ -1,7 +1,8 @@
 //! A rolling restart of all three real `relayd` processes under load, run
 //! by `scripts/rolling-restart.sh` (drain, restart, catch up, undrain, next)
-//! while senders offer mail to every node and the target holds each reply
-//! to the final dot: nothing acknowledged is lost, nothing arrives twice,
+//! while senders offer mail to every node (one whose node is drained or
+//! down moves to the next, as a client tries the next MX, so the offered
+//! rate holds) and the target holds each reply to the final dot: nothing acknowledged is lost, nothing arrives twice,
 //! and the only refusals any sender sees are a drained node's own
 //! `421 4.3.2` and the connection refused while that node is down.
 //!
@@ -36,11 +37,15 @@ struct Refusals {
     other: Vec<(u64, u16, String)>,
 }
 
-/// One paced sender: at most one transaction per `every` to node `node`,
-/// reconnecting after a refusal or a broken session.
+/// One paced sender: at most one transaction per `every`, to its home node
+/// `nodes[home]` when that node takes mail, else to the next one that does
+/// (as a client tries the next MX or a balancer the next backend), so the
+/// offered rate stays the same while a node is drained or down. A session
+/// on another node is closed after its transaction, so the next one starts
+/// at home again.
 async fn sender(
-    addr: SocketAddr,
-    node: u64,
+    nodes: Vec<(u64, SocketAddr)>,
+    home: usize,
     lane: usize,
     every: Duration,
     ledger: Arc<Mutex<Ledger>>,
@@ -48,40 +53,28 @@ async fn sender(
     stop: CancellationToken,
 ) {
     let mut n = 0u64;
-    let mut client: Option<SmtpClient> = None;
+    let mut client: Option<(u64, SmtpClient)> = None;
     let mut next = Instant::now();
+    let home_id = nodes[home].0;
     while !stop.is_cancelled() {
         tokio::time::sleep_until(next).await;
         next = (next + every).max(Instant::now());
         if client.is_none() {
-            match tokio::time::timeout(Duration::from_secs(5), SmtpClient::connect(addr)).await {
-                Ok(Ok((mut c, greeting))) if greeting.code == 220 => {
-                    match c.command("EHLO client.test").await {
-                        Ok(r) if r.code == 250 => client = Some(c),
-                        Ok(r) => classify(&refusals, node, r.code, r.text()),
-                        Err(_) => refusals
-                            .lock()
-                            .unwrap()
-                            .unreachable
-                            .push((node, Instant::now())),
-                    }
+            for k in 0..nodes.len() {
+                let (node, addr) = nodes[(home + k) % nodes.len()];
+                if let Some(c) = connect(node, addr, &refusals).await {
+                    client = Some((node, c));
+                    break;
                 }
-                Ok(Ok((_, greeting))) => {
-                    classify(&refusals, node, greeting.code, greeting.text());
-                }
-                _ => refusals
-                    .lock()
-                    .unwrap()
-                    .unreachable
-                    .push((node, Instant::now())),
             }
             if client.is_none() {
                 continue;
             }
         }
-        let marker = format!("roll-{node}-{lane}-{n}");
+        let marker = format!("roll-{home_id}-{lane}-{n}");
         n += 1;
-        let session = client.as_mut().expect("connected");
+        let (node, session) = client.as_mut().expect("connected");
+        let node = *node;
         let started = std::time::Instant::now();
         let outcome = tokio::time::timeout(
             Duration::from_secs(15),
@@ -95,14 +88,21 @@ async fn sender(
         .await;
         match outcome {
             Ok(Ok(reply)) if reply.code == 250 => {
-                let mut ledger = ledger.lock().unwrap();
-                if let Some(id) = reply.queued_id() {
-                    ledger.queue_ids.insert(marker.clone(), id);
+                {
+                    let mut ledger = ledger.lock().unwrap();
+                    if let Some(id) = reply.queued_id() {
+                        ledger.queue_ids.insert(marker.clone(), id);
+                    }
+                    ledger.acked.insert(marker);
+                    ledger
+                        .ack_times
+                        .push((started, std::time::Instant::now(), node));
                 }
-                ledger.acked.insert(marker);
-                ledger
-                    .ack_times
-                    .push((started, std::time::Instant::now(), node));
+                if node != home_id
+                    && let Some((_, mut c)) = client.take()
+                {
+                    let _ = c.command("QUIT").await;
+                }
             }
             Ok(Ok(reply)) => {
                 ledger.lock().unwrap().unacked.insert(marker);
@@ -122,9 +122,38 @@ async fn sender(
             }
         }
     }
-    if let Some(mut c) = client {
+    if let Some((_, mut c)) = client {
         let _ = c.command("QUIT").await;
     }
+}
+
+/// A session with `node` that has said EHLO, or `None` with the refusal
+/// recorded.
+async fn connect(
+    node: u64,
+    addr: SocketAddr,
+    refusals: &Mutex<Refusals>,
+) -> Option<SmtpClient> {
+    match tokio::time::timeout(Duration::from_secs(5), SmtpClient::connect(addr)).await {
+        Ok(Ok((mut c, greeting))) if greeting.code == 220 => {
+            match c.command("EHLO client.test").await {
+                Ok(r) if r.code == 250 => return Some(c),
+                Ok(r) => classify(refusals, node, r.code, r.text()),
+                Err(_) => refusals
+                    .lock()
+                    .unwrap()
+                    .unreachable
+                    .push((node, Instant::now())),
+            }
+        }
+        Ok(Ok((_, greeting))) => classify(refusals, node, greeting.code, greeting.text()),
+        _ => refusals
+            .lock()
+            .unwrap()
+            .unreachable
+            .push((node, Instant::now())),
+    }
+    None
 }
 
 fn classify(refusals: &Mutex<Refusals>, node: u64, code: u16, text: String) {
@@ -181,11 +210,12 @@ async fn a_rolling_restart_under_load_loses_nothing_duplicates_nothing_and_refus
     let stop = CancellationToken::new();
     let every = Duration::from_secs_f64(3.0 * lanes as f64 / rate);
     let mut senders = Vec::new();
-    for node in 1..=3u64 {
+    let nodes: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, cluster.smtp_addr(id))).collect();
+    for home in 0..nodes.len() {
         for lane in 0..lanes {
             senders.push(tokio::spawn(sender(
-                cluster.smtp_addr(node),
-                node,
+                nodes.clone(),
+                home,
                 lane,
                 every,
                 ledger.clone(),
