@@ -129,11 +129,7 @@ async fn sender(
 
 /// A session with `node` that has said EHLO, or `None` with the refusal
 /// recorded.
-async fn connect(
-    node: u64,
-    addr: SocketAddr,
-    refusals: &Mutex<Refusals>,
-) -> Option<SmtpClient> {
+async fn connect(node: u64, addr: SocketAddr, refusals: &Mutex<Refusals>) -> Option<SmtpClient> {
     match tokio::time::timeout(Duration::from_secs(5), SmtpClient::connect(addr)).await {
         Ok(Ok((mut c, greeting))) if greeting.code == 220 => {
             match c.command("EHLO client.test").await {
