@@ -97,7 +97,6 @@ impl Client {
         ] {
             let r = self.command(cmd).await?;
             if !r.starts_with('2') {
-                let _ = self.command("RSET").await;
                 return Ok(r);
             }
         }
@@ -144,7 +143,14 @@ pub async fn sender(
         let result = client.as_mut().expect("connected").transaction(&body).await;
         let (outcome, reply) = match result {
             Ok(r) if r.starts_with("250") => (Outcome::Acked, r),
-            Ok(r) => (Outcome::Refused, r),
+            // A refused transaction ends the session: a reply that came
+            // late (or a 421 sent before closing) must never be read as
+            // the answer to the next command, which would put the client
+            // and the server out of step.
+            Ok(r) => {
+                client = None;
+                (Outcome::Refused, r)
+            }
             Err(e) => {
                 client = None;
                 (Outcome::Cut, format!("{e:#}"))
