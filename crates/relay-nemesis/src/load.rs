@@ -23,9 +23,17 @@ use crate::topology::DOMAIN;
 /// above `submit_timeout` (5 s), so a node that answers at all answers.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// The message with `marker` as Subject; the body length varies with `n`.
+/// The message with `marker` as Subject; the body length varies with `n`
+/// (16 to 1,024 octets of filler, in lines of 64 so that no line comes
+/// near SMTP's 1,000-octet limit).
 pub fn message(marker: &str, n: u64) -> Vec<u8> {
-    let filler = "0123456789abcdef".repeat(1 + (n % 64) as usize);
+    let filler = "0123456789abcdef"
+        .repeat(1 + (n % 64) as usize)
+        .as_bytes()
+        .chunks(64)
+        .map(|line| std::str::from_utf8(line).expect("ascii"))
+        .collect::<Vec<_>>()
+        .join("\r\n");
     format!(
         "From: <s@sender.test>\r\nTo: <r@{DOMAIN}>\r\nSubject: {marker}\r\n\
          Message-ID: <{marker}@nemesis.test>\r\n\r\nbody of {marker}\r\n{filler}\r\n"
@@ -175,5 +183,33 @@ pub async fn sender(
                 _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_message_keeps_its_lines_short_and_its_size_varies() {
+        let mut sizes = std::collections::BTreeSet::new();
+        for n in 0..128 {
+            let m = message("nem-1-n1-l0-x", n);
+            let text = String::from_utf8(m.clone()).unwrap();
+            for line in text.split("\r\n") {
+                assert!(
+                    line.len() <= 998,
+                    "message {n}: a line of {} octets",
+                    line.len()
+                );
+                assert!(
+                    !line.starts_with('.'),
+                    "message {n}: a line starting with a dot"
+                );
+            }
+            assert!(text.ends_with("\r\n"));
+            sizes.insert(m.len());
+        }
+        assert_eq!(sizes.len(), 64, "64 different sizes");
     }
 }
