@@ -282,21 +282,12 @@ async fn recipient_lists_refuse_unknown_recipients_and_reload_on_sighup() -> any
     // Add mallory; SIGHUP the node; poll until RCPT is accepted.
     std::fs::write(&list, "r\nalice\nmallory\n")?;
     cluster.hangup(3);
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        let mut c = SmtpClient::connect_ehlo(node).await?;
-        c.command("MAIL FROM:<s@sender.test>").await?;
-        let r = c.command("RCPT TO:<mallory@dest.test>").await?;
-        if r.code == 250 {
-            break;
-        }
-        assert_eq!(r.code, 550, "{r}");
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the reloaded list never took effect"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_rcpt_accepted(
+        node,
+        "mallory@dest.test",
+        "the reloaded list never took effect",
+    )
+    .await?;
     // A broken file keeps the lists in use.
     std::fs::write(&list, "mallory@elsewhere.test\n")?;
     cluster.hangup(3);
@@ -359,22 +350,12 @@ async fn recipient_verification_probes_the_target_and_caches_with_expiry() -> an
 
     // The target learns nobody; once the negative answer expires, accepted.
     dest.set_behaviour(Behaviour::AcceptAll);
-    let deadline = tokio::time::Instant::now() + LONG;
-    loop {
-        // A fresh session each time: 550s count towards max_errors.
-        let mut c = SmtpClient::connect_ehlo(node).await?;
-        c.command("MAIL FROM:<s@sender.test>").await?;
-        let r = c.command("RCPT TO:<nobody@dest.test>").await?;
-        if r.code == 250 {
-            break;
-        }
-        assert_eq!(r.code, 550, "{r}");
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "the negative answer never expired"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    until_rcpt_accepted(
+        node,
+        "nobody@dest.test",
+        "the negative answer never expired",
+    )
+    .await?;
 
     // A target that does not answer: 450 4.1.1, not cached as unknown.
     let mut c = SmtpClient::connect_ehlo(node).await?;
@@ -386,4 +367,22 @@ async fn recipient_verification_probes_the_target_and_caches_with_expiry() -> an
     dest.set_behaviour(Behaviour::AcceptAll);
     assert_eq!(c.command("RCPT TO:<new@dest.test>").await?.code, 250);
     Ok(())
+}
+
+/// Asks `node` for `rcpt` until RCPT gets 250 (every refusal until then a
+/// 550), within [`LONG`]; `what` says what never happened. A fresh session
+/// each time: 550s count towards max_errors.
+async fn until_rcpt_accepted(node: SocketAddr, rcpt: &str, what: &str) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + LONG;
+    loop {
+        let mut c = SmtpClient::connect_ehlo(node).await?;
+        c.command("MAIL FROM:<s@sender.test>").await?;
+        let r = c.command(&format!("RCPT TO:<{rcpt}>")).await?;
+        if r.code == 250 {
+            return Ok(());
+        }
+        assert_eq!(r.code, 550, "{r}");
+        anyhow::ensure!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
