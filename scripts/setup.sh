@@ -23,6 +23,9 @@
 #                    rules (cluster-config/prometheus); the server Debian
 #                    starts on install is disabled again (test only)
 #   iptables, libfaketime  the nemesis's link and clock faults (nemesis only)
+#   the Compose v2 plugin  `docker compose` beside Debian 12's docker-compose
+#                    1.29, so the Compose test runs with both tools (test
+#                    only, where a Docker CLI exists; scripts/compose-plugin.sh)
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 what="${1:-test}"
@@ -33,7 +36,7 @@ demo) want=(build-essential libclang-dev swaks jq) ;;
 test) want=(build-essential libclang-dev swaks jq postfix chromium prometheus) ;;
 nemesis) want=(build-essential libclang-dev iptables libfaketime) ;;
 *)
-    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
     ;;
 esac
@@ -76,6 +79,7 @@ if [ -n "$dry_run" ]; then
         removed="$(echo "$sim" | awk '$1 == "Remv" {print $2}' | paste -sd' ' -)"
         echo "setup: dry run: apt would remove: ${removed:-nothing}"
     fi
+    [ "$what" = test ] && "$here/compose-plugin.sh" --dry-run
     exit 0
 fi
 if [ ${#missing[@]} -gt 0 ]; then
@@ -95,6 +99,7 @@ if [ ${#missing[@]} -gt 0 ]; then
         systemctl disable --now prometheus >/dev/null 2>&1 || true
     fi
 fi
+[ "$what" = test ] && "$here/compose-plugin.sh"
 
 # The Rust toolchain: rust-toolchain.toml asks for the stable channel; the
 # workspace's rust-version is the oldest compiler that builds it.

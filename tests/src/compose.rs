@@ -7,7 +7,8 @@
 //! The image is `quorum-relay:local`, built by `scripts/docker-image.sh
 //! --no-build` from the binaries of this target dir (nothing is pulled).
 //! The Compose tool is the v2 plugin (`docker compose`) when present, else
-//! the classic `docker-compose`, as in `scripts/demo.sh`.
+//! the classic `docker-compose`, as in `scripts/demo.sh`;
+//! [`ComposeCluster::up_with`] picks one explicitly.
 //!
 //! The Raft and admin ports run mutual TLS with the development
 //! certificates the project's one-shot `certs` service writes; the harness
@@ -51,19 +52,25 @@ pub fn docker_available() -> bool {
 /// The Compose command: `docker compose` (the v2 plugin) when it answers,
 /// else `docker-compose`.
 pub fn compose_command() -> Option<Vec<&'static str>> {
+    compose_commands().into_iter().next()
+}
+
+/// Every Compose tool that answers here, the v2 plugin first.
+pub fn compose_commands() -> Vec<Vec<&'static str>> {
     let answers = |program: &str, args: &[&str]| {
         Command::new(program)
             .args(args)
             .output()
             .is_ok_and(|o| o.status.success())
     };
+    let mut tools = Vec::new();
     if answers("docker", &["compose", "version"]) {
-        Some(vec!["docker", "compose"])
-    } else if answers("docker-compose", &["version"]) {
-        Some(vec!["docker-compose"])
-    } else {
-        None
+        tools.push(vec!["docker", "compose"]);
     }
+    if answers("docker-compose", &["version"]) {
+        tools.push(vec!["docker-compose"]);
+    }
+    tools
 }
 
 /// Builds `quorum-relay:local` from the binaries next to the test.
@@ -106,6 +113,7 @@ pub struct HostPorts {
 #[derive(Debug)]
 pub struct ComposeCluster {
     project: String,
+    command: Vec<&'static str>,
     env: Vec<(String, String)>,
     /// Host ports per node (index = id - 1).
     pub ports: Vec<HostPorts>,
@@ -120,15 +128,22 @@ pub struct ComposeCluster {
 }
 
 impl ComposeCluster {
-    /// `docker-compose up -d` under a fresh project name.
+    /// `up -d` with the preferred Compose tool under a fresh project name.
     pub fn up() -> anyhow::Result<ComposeCluster> {
+        Self::up_with(compose_command().context("no docker compose or docker-compose")?)
+    }
+
+    /// `up -d` with the given Compose tool (`["docker", "compose"]` or
+    /// `["docker-compose"]`) under a fresh project name.
+    pub fn up_with(command: Vec<&'static str>) -> anyhow::Result<ComposeCluster> {
         let mail_dir = tempfile::Builder::new().prefix("qr-mail-").tempdir()?;
         // The demo target runs as the image's unprivileged user (uid 10001).
         std::fs::set_permissions(
             mail_dir.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o777),
         )?;
-        let project = format!("qrfault{}", std::process::id());
+        // Per process and tool: one test may bring the tier up with each.
+        let project = format!("qrfault{}{}", std::process::id(), command.len());
         let free = free_ports(12);
         let mut env = vec![
             (
@@ -153,6 +168,7 @@ impl ComposeCluster {
         }
         let mut cluster = ComposeCluster {
             project,
+            command,
             env,
             ports,
             mail_dir,
@@ -182,7 +198,7 @@ impl ComposeCluster {
 
     fn compose(&self, args: &[&str]) -> anyhow::Result<Output> {
         let root = repo_root();
-        let command = compose_command().context("no docker compose or docker-compose")?;
+        let command = &self.command;
         let out = Command::new(command[0])
             .args(&command[1..])
             .arg("-f")
@@ -202,6 +218,11 @@ impl ComposeCluster {
             );
         }
         Ok(out)
+    }
+
+    /// The Compose tool this project runs under, e.g. `docker compose`.
+    pub fn tool(&self) -> String {
+        self.command.join(" ")
     }
 
     /// The container id of `service`.

@@ -5,15 +5,20 @@
 //! relayctl works with the development CA, and a message sent to one node
 //! reaches the demo target.
 //!
-//! Skipped (with a message) where no Docker engine answers. About 20
-//! seconds with the image built: in the default suite.
+//! Run once with each Compose tool installed: the v2 plugin (`docker
+//! compose`) and the classic `docker-compose` (`scripts/setup.sh test`
+//! installs both). Skipped (with a message) where no Docker engine answers;
+//! a missing tool is named. About 20 seconds per tool with the image
+//! built: in the default suite.
 
 use std::time::Duration;
 
 use relay_proto::admin::admin_client::AdminClient;
 use relay_proto::raft::NodeStatusRequest;
 use relay_proto::raft::raft_service_client::RaftServiceClient;
-use relay_tests::compose::{COMPOSE_CLUSTER_SECRET, ComposeCluster, build_image, docker_available};
+use relay_tests::compose::{
+    COMPOSE_CLUSTER_SECRET, ComposeCluster, build_image, compose_commands, docker_available,
+};
 use relay_tests::load::message;
 use relay_tests::smtp::{SmtpClient, transaction};
 use relay_tests::{SecretHeader, bin_path, dev_certs};
@@ -61,7 +66,32 @@ async fn compose_up_is_healthy_with_mtls_on_every_link() {
         return;
     }
     build_image().expect("image");
-    let cluster = ComposeCluster::up().expect("compose up");
+    let tools = compose_commands();
+    for (tool, name) in [
+        (&["docker", "compose"][..], "the Compose v2 plugin"),
+        (&["docker-compose"][..], "docker-compose"),
+    ] {
+        if !tools.iter().any(|t| t == tool) {
+            eprintln!(
+                "SKIPPED with {name}: '{}' does not answer here",
+                tool.join(" ")
+            );
+        }
+    }
+    for tool in tools {
+        let cluster = ComposeCluster::up_with(tool.clone())
+            .unwrap_or_else(|e| panic!("{} up: {e:#}", tool.join(" ")));
+        check_tier(&cluster).await;
+        eprintln!(
+            "{}: healthy, mTLS on every link, relayctl and a message through",
+            cluster.tool()
+        );
+    }
+}
+
+/// Everything the test asserts about one running tier.
+async fn check_tier(cluster: &ComposeCluster) {
+    let tool = cluster.tool();
 
     // Every long-running service healthy: relays by /readyz (they can
     // commit, so the nodes reach each other over mTLS), the target by 220.
@@ -73,7 +103,7 @@ async fn compose_up_is_healthy_with_mtls_on_every_link() {
     .await;
     assert!(
         healthy.is_ok(),
-        "not healthy within {LONG:?}: {:?}\n{}",
+        "{tool}: not healthy within {LONG:?}: {:?}\n{}",
         cluster.health(),
         cluster.logs()
     );
@@ -90,14 +120,17 @@ async fn compose_up_is_healthy_with_mtls_on_every_link() {
         // Raft port: the cluster CA's node certificate works; plaintext and
         // another CA's certificate do not.
         raft_status(
-            &cluster,
+            cluster,
             ports.raft,
             Some(cluster.client_tls("node-1", id).unwrap()),
         )
         .await
-        .unwrap_or_else(|e| panic!("node {id} Raft port over mTLS: {e}"));
-        let plain = raft_status(&cluster, ports.raft, None).await;
-        assert!(plain.is_err(), "node {id} Raft port accepted plaintext");
+        .unwrap_or_else(|e| panic!("{tool}: node {id} Raft port over mTLS: {e}"));
+        let plain = raft_status(cluster, ports.raft, None).await;
+        assert!(
+            plain.is_err(),
+            "{tool}: node {id} Raft port accepted plaintext"
+        );
         let other = relay_tests::node_client_tls(
             foreign.path(),
             &cluster.certs.path().join("ca.pem"),
@@ -105,21 +138,24 @@ async fn compose_up_is_healthy_with_mtls_on_every_link() {
             id,
         )
         .unwrap();
-        let other = raft_status(&cluster, ports.raft, Some(other)).await;
+        let other = raft_status(cluster, ports.raft, Some(other)).await;
         assert!(
             other.is_err(),
-            "node {id} Raft port accepted another CA's certificate"
+            "{tool}: node {id} Raft port accepted another CA's certificate"
         );
         // Admin port: the same, with relayctl's certificate.
         admin_status(
-            &cluster,
+            cluster,
             ports.admin,
             Some(cluster.client_tls("relayctl", id).unwrap()),
         )
         .await
-        .unwrap_or_else(|e| panic!("node {id} admin port over mTLS: {e}"));
-        let plain = admin_status(&cluster, ports.admin, None).await;
-        assert!(plain.is_err(), "node {id} admin port accepted plaintext");
+        .unwrap_or_else(|e| panic!("{tool}: node {id} admin port over mTLS: {e}"));
+        let plain = admin_status(cluster, ports.admin, None).await;
+        assert!(
+            plain.is_err(),
+            "{tool}: node {id} admin port accepted plaintext"
+        );
         let other = relay_tests::node_client_tls(
             foreign.path(),
             &cluster.certs.path().join("ca.pem"),
@@ -127,19 +163,19 @@ async fn compose_up_is_healthy_with_mtls_on_every_link() {
             id,
         )
         .unwrap();
-        let other = admin_status(&cluster, ports.admin, Some(other)).await;
+        let other = admin_status(cluster, ports.admin, Some(other)).await;
         assert!(
             other.is_err(),
-            "node {id} admin port accepted another CA's certificate"
+            "{tool}: node {id} admin port accepted another CA's certificate"
         );
         // A client that trusts only another CA refuses the node.
         let untrusted =
             relay_tests::node_client_tls(cluster.certs.path(), &foreign_ca, "relayctl", id)
                 .unwrap();
-        let untrusted = admin_status(&cluster, ports.admin, Some(untrusted)).await;
+        let untrusted = admin_status(cluster, ports.admin, Some(untrusted)).await;
         assert!(
             untrusted.is_err(),
-            "node {id} served a certificate of an unknown CA"
+            "{tool}: node {id} served a certificate of an unknown CA"
         );
     }
 
@@ -162,7 +198,7 @@ async fn compose_up_is_healthy_with_mtls_on_every_link() {
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "relayctl status: {report} {}",
+        "{tool}: relayctl status: {report} {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let report: serde_json::Value = serde_json::from_str(&report).expect("relayctl --json");
@@ -182,12 +218,12 @@ async fn compose_up_is_healthy_with_mtls_on_every_link() {
     )
     .await
     .expect("SMTP transaction");
-    assert_eq!(reply.code, 250, "not accepted: {}", reply.text());
+    assert_eq!(reply.code, 250, "{tool}: not accepted: {}", reply.text());
     relay_testkit::wait_until(LONG, || {
         cluster
             .received()
             .is_ok_and(|r| r.iter().any(|(s, _)| s == "compose-mtls-1"))
     })
     .await
-    .unwrap_or_else(|_| panic!("not delivered within {LONG:?}\n{}", cluster.logs()));
+    .unwrap_or_else(|_| panic!("{tool}: not delivered within {LONG:?}\n{}", cluster.logs()));
 }
