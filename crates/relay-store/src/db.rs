@@ -26,6 +26,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::Instant;
 
 use relay_types::{MessageId, NodeId, UnixMillis};
 use rocksdb::{
@@ -196,6 +197,10 @@ const INDEX_MEMTABLE_BYTES: usize = 256 * 1024;
 /// of all its entries, is compacted soon.
 const INDEX_DELETION_WINDOW: usize = 1024;
 
+/// Smallest store a quiet-time compaction is worth running for (see
+/// [`Store::reclaim_if_quiet`]).
+const RECLAIM_MIN_BYTES: u64 = 16 * 1024 * 1024;
+
 /// The shared store: one RocksDB, the sync gate, and where it lives.
 pub(crate) struct Store {
     db: DB,
@@ -211,6 +216,9 @@ pub(crate) struct Store {
     pub(crate) installs_running: AtomicUsize,
     /// Test-only: appends skip their sync (`StoreOptions::skip_append_sync`).
     pub(crate) skip_append_sync: bool,
+    /// `stored_bytes` right after the last quiet-time compaction (0: none
+    /// yet in this process).
+    bytes_after_reclaim: AtomicU64,
 }
 
 impl Store {
@@ -279,6 +287,7 @@ impl Store {
             synced_ticket: Mutex::new(0),
             installs_running: AtomicUsize::new(0),
             skip_append_sync: options.skip_append_sync,
+            bytes_after_reclaim: AtomicU64::new(0),
         };
         for name in ALL_CFS {
             store.cf(name)?;
@@ -355,6 +364,65 @@ impl Store {
     pub(crate) fn write_synced(&self, batch: WriteBatch, op: SyncOp) -> Result<(), StoreError> {
         self.write(batch)?;
         self.sync_wal(op).map_err(StoreError::Sync)
+    }
+
+    /// Gives the disk back after a burst of mail has been delivered and its
+    /// history pruned. Deleted rows (delivered messages and bodies, purged
+    /// log entries, pruned history) are tombstones until RocksDB compacts
+    /// the files that hold them, and RocksDB compacts only when writes
+    /// arrive: under steady load its own compactions keep the garbage in
+    /// proportion, but files nobody writes to any more, which is what a
+    /// drained queue leaves behind, are never rewritten, so the store
+    /// would stay at its high-water mark.
+    ///
+    /// Called after each log purge with whether that purge left the log
+    /// empty, which means nothing was appended between the snapshot and the
+    /// purge: the cluster was quiet. Then, if the store is at least
+    /// `RECLAIM_MIN_BYTES` and more than twice what it held after the last
+    /// such compaction, every column family is compacted to its last level
+    /// (tombstones and what they delete are dropped). It runs on the
+    /// caller's thread, as every RocksDB call here does, so a shutdown
+    /// waits for it; on an idle cluster that costs nobody a reply, and a
+    /// large queue that is not moving is not compacted again until it
+    /// doubles. A failure is logged and the store keeps serving.
+    pub(crate) fn reclaim_if_quiet(&self, log_empty: bool) {
+        if !log_empty {
+            return;
+        }
+        let before = match self.stored_bytes() {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(error = %e, "store size unreadable; no quiet-time compaction");
+                return;
+            }
+        };
+        let floor = self.bytes_after_reclaim.load(Ordering::Relaxed);
+        if before < RECLAIM_MIN_BYTES || before <= floor.saturating_mul(2) {
+            return;
+        }
+        let started = Instant::now();
+        let mut options = rocksdb::CompactOptions::default();
+        options.set_bottommost_level_compaction(rocksdb::BottommostLevelCompaction::ForceOptimized);
+        options.set_exclusive_manual_compaction(false);
+        for name in ALL_CFS {
+            match self.cf(name) {
+                Ok(cf) => self
+                    .db
+                    .compact_range_cf_opt(cf, None::<&[u8]>, None::<&[u8]>, &options),
+                Err(e) => {
+                    tracing::warn!(error = %e, "quiet-time compaction stopped");
+                    return;
+                }
+            }
+        }
+        let after = self.stored_bytes().unwrap_or(before);
+        self.bytes_after_reclaim.store(after, Ordering::Relaxed);
+        tracing::info!(
+            before,
+            after,
+            millis = started.elapsed().as_millis() as u64,
+            "quiet-time compaction gave the disk back"
+        );
     }
 
     /// Bytes this store holds on disk and in memtables, over every column

@@ -344,6 +344,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.store
             .sync_wal(SyncOp::Purge)
             .map_err(|e| write_logs(StoreError::Sync(e)))?;
+        // Nothing after the purge point: no entry was appended since the
+        // snapshot this purge follows (see `Store::reclaim_if_quiet`).
+        let log_empty = self
+            .last_log_id()
+            .map_err(write_logs)?
+            .is_none_or(|last| last.index <= log_id.index);
         let cf = self.store.cf(CF_LOG).map_err(write_logs)?;
         let mut batch = WriteBatch::default();
         self.store
@@ -358,6 +364,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if let Some(guard) = &self.guard {
             guard.record_floor(log_id.index).map_err(write_logs)?;
         }
+        self.store.reclaim_if_quiet(log_empty);
         Ok(())
     }
 }
