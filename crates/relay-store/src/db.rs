@@ -216,9 +216,6 @@ pub(crate) struct Store {
     pub(crate) installs_running: AtomicUsize,
     /// Test-only: appends skip their sync (`StoreOptions::skip_append_sync`).
     pub(crate) skip_append_sync: bool,
-    /// `stored_bytes` right after the last quiet-time compaction (0: none
-    /// yet in this process).
-    bytes_after_reclaim: AtomicU64,
 }
 
 impl Store {
@@ -287,7 +284,6 @@ impl Store {
             synced_ticket: Mutex::new(0),
             installs_running: AtomicUsize::new(0),
             skip_append_sync: options.skip_append_sync,
-            bytes_after_reclaim: AtomicU64::new(0),
         };
         for name in ALL_CFS {
             store.cf(name)?;
@@ -377,14 +373,16 @@ impl Store {
     ///
     /// Called after each log purge with whether that purge left the log
     /// empty, which means nothing was appended between the snapshot and the
-    /// purge: the cluster was quiet. Then, if the store is at least
-    /// `RECLAIM_MIN_BYTES` and more than twice what it held after the last
-    /// such compaction, every column family is compacted to its last level
-    /// (tombstones and what they delete are dropped). It runs on the
-    /// caller's thread, as every RocksDB call here does, so a shutdown
-    /// waits for it; on an idle cluster that costs nobody a reply, and a
-    /// large queue that is not moving is not compacted again until it
-    /// doubles. A failure is logged and the store keeps serving.
+    /// purge: the cluster was quiet, and the current snapshot file holds
+    /// the whole live state. Then, if the store is at least
+    /// `RECLAIM_MIN_BYTES` and more than twice that snapshot (RocksDB
+    /// compresses, the snapshot does not: twice means most of the store is
+    /// garbage), every column family is compacted to its last level
+    /// (tombstones and what they delete are dropped). A large queue that is
+    /// not moving is about its snapshot's size and is left alone. It runs on
+    /// the caller's thread, as every RocksDB call here does, so a shutdown
+    /// waits for it; on a quiet cluster that costs nobody a reply. A failure
+    /// is logged and the store keeps serving.
     pub(crate) fn reclaim_if_quiet(&self, log_empty: bool) {
         if !log_empty {
             return;
@@ -396,8 +394,8 @@ impl Store {
                 return;
             }
         };
-        let floor = self.bytes_after_reclaim.load(Ordering::Relaxed);
-        if before < RECLAIM_MIN_BYTES || before <= floor.saturating_mul(2) {
+        let live = crate::snapshot::current_file_len(self);
+        if before < RECLAIM_MIN_BYTES || before <= live.saturating_mul(2) {
             return;
         }
         let started = Instant::now();
@@ -416,10 +414,10 @@ impl Store {
             }
         }
         let after = self.stored_bytes().unwrap_or(before);
-        self.bytes_after_reclaim.store(after, Ordering::Relaxed);
         tracing::info!(
             before,
             after,
+            snapshot_bytes = live,
             millis = started.elapsed().as_millis() as u64,
             "quiet-time compaction gave the disk back"
         );

@@ -268,6 +268,15 @@ fn current_file(store: &Store) -> Result<Option<String>, StoreError> {
         .transpose()
 }
 
+/// Size in bytes of the current snapshot file (the serialized replicated
+/// state), 0 when there is none or it cannot be read.
+pub(crate) fn current_file_len(store: &Store) -> u64 {
+    match current_file(store) {
+        Ok(Some(name)) => std::fs::metadata(dir(store).join(name)).map_or(0, |m| m.len()),
+        _ => 0,
+    }
+}
+
 /// Adds "the current snapshot is `meta` in `file`" to `batch`.
 fn point_at(
     store: &Store,
