@@ -225,14 +225,16 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             count = pending.len(),
             "proposing the reports of deliveries finished before the restart"
         );
-        let mut t = lock(&self.tracking);
-        for (id, command) in pending {
-            if let Command::DuplicateDelivered { .. } = &command {
-                // A "text sent" mark without a report: the last run died
-                // between the message text and recording the reply. The
-                // target may hold a copy and this message is delivered
-                // again: count it now and trace it; the message itself is
-                // delivered as usual.
+        // "Text sent" marks without a report: the last run died between
+        // the message text and recording the reply. The target may hold a
+        // copy and the message is delivered again: count it now and trace
+        // it. The mark is cleared here, before the loop can start that
+        // delivery: the next attempt writes its own mark (or its report)
+        // under the same key, and clearing later could remove that one, so
+        // a crash in the next attempt would go uncounted.
+        let mut marks = Vec::new();
+        for (id, command) in &pending {
+            if let Command::DuplicateDelivered { .. } = command {
                 let span = info_span!("report", id = %id);
                 let _entered = span.enter();
                 metrics::counter!(m::DUPLICATE_DELIVERIES_TOTAL, "reason" => "outcome_unknown")
@@ -242,15 +244,25 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                     "this node stopped after sending the message text and before recording \
                      the reply: its next delivery is counted as a possible duplicate"
                 );
-                let this = self.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = this.proposer.propose(command).await {
+                if let Err(e) = self.store.clear_pending_report(id) {
+                    warn!(error = %e, "cannot clear a text-sent mark (counted again after a restart)");
+                }
+                marks.push(command.clone());
+            }
+        }
+        if !marks.is_empty() {
+            let this = self.clone();
+            tokio::spawn(async move {
+                for note in marks {
+                    if let Err(e) = this.proposer.propose(note).await {
                         debug!(error = %e, "could not trace a possible duplicate");
                     }
-                    if let Err(e) = this.store.clear_pending_report(&id) {
-                        warn!(error = %e, "cannot clear a text-sent mark");
-                    }
-                });
+                }
+            });
+        }
+        let mut t = lock(&self.tracking);
+        for (id, command) in pending {
+            if let Command::DuplicateDelivered { .. } = &command {
                 continue;
             }
             t.unreported.insert(

@@ -8,7 +8,7 @@ mod support;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use relay_delivery::ProposeError;
+use relay_delivery::{DeliveryStore, ProposeError};
 use relay_testkit::{Behaviour, TargetOptions, TestTarget, wait_until};
 use relay_types::{Command, TlsPolicy, UnixMillis};
 use support::{BODY, FakeCluster, Running, WAIT, config, message, reports_for};
@@ -235,4 +235,82 @@ async fn a_crash_after_the_message_text_counts_the_next_copy() {
     };
     assert_eq!(*by, support::NODE);
     assert!(why.contains("after sending the message text"), "{why}");
+}
+
+/// Two crashes in a row after the message text. The restart counts the
+/// first run's mark, and the next attempt writes its own mark under the
+/// same key; tracing the first one must never remove the second (it once
+/// did, once the trace note committed), or the third copy goes uncounted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_crash_after_the_text_is_counted_too() {
+    let target = held_reply_target(Duration::from_secs(60)).await;
+    let cluster = FakeCluster::new();
+    cluster.set_route("example.test", vec![target.target()], TlsPolicy::None);
+    let id = cluster.enqueue(message("s@sender.test", &["a@example.test"], BODY));
+    let marked = |cluster: &FakeCluster| {
+        cluster
+            .pending_reports()
+            .unwrap()
+            .iter()
+            .any(|(m, c)| *m == id && matches!(c, Command::DuplicateDelivered { .. }))
+    };
+
+    // First run: the target stores copy 1 and holds its reply; crash.
+    let first = Running::start(&cluster, config());
+    wait_until(WAIT, || target.accepted_count() == 1)
+        .await
+        .expect("the target stored the first copy");
+    first.crash().await;
+    assert!(marked(&cluster), "the first run left its text-sent mark");
+
+    // Second run, its trace note held back: it counts the first copy and
+    // sends copy 2, whose reply is held too.
+    let gate = cluster.hold_proposals();
+    let second = Running::start(&cluster, config());
+    wait_until(WAIT, || target.accepted_count() == 2)
+        .await
+        .expect("the target stored the second copy");
+    assert!(marked(&cluster), "the second attempt wrote its own mark");
+    // The note about the first copy commits while copy 2 waits for its reply.
+    gate.add_permits(1);
+    let note_committed = |cluster: &FakeCluster| {
+        cluster
+            .committed_commands()
+            .iter()
+            .filter(|c| matches!(c, Command::DuplicateDelivered { id: d, .. } if *d == id))
+            .count()
+    };
+    wait_until(WAIT, || note_committed(&cluster) == 1)
+        .await
+        .expect("the first copy is traced");
+    // Whatever the note's task does after its commit, the second attempt's
+    // mark must stay (polled for a while: the old code removed it at once).
+    let removed = wait_until(Duration::from_secs(2), || !marked(&cluster)).await;
+    assert!(
+        removed.is_err(),
+        "tracing the first copy removed the second attempt's mark"
+    );
+    second.crash().await;
+
+    // Third run: copy 3, counted as well.
+    gate.add_permits(1_000);
+    target.set_behaviour(Behaviour::AcceptAll);
+    let third = Running::start(&cluster, config());
+    wait_until(WAIT, || cluster.record(&id).is_none())
+        .await
+        .expect("delivered and reported after the second restart");
+    third.stop().await;
+    assert_eq!(
+        target.accepted_count(),
+        3,
+        "three copies reached the target"
+    );
+    wait_until(WAIT, || note_committed(&cluster) == 2)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "each extra copy is traced: {} notes",
+                note_committed(&cluster)
+            )
+        });
 }

@@ -298,6 +298,13 @@ impl Running {
         Running { stop, task }
     }
 
+    /// The process dies: the loop's task is aborted, nothing more is
+    /// written (what the store holds stays, as on a disk).
+    pub async fn crash(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     /// Cancels and waits for the loop to return.
     pub async fn stop(self) {
         self.stop.cancel();
