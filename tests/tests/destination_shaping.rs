@@ -52,7 +52,7 @@ async fn three_owners_together_stay_within_the_route_concurrency() {
     let tier = InProcessCluster::start(InProcessOptions {
         routes: vec![("dest.test".into(), target.target())],
         shaping: Shaping {
-            concurrency: None,
+            concurrency: Some(3),
             rate: None,
         },
         // Unshaped, three nodes would run up to 30 at once.
@@ -145,7 +145,7 @@ async fn a_route_rate_spaces_deliveries_at_the_target() {
         routes: vec![("dest.test".into(), target.target())],
         shaping: Shaping {
             concurrency: None,
-            rate: None,
+            rate: Some(rate),
         },
         max_concurrent: 10,
         ..Default::default()
