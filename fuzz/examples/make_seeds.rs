@@ -129,10 +129,7 @@ fn main() {
         },
         Command::SetRoute {
             domain: "example.test".into(),
-            route: Route {
-                targets: vec!["127.0.0.1:2600".into()],
-                tls: TlsPolicy::Required,
-            },
+            route: Route::new(vec!["127.0.0.1:2600".into()], TlsPolicy::Required),
         },
         Command::RemoveRoute {
             domain: "example.test".into(),
@@ -267,6 +264,8 @@ fn main() {
                 "192.0.2.7".into(),
             ],
             tls: "required".into(),
+            concurrency: 6,
+            rate: "20/s".into(),
         }),
         by: "ops".into(),
     };

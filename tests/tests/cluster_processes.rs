@@ -10,10 +10,7 @@ use relay_types::{Command, CommandResult, Route, TlsPolicy};
 fn route(n: u32) -> Command {
     Command::SetRoute {
         domain: format!("d{n}.test"),
-        route: Route {
-            targets: vec![format!("127.0.0.1:{}", 1000 + n)],
-            tls: TlsPolicy::None,
-        },
+        route: Route::new(vec![format!("127.0.0.1:{}", 1000 + n)], TlsPolicy::None),
     }
 }
 

@@ -458,7 +458,67 @@ async fn route_change_sends_the_backlog_to_the_new_target() {
         })
         .await;
         assert_eq!(routes["tls"], "none");
+        assert_eq!(routes["concurrency"], Value::Null);
+        assert_eq!(routes["rate"], Value::Null);
     }
+
+    // Shaping travels with the route to every node (all of them read
+    // format 2, so the admin service proposes it).
+    let shaped = ctl_ok(
+        &cluster,
+        2,
+        &[
+            "route",
+            "set",
+            "route.test",
+            &new_target,
+            "--tls",
+            "none",
+            "--concurrency",
+            "6",
+            "--rate",
+            "20/s",
+        ],
+    );
+    assert_eq!(shaped["concurrency"], 6);
+    assert_eq!(shaped["rate"], "20/s");
+    for node in [1, 2, 3] {
+        poll(WITHIN, "shaping replicated", || {
+            let r = ctl_ok(&cluster, node, &["route", "list"]);
+            let route = r["routes"]
+                .as_array()?
+                .iter()
+                .find(|r| r["domain"] == "route.test")?
+                .clone();
+            (route["concurrency"] == 6 && route["rate"] == "20/s").then_some(())
+        })
+        .await;
+    }
+    let table = cluster.relayctl(1, &["route", "list"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("CONCURRENCY") && table.contains("20/s"),
+        "{table}"
+    );
+    let (code, _, stderr) = ctl(
+        &cluster,
+        1,
+        &["route", "set", "route.test", &new_target, "--rate", "fast"],
+    );
+    assert_eq!(code, 2, "a bad rate is a usage error: {stderr}");
+    assert!(stderr.contains("invalid rate"), "{stderr}");
+    // `route set` replaces the whole route: without the flags, no shaping.
+    ctl_ok(&cluster, 3, &["route", "set", "route.test", &new_target]);
+    poll(WITHIN, "shaping cleared", || {
+        let r = ctl_ok(&cluster, 1, &["route", "list"]);
+        let route = r["routes"]
+            .as_array()?
+            .iter()
+            .find(|r| r["domain"] == "route.test")?
+            .clone();
+        (route["concurrency"].is_null() && route["rate"].is_null()).then_some(())
+    })
+    .await;
 
     let removed = ctl_ok(&cluster, 1, &["route", "remove", "route.test"]);
     assert_eq!(removed["removed"], true);

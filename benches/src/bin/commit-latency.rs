@@ -46,10 +46,7 @@ async fn main() -> anyhow::Result<()> {
     for i in 0..args.count {
         let command = Command::SetRoute {
             domain: format!("bench-{}.test", i % 16),
-            route: Route {
-                targets: vec!["127.0.0.1:9".into()],
-                tls: TlsPolicy::None,
-            },
+            route: Route::new(vec!["127.0.0.1:9".into()], TlsPolicy::None),
         };
         let start = Instant::now();
         client

@@ -11,8 +11,8 @@ use crate::output::{self, outln};
 pub enum RouteCommand {
     /// Every route.
     List,
-    /// Set a domain's route; its queued backlog is retried at once, so it
-    /// goes to the new targets.
+    /// Set a domain's route (all of it: a setting left out is unset); its
+    /// queued backlog is retried at once, so it goes to the new targets.
     Set {
         /// The domain (case and a trailing dot do not matter).
         domain: String,
@@ -22,6 +22,16 @@ pub enum RouteCommand {
         /// TLS towards the targets.
         #[arg(long, default_value = "opportunistic", value_parser = ["none", "opportunistic", "required"])]
         tls: String,
+        /// Most deliveries at once to the targets, cluster-wide: each of
+        /// the V voters takes max(1, N / V), starting low and growing by
+        /// one per accepted delivery (slow start). Without it, each node
+        /// delivers up to its `per_target_concurrency`.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+        concurrency: Option<u32>,
+        /// Most messages started to the targets, cluster-wide: N/s, N/m or
+        /// N/h (each of the V voters takes 1/V of it).
+        #[arg(long, value_name = "N/s")]
+        rate: Option<String>,
         /// Who; kept in the trace of each re-routed message.
         #[arg(long, env = "RELAYCTL_OPERATOR")]
         by: Option<String>,
@@ -49,22 +59,39 @@ pub async fn run(admin: &mut Admin, command: RouteCommand, as_json: bool) -> Res
                         "domain": r.domain,
                         "targets": r.targets,
                         "tls": r.tls,
+                        "concurrency": (r.concurrency > 0).then_some(r.concurrency),
+                        "rate": (!r.rate.is_empty()).then_some(&r.rate),
                     })).collect::<Vec<_>>(),
                 }));
                 return Ok(());
             }
-            let rows: Vec<[String; 3]> = reply
+            let unset = |s: String| if s.is_empty() { "-".to_string() } else { s };
+            let rows: Vec<[String; 5]> = reply
                 .routes
                 .iter()
-                .map(|r| [r.domain.clone(), r.targets.join(","), r.tls.clone()])
+                .map(|r| {
+                    [
+                        r.domain.clone(),
+                        r.targets.join(","),
+                        r.tls.clone(),
+                        unset(if r.concurrency > 0 {
+                            r.concurrency.to_string()
+                        } else {
+                            String::new()
+                        }),
+                        unset(r.rate.clone()),
+                    ]
+                })
                 .collect();
-            output::table(&["DOMAIN", "TARGETS", "TLS"], &rows);
+            output::table(&["DOMAIN", "TARGETS", "TLS", "CONCURRENCY", "RATE"], &rows);
             Ok(())
         }
         RouteCommand::Set {
             domain,
             targets,
             tls,
+            concurrency,
+            rate,
             by,
         } => {
             let targets: Vec<String> = targets
@@ -79,6 +106,8 @@ pub async fn run(admin: &mut Admin, command: RouteCommand, as_json: bool) -> Res
                         domain,
                         targets: targets.clone(),
                         tls: tls.clone(),
+                        concurrency: concurrency.unwrap_or(0),
+                        rate: rate.clone().unwrap_or_default(),
                     }),
                     by: crate::queue::operator(by),
                 })
@@ -90,11 +119,20 @@ pub async fn run(admin: &mut Admin, command: RouteCommand, as_json: bool) -> Res
                     "domain": reply.domain,
                     "targets": targets,
                     "tls": tls,
+                    "concurrency": concurrency,
+                    "rate": rate,
                     "flushed": reply.flushed,
                 }));
             } else {
+                let mut shaping = String::new();
+                if let Some(n) = concurrency {
+                    shaping.push_str(&format!(", concurrency {n}"));
+                }
+                if let Some(rate) = &rate {
+                    shaping.push_str(&format!(", rate {rate}"));
+                }
                 outln!(
-                    "route for {} set to {} (tls {tls}); {} queued message(s) retried now",
+                    "route for {} set to {} (tls {tls}{shaping}); {} queued message(s) retried now",
                     reply.domain,
                     targets.join(","),
                     reply.flushed

@@ -21,7 +21,9 @@ pub struct DeliveryConfig {
     pub poll_interval: Duration,
     /// Messages delivered at once (0 counts as 1).
     pub max_concurrent_deliveries: usize,
-    /// Messages delivered at once to one route's targets (0 counts as 1).
+    /// Messages delivered at once by this node to one route's targets
+    /// (0 counts as 1), for routes without a concurrency of their own
+    /// (see [`crate::shaping`]).
     pub per_target_concurrency: usize,
     /// Route for domains without their own route; `None`: such recipients
     /// are deferred with "no route" until one is set or they expire.

@@ -7,8 +7,9 @@
 //! 2. unless the last proposals found no leader (then nothing new starts:
 //!    a node that cannot commit cannot prove it still owns its messages),
 //!    due messages are read, each pending recipient's domain is routed, and
-//!    every message that gets a global slot and a slot on each of its
-//!    routes starts delivering in its own task.
+//!    every message that gets a global slot and a start at each of its
+//!    routes' destinations (concurrency and rate, see [`crate::shaping`])
+//!    starts delivering in its own task.
 //!
 //! A message is never attempted twice at once: it is *in flight* from the
 //! moment it is picked until its report commits (or is rejected). After a
@@ -38,6 +39,7 @@ use crate::config::DeliveryConfig;
 use crate::connection_cache::ConnectionCache;
 use crate::error::ProposeError;
 use crate::metrics as m;
+use crate::shaping::{self, Shaper};
 
 use crate::report::{self, Report, ReportContext};
 
@@ -70,8 +72,9 @@ struct Inner<S, P> {
     proposer: Arc<P>,
     /// One permit per message being delivered.
     slots: Arc<Semaphore>,
-    /// Per route (its target list), one permit per message being delivered.
-    target_slots: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Per destination (a route's target list): concurrency with slow
+    /// start and back-off, and rate.
+    shaper: Arc<Shaper>,
     tracking: Mutex<Tracking>,
     /// A delivery or report finished: run a round soon.
     progress: Notify,
@@ -143,7 +146,7 @@ impl<S: DeliveryStore, P: Proposer> DeliveryLoop<S, P> {
                 store,
                 proposer,
                 slots,
-                target_slots: Mutex::new(HashMap::new()),
+                shaper: Arc::new(Shaper::default()),
                 tracking: Mutex::new(Tracking::default()),
                 progress: Notify::new(),
                 cache: Arc::new(ConnectionCache::new(config.connection_cache)),
@@ -191,7 +194,7 @@ impl<S: DeliveryStore, P: Proposer> DeliveryLoop<S, P> {
                     wake_open = changed.is_ok();
                 }
                 _ = inner.progress.notified() => {}
-                _ = tokio::time::sleep(inner.config.poll_interval) => {}
+                _ = tokio::time::sleep(inner.next_round_in()) => {}
             }
         }
         tasks.close();
@@ -355,6 +358,8 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                 return;
             }
         };
+        // Read once per round: the membership the routes' shares divide by.
+        let voters = u32::try_from(self.proposer.voter_count()).unwrap_or(u32::MAX);
         for plan in planned {
             let Ok(slot) = self.slots.clone().try_acquire_owned() else {
                 break;
@@ -362,13 +367,12 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             if !self.may_start(&plan.record) {
                 continue;
             }
-            let Some(mut permits) = self.target_permits(&plan) else {
+            let Some(destinations) = self.destination_permits(&plan, voters) else {
                 continue;
             };
             if !self.claim(plan.record.id) {
                 continue;
             }
-            permits.push(slot);
             let this = self.clone();
             let span = info_span!(
                 "delivery",
@@ -378,7 +382,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             let guard = self.release_on_unwind(plan.record.id);
             tasks.spawn(
                 async move {
-                    this.deliver(plan, permits).await;
+                    this.deliver(plan, slot, destinations).await;
                     guard.disarm();
                     this.progress.notify_one();
                 }
@@ -480,37 +484,52 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
         ReleaseOnUnwind::new(move || this.release(id))
     }
 
-    /// One permit per distinct route target list, or `None` if a route is
-    /// at its limit (the message waits for a later round).
-    fn target_permits(&self, plan: &Planned) -> Option<Vec<OwnedSemaphorePermit>> {
-        let limit = self.config.per_target_concurrency.max(1);
-        let mut map = lock(&self.target_slots);
-        let mut keys = HashSet::new();
-        let mut permits = Vec::new();
+    /// One start per distinct destination of the message's routes, or
+    /// `None` if one is at its concurrency or rate limit (the message waits
+    /// for a later round).
+    fn destination_permits(&self, plan: &Planned, voters: u32) -> Option<Vec<shaping::Permit>> {
+        let mut wanted: Vec<(String, shaping::Limits)> = Vec::new();
         for group in &plan.groups {
             let Some(route) = &group.route else {
                 continue;
             };
             let key = route.targets.join(",");
-            if !keys.insert(key.clone()) {
+            if wanted.iter().any(|(k, _)| *k == key) {
                 continue;
             }
-            let semaphore = map
-                .entry(key)
-                .or_insert_with(|| Arc::new(Semaphore::new(limit)))
-                .clone();
-            permits.push(semaphore.try_acquire_owned().ok()?);
+            let limits = shaping::Limits::of(route, self.config.per_target_concurrency, voters);
+            wanted.push((key, limits));
         }
-        Some(permits)
+        self.shaper
+            .try_start(&wanted, std::time::Instant::now())
+            .ok()
+    }
+
+    /// How long the loop may sleep before the next round: the poll
+    /// interval, or less when a rate-limited destination opens sooner.
+    fn next_round_in(&self) -> std::time::Duration {
+        let poll = self.config.poll_interval;
+        match self.shaper.take_wake() {
+            Some(at) => at
+                .saturating_duration_since(std::time::Instant::now())
+                .min(poll),
+            None => poll,
+        }
     }
 
     /// Delivers one message and proposes its report.
-    async fn deliver(self: &Arc<Self>, plan: Planned, permits: Vec<OwnedSemaphorePermit>) {
+    async fn deliver(
+        self: &Arc<Self>,
+        plan: Planned,
+        slot: OwnedSemaphorePermit,
+        mut destinations: Vec<shaping::Permit>,
+    ) {
         let id = plan.record.id;
         let started = Instant::now();
-        let report = self.attempt(&plan).await;
+        let report = self.attempt(&plan, &mut destinations).await;
         // The SMTP work is done: free the slots before the proposal.
-        drop(permits);
+        drop(destinations);
+        drop(slot);
         metrics::histogram!(m::ATTEMPT_SECONDS).record(started.elapsed().as_secs_f64());
         let Some(report) = report else {
             self.release(id);
@@ -552,9 +571,14 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
         self.propose_report(id, unreported).await;
     }
 
-    /// Runs the SMTP transactions of one attempt. `None`: nothing to report
-    /// (the message is gone, or the store failed).
-    async fn attempt(self: &Arc<Self>, plan: &Planned) -> Option<Report> {
+    /// Runs the SMTP transactions of one attempt, finishing each
+    /// destination's permit with how its transaction went. `None`: nothing
+    /// to report (the message is gone, or the store failed).
+    async fn attempt(
+        self: &Arc<Self>,
+        plan: &Planned,
+        destinations: &mut Vec<shaping::Permit>,
+    ) -> Option<Report> {
         let record = &plan.record;
         let body = match self.read_body(record.id).await {
             Ok(None) => {
@@ -635,7 +659,17 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                     match transport::send_cached(route, &tx, &self.transport, &gate, &self.cache)
                         .await
                     {
-                        Some(sent) => results.extend(sent),
+                        Some(sent) => {
+                            let key = route.targets.join(",");
+                            if let Some(at) =
+                                destinations.iter().position(|p| p.destination() == key)
+                            {
+                                let outcome =
+                                    shaping::Outcome::of(sent.iter().map(|r| r.result.class));
+                                destinations.swap_remove(at).finish(outcome);
+                            }
+                            results.extend(sent);
+                        }
                         None => {
                             // Nothing reached this route's target. Earlier
                             // groups did: report them; these recipients

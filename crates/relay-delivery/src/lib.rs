@@ -64,6 +64,8 @@
 //! - [`dsn`] — the RFC 3464 delivery status notification for failures.
 //! - `delivery_loop` — [`DeliveryLoop`]: scheduling, concurrency limits,
 //!   in-flight tracking, proposing.
+//! - [`shaping`] — per-destination concurrency (slow start, back-off) and
+//!   rate, the route's cluster-wide limits split between the voters.
 //! - [`maillog`] — the delivery log: one Postfix-style line per recipient
 //!   per attempt (`tracing` target `maillog`).
 //! - [`metrics`] — this crate's Prometheus instruments.
@@ -82,6 +84,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod probe;
 pub mod report;
+pub mod shaping;
 pub mod transport;
 
 use std::future::Future;
@@ -154,6 +157,13 @@ pub trait Proposer: Send + Sync + 'static {
     /// reported, see the crate's delivery guarantee).
     fn may_start_session(&self) -> bool {
         true
+    }
+
+    /// How many nodes share a route's cluster-wide limits (the voters in
+    /// this node's current membership; see [`shaping`]). The default is a
+    /// cluster of one.
+    fn voter_count(&self) -> usize {
+        1
     }
 
     /// Right before a transaction's message text: resolves `true` once

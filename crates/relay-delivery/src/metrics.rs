@@ -62,6 +62,24 @@ pub const CONNECTION_REUSES_TOTAL: &str = "relay_delivery_connection_reuses_tota
 /// `RSET`) when taken; the message went over another session.
 pub const CONNECTION_CACHE_STALE_TOTAL: &str = "relay_delivery_connection_cache_stale_total";
 
+/// Gauge, label `destination` (a route's targets joined by `,`): this
+/// node's deliveries to the destination running now (see
+/// [`crate::shaping`]). Destinations come from routes, so the label set
+/// stays small.
+pub const DESTINATION_CONCURRENCY: &str = "relay_destination_concurrency";
+/// Gauge, label `destination`: how many deliveries this node may run to
+/// the destination now: its share of the route's limit, lowered by slow
+/// start and back-off (or `per_target_concurrency` for an unshaped route).
+pub const DESTINATION_CONCURRENCY_LIMIT: &str = "relay_destination_concurrency_limit";
+/// Counter, label `destination`: deliveries to the destination that ended
+/// with a temporary failure (4xx, connection or timeout) for every
+/// recipient: each one is a back-off signal.
+pub const DESTINATION_DEFERRALS_TOTAL: &str = "relay_destination_deferrals_total";
+/// Counter, labels `destination` and `reason` = `concurrency` | `rate`:
+/// due messages held back in a round because the destination was at its
+/// concurrency or rate limit (they start in a later round).
+pub const DESTINATION_THROTTLED_TOTAL: &str = "relay_destination_throttled_total";
+
 /// Creates every series whose labels are known in advance at zero (the
 /// histograms too), so each is on `/metrics` from the first scrape and
 /// alerts over `rate()` see the first event. Per-target series of
@@ -149,6 +167,22 @@ pub fn describe() {
     describe_counter!(
         CONNECTION_CACHE_STALE_TOTAL,
         "Cached SMTP sessions found closed by the target when taken."
+    );
+    describe_gauge!(
+        DESTINATION_CONCURRENCY,
+        "Deliveries running now per destination (route targets), on this node."
+    );
+    describe_gauge!(
+        DESTINATION_CONCURRENCY_LIMIT,
+        "Deliveries this node may run at once per destination, after slow start and back-off."
+    );
+    describe_counter!(
+        DESTINATION_DEFERRALS_TOTAL,
+        "Deliveries per destination that failed temporarily for every recipient (back-off signals)."
+    );
+    describe_counter!(
+        DESTINATION_THROTTLED_TOTAL,
+        "Due messages held back per destination by its concurrency or rate limit."
     );
     describe_histogram!(
         MESSAGE_DELIVERY_SECONDS,

@@ -152,10 +152,7 @@ async fn a_connection_the_target_closed_while_idle_is_replaced_without_loss() {
 }
 
 fn route(target: &TestTarget, tls: TlsPolicy) -> Route {
-    Route {
-        targets: vec![target.target()],
-        tls,
-    }
+    Route::new(vec![target.target()], tls)
 }
 
 fn settings() -> TransportSettings {

@@ -291,10 +291,7 @@ async fn domains_without_a_route_use_the_default_route() {
     let running = Running::start(
         &cluster,
         relay_delivery::DeliveryConfig {
-            default_route: Some(Route {
-                targets: vec![target.target()],
-                tls: TlsPolicy::None,
-            }),
+            default_route: Some(Route::new(vec![target.target()], TlsPolicy::None)),
             ..config()
         },
     );

@@ -208,6 +208,10 @@ impl relay_delivery::Proposer for ClusterProposer {
         self.cluster.may_start_delivery()
     }
 
+    fn voter_count(&self) -> usize {
+        self.cluster.members().voters.len().max(1)
+    }
+
     async fn confirm_lease_since(&self, since: std::time::Instant) -> bool {
         self.cluster.confirm_lease_since(since).await
     }

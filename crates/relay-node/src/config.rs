@@ -1063,10 +1063,7 @@ impl Validator {
                 TlsPolicy::default()
             }
         };
-        Route {
-            targets: targets.to_vec(),
-            tls,
-        }
+        Route::new(targets.to_vec(), tls)
     }
 
     fn duration(&mut self, key: &str, text: &str) -> Duration {

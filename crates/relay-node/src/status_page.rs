@@ -394,10 +394,7 @@ mod tests {
                 .collect(),
             routes: vec![RouteRow {
                 domain: "example.test".into(),
-                route: Route {
-                    targets: vec!["127.0.0.1:2600".into()],
-                    tls: relay_types::TlsPolicy::None,
-                },
+                route: Route::new(vec!["127.0.0.1:2600".into()], relay_types::TlsPolicy::None),
                 last: vec![None],
             }],
             queue: QueueCounts::default(),

@@ -26,7 +26,8 @@ use relay_cluster::{Cluster, ClusterConfig};
 use relay_smtp::SessionBackend;
 use relay_store::StateMachine;
 use relay_types::{
-    Command, Envelope, MessageId, MessageInfo, NodeId, Recipient, Route, TlsPolicy, UnixMillis,
+    Command, Envelope, MessageId, MessageInfo, NodeId, Recipient, Route, Shaping, TlsPolicy,
+    UnixMillis,
 };
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,8 @@ pub struct InProcessOptions {
     pub nodes: usize,
     /// `(domain, target host:port)` routes set once the cluster is up.
     pub routes: Vec<(String, String)>,
+    /// The shaping of every route in `routes`.
+    pub shaping: Shaping,
     /// `cluster.takeover_after`.
     pub takeover_after: Duration,
     /// Raft heartbeat.
@@ -63,6 +66,7 @@ impl Default for InProcessOptions {
         InProcessOptions {
             nodes: 3,
             routes: Vec::new(),
+            shaping: Shaping::default(),
             takeover_after: Duration::from_secs(3),
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
@@ -201,8 +205,8 @@ impl InProcessCluster {
                 .propose(Command::SetRoute {
                     domain,
                     route: Route {
-                        targets: vec![target],
-                        tls: TlsPolicy::None,
+                        shaping: options.shaping,
+                        ..Route::new(vec![target], TlsPolicy::None)
                     },
                 })
                 .await

@@ -114,10 +114,7 @@ fn single_command() -> impl Strategy<Value = Command> {
         }),
         (0u8..3).prop_map(|d| Command::SetRoute {
             domain: format!("d{d}.test"),
-            route: Route {
-                targets: vec!["127.0.0.1:2600".into()],
-                tls: TlsPolicy::None
-            },
+            route: Route::new(vec!["127.0.0.1:2600".into()], TlsPolicy::None),
         }),
         (0u8..3).prop_map(|d| Command::RemoveRoute {
             domain: format!("d{d}.test")

@@ -357,6 +357,36 @@ mod format_tests {
     }
 
     #[test]
+    fn a_format_1_store_opens_and_its_routes_read_without_shaping() {
+        // What a release before route shaping left: marker 1 and a route
+        // record in format 1 (version, one target "a:25", opportunistic).
+        let dir = tempfile::tempdir().unwrap();
+        drop(crate::open(dir.path()).unwrap());
+        raw_put(dir.path(), KEY_FORMAT_VERSION, &[1]);
+        {
+            let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+            let mut batch = WriteBatch::default();
+            batch.put_cf(
+                store.cf(crate::db::CF_ROUTES).unwrap(),
+                b"old.test",
+                [1, 1, 4, b'a', b':', b'2', b'5', 1],
+            );
+            store.write(batch).unwrap();
+            store.sync_wal(crate::metrics::SyncOp::Vote).unwrap();
+        }
+        let (_log, state) = crate::open(dir.path()).expect("a format-1 store opens");
+        let routes = state.routes().unwrap();
+        assert_eq!(
+            routes,
+            vec![(
+                "old.test".to_string(),
+                relay_types::Route::new(vec!["a:25".into()], relay_types::TlsPolicy::Opportunistic)
+            )]
+        );
+        assert!(routes[0].1.shaping.is_default());
+    }
+
+    #[test]
     fn a_store_with_data_but_no_format_marker_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         raw_put(dir.path(), KEY_VOTE, b"written by an older encoding");

@@ -16,10 +16,7 @@ use tempfile::TempDir;
 fn route_command(n: u64) -> Command {
     Command::SetRoute {
         domain: format!("d{n}.test"),
-        route: Route {
-            targets: vec!["127.0.0.1:2600".into()],
-            tls: TlsPolicy::None,
-        },
+        route: Route::new(vec!["127.0.0.1:2600".into()], TlsPolicy::None),
     }
 }
 

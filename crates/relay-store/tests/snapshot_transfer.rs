@@ -163,10 +163,7 @@ async fn installing_a_snapshot_replaces_all_existing_state() {
             8,
             Command::SetRoute {
                 domain: "zzz.test".into(),
-                route: Route {
-                    targets: vec!["10.0.0.1:25".into()],
-                    tls: TlsPolicy::Required,
-                },
+                route: Route::new(vec!["10.0.0.1:25".into()], TlsPolicy::Required),
             },
         ),
     )

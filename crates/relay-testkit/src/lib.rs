@@ -14,7 +14,8 @@
 //!
 //! # Layout
 //! - [`target`] — [`TestTarget`], its [`TargetOptions`], runtime
-//!   [`Behaviour`], [`Reply`] and the recorded [`ReceivedMessage`].
+//!   [`Behaviour`], [`Reply`], the recorded [`ReceivedMessage`] and
+//!   [`TransactionStart`] (concurrent transactions, for shaping tests).
 //! - `session` — one hand-written ESMTP server session (EHLO/HELO, MAIL,
 //!   RCPT, DATA with dot-unstuffing, RSET, NOOP, VRFY, QUIT, STARTTLS).
 //! - `tls` — a throw-away self-signed certificate for STARTTLS.
@@ -31,5 +32,5 @@ pub mod wait;
 
 pub use error::TestkitError;
 pub use sink::{DirSink, MessageSink};
-pub use target::{Behaviour, ReceivedMessage, Reply, TargetOptions, TestTarget};
+pub use target::{Behaviour, ReceivedMessage, Reply, TargetOptions, TestTarget, TransactionStart};
 pub use wait::{WaitTimeout, wait_for, wait_until};

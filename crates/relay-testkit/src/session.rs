@@ -14,7 +14,7 @@ use tokio::io::{
 };
 use tokio::net::TcpStream;
 
-use crate::target::{Behaviour, ReceivedMessage, Shared};
+use crate::target::{Behaviour, OpenTransaction, ReceivedMessage, Shared};
 
 /// Longest command line read (RFC 5321 allows 512; be generous).
 const MAX_COMMAND_LINE: usize = 4096;
@@ -92,6 +92,7 @@ struct Transaction {
     mail_from: String,
     mail_params: String,
     rcpt_to: Vec<String>,
+    mail_at: Option<std::time::Instant>,
 }
 
 /// The command loop over any stream (plain or TLS).
@@ -107,6 +108,8 @@ where
 {
     let mut helo = String::new();
     let mut txn: Option<Transaction> = None;
+    // Counted as open from MAIL FROM to the reply to the final dot.
+    let mut open = None;
     let mut line = Vec::new();
     let mut close_idle = shared.close_idle.subscribe();
     loop {
@@ -135,10 +138,19 @@ where
             Some((verb, rest)) => (verb.to_ascii_uppercase(), rest.trim()),
             None => (text.to_ascii_uppercase(), ""),
         };
+        if !matches!(verb.as_str(), "MAIL" | "RCPT" | "DATA")
+            && open
+                .as_ref()
+                .is_some_and(|t: &OpenTransaction<'_>| !t.mail_accepted())
+        {
+            // The command after a rejected MAIL FROM ends that transaction.
+            drop(open.take());
+        }
         let reply = match verb.as_str() {
             "EHLO" => {
                 helo = rest.to_string();
                 txn = None;
+                drop(open.take());
                 let mut lines = vec![
                     shared.hostname.clone(),
                     "PIPELINING".into(),
@@ -155,17 +167,28 @@ where
             "HELO" => {
                 helo = rest.to_string();
                 txn = None;
+                drop(open.take());
                 format!("250 {}\r\n", shared.hostname)
             }
             "MAIL" => match parse_path(rest, "FROM:") {
                 None => "501 5.5.4 syntax: MAIL FROM:<address>\r\n".into(),
                 Some((from, params)) => match shared.behaviour() {
-                    Behaviour::RejectMail(reply) => reply.line(),
+                    Behaviour::RejectMail(reply) => {
+                        // Open until the client's next command (RSET or
+                        // QUIT) or the end of the connection: the client
+                        // is still busy with this delivery until then.
+                        drop(open.take());
+                        open = Some(shared.transaction_started(false));
+                        reply.line()
+                    }
                     _ => {
+                        drop(open.take());
+                        open = Some(shared.transaction_started(true));
                         txn = Some(Transaction {
                             mail_from: from,
                             mail_params: params,
                             rcpt_to: Vec::new(),
+                            mail_at: Some(std::time::Instant::now()),
                         });
                         "250 2.1.0 Ok\r\n".into()
                     }
@@ -216,6 +239,7 @@ where
             },
             "RSET" => {
                 txn = None;
+                drop(open.take());
                 "250 2.0.0 Ok\r\n".into()
             }
             "NOOP" => "250 2.0.0 Ok\r\n".into(),
@@ -237,6 +261,10 @@ where
         };
         if send(io, &reply).await.is_err() {
             return End::Closed;
+        }
+        if verb == "DATA" && txn.is_none() {
+            // The final dot is answered: the transaction is over.
+            drop(open.take());
         }
     }
 }
@@ -266,6 +294,8 @@ async fn finish_data(
         data: Bytes::from(data),
         tls,
         peer,
+        mail_at: txn.mail_at.unwrap_or_else(std::time::Instant::now),
+        received_at: std::time::Instant::now(),
     };
     if behaviour == Behaviour::DropAfterData {
         let message = ReceivedMessage {

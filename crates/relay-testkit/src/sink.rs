@@ -125,6 +125,8 @@ mod tests {
             data: Bytes::from_static(b"Subject: x\r\n\r\nhi\r\n"),
             tls: false,
             peer: "127.0.0.1:4000".parse().expect("addr"),
+            mail_at: std::time::Instant::now(),
+            received_at: std::time::Instant::now(),
         }
     }
 

@@ -4,7 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::net::TcpListener;
@@ -116,6 +116,24 @@ pub struct ReceivedMessage {
     pub tls: bool,
     /// The client's address.
     pub peer: SocketAddr,
+    /// When its `MAIL FROM` arrived.
+    pub mail_at: Instant,
+    /// When its final dot arrived (the target stored it then).
+    pub received_at: Instant,
+}
+
+/// A transaction as the target saw it start: from an accepted `MAIL FROM`
+/// until the reply to its final dot is sent (or `RSET`, a new `EHLO`, or
+/// the connection ends); a rejected `MAIL FROM` is a transaction that ends
+/// with its reply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransactionStart {
+    /// When its `MAIL FROM` arrived.
+    pub at: Instant,
+    /// Transactions open at that moment, itself included.
+    pub concurrent: usize,
+    /// Whether `MAIL FROM` was accepted.
+    pub mail_accepted: bool,
 }
 
 /// How to start a target.
@@ -181,9 +199,34 @@ pub(crate) struct Shared {
     connections: AtomicUsize,
     /// Sessions being served right now.
     open: AtomicUsize,
+    /// Transactions open right now, and every start.
+    transactions: Mutex<Transactions>,
     /// Bumped by [`TestTarget::close_idle_connections`]: sessions opened
     /// before the bump close when they next wait for a command.
     pub(crate) close_idle: watch::Sender<u64>,
+}
+
+#[derive(Default)]
+struct Transactions {
+    open: usize,
+    starts: Vec<TransactionStart>,
+}
+
+/// An open transaction; it ends when dropped.
+pub(crate) struct OpenTransaction<'a>(&'a Shared, bool);
+
+impl OpenTransaction<'_> {
+    /// Whether its `MAIL FROM` was accepted.
+    pub(crate) fn mail_accepted(&self) -> bool {
+        self.1
+    }
+}
+
+impl Drop for OpenTransaction<'_> {
+    fn drop(&mut self) {
+        let mut t = lock(&self.0.transactions);
+        t.open = t.open.saturating_sub(1);
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -205,6 +248,20 @@ impl Shared {
 
     pub(crate) fn connection_closed(&self) {
         self.open.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Records a transaction starting now; it stays open until the
+    /// returned guard is dropped.
+    pub(crate) fn transaction_started(&self, mail_accepted: bool) -> OpenTransaction<'_> {
+        let mut t = lock(&self.transactions);
+        t.open += 1;
+        let start = TransactionStart {
+            at: Instant::now(),
+            concurrent: t.open,
+            mail_accepted,
+        };
+        t.starts.push(start);
+        OpenTransaction(self, mail_accepted)
     }
 
     pub(crate) fn next_seq(&self) -> u64 {
@@ -278,6 +335,7 @@ impl TestTarget {
             seq: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
+            transactions: Mutex::new(Transactions::default()),
             close_idle: watch::Sender::new(0),
         });
         let sessions = TaskTracker::new();
@@ -335,6 +393,31 @@ impl TestTarget {
     /// How many connections are open right now.
     pub fn open_connection_count(&self) -> usize {
         self.shared.open.load(Ordering::SeqCst)
+    }
+
+    /// Every transaction start so far, in order, with how many
+    /// transactions were open at that moment (for concurrency limits).
+    pub fn transaction_starts(&self) -> Vec<TransactionStart> {
+        lock(&self.shared.transactions).starts.clone()
+    }
+
+    /// The most transactions that were ever open at once.
+    pub fn max_concurrent_transactions(&self) -> usize {
+        lock(&self.shared.transactions)
+            .starts
+            .iter()
+            .map(|s| s.concurrent)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// How many `MAIL FROM` commands were rejected so far.
+    pub fn rejected_mail_count(&self) -> usize {
+        lock(&self.shared.transactions)
+            .starts
+            .iter()
+            .filter(|s| !s.mail_accepted)
+            .count()
     }
 
     /// Closes, as a server's idle timeout would, every connection open

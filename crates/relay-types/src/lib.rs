@@ -13,7 +13,8 @@
 //! - [`id`]: `MessageId` (UUIDv7, time-ordered), `NodeId`.
 //! - [`time`]: `UnixMillis`, the only notion of time inside entries.
 //! - [`envelope`]: `Envelope`, `Recipient`, DSN parameters.
-//! - [`route`]: `Route`, `TlsPolicy`, domain normalisation.
+//! - [`route`]: `Route`, `TlsPolicy`, `Shaping` (`Rate`), domain
+//!   normalisation.
 //! - [`command`]: the log entries and their results.
 //! - [`record`]: what the state machine stores per message.
 //! - [`codec`]: deterministic binary encoding (postcard behind a format
@@ -37,5 +38,5 @@ pub use id::{MessageId, NodeId};
 pub use record::{
     Hold, MessageRecord, MessageState, QueueCounts, RecipientStatus, TraceEvent, node_name,
 };
-pub use route::{Route, TlsPolicy, normalize_domain};
+pub use route::{Rate, Route, Shaping, TlsPolicy, normalize_domain};
 pub use time::UnixMillis;

@@ -86,7 +86,7 @@ impl FakeCluster {
     pub fn set_route(&self, domain: &str, targets: Vec<String>, tls: TlsPolicy) {
         self.setup(Command::SetRoute {
             domain: domain.into(),
-            route: Route { targets, tls },
+            route: Route::new(targets, tls),
         });
     }
 

@@ -182,6 +182,12 @@ pub fn route(domain: &str, r: &Route) -> pb::RouteInfo {
         domain: domain.to_string(),
         targets: r.targets.clone(),
         tls: r.tls.to_string(),
+        concurrency: r.shaping.concurrency.unwrap_or(0),
+        rate: r
+            .shaping
+            .rate
+            .map(|rate| rate.to_string())
+            .unwrap_or_default(),
     }
 }
 

@@ -23,9 +23,10 @@ use relay_proto::admin as pb;
 use relay_proto::admin::admin_server::Admin;
 use relay_proto::admin::{NodeInfo, QueueCounts, StatusReply, StatusRequest};
 use relay_store::StoreError;
+use relay_types::codec::SHAPING_FORMAT;
 use relay_types::{
-    AdminAction, Command, CommandResult, MessageFilter, MessageState, Route, Selector, TlsPolicy,
-    UnixMillis, normalize_domain,
+    AdminAction, Command, CommandResult, MessageFilter, MessageState, Rate, Route, Selector,
+    Shaping, TlsPolicy, UnixMillis, normalize_domain,
 };
 use subtle::ConstantTimeEq;
 use tonic::{Request, Response, Status};
@@ -102,6 +103,35 @@ impl AdminService {
     /// Commits `command`; its result or UNAVAILABLE.
     async fn propose(&self, command: Command) -> Result<CommandResult, Status> {
         self.cluster.propose(command).await.map_err(propose_status)
+    }
+
+    /// The rolling-upgrade rule (docs/design.md, "Formats and upgrades"):
+    /// an entry in format `version` is proposed only once every voter
+    /// reports (in its status) that it reads that format; otherwise
+    /// FAILED_PRECONDITION naming the nodes that do not, or did not answer.
+    async fn require_format_everywhere(&self, version: u8, what: &str) -> Result<(), Status> {
+        let status = self.cluster.status(false).await;
+        let behind: Vec<String> = status
+            .members
+            .iter()
+            .filter(|m| m.voter)
+            .filter_map(|m| match &m.reply {
+                Some(r) if r.format_version >= u32::from(version) => None,
+                Some(r) => Some(format!(
+                    "node {} reads up to format {}",
+                    m.id, r.format_version
+                )),
+                None => Some(format!("node {} did not answer", m.id)),
+            })
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        Err(Status::failed_precondition(format!(
+            "{what} is written in format version {version}, which every voter must read \
+             first: {}; upgrade (or start) those nodes and try again",
+            behind.join("; ")
+        )))
     }
 }
 
@@ -380,11 +410,28 @@ impl Admin for AdminService {
         } else {
             info.tls.parse().map_err(Status::invalid_argument)?
         };
+        let rate = if info.rate.trim().is_empty() {
+            None
+        } else {
+            Some(
+                info.rate
+                    .parse::<Rate>()
+                    .map_err(Status::invalid_argument)?,
+            )
+        };
+        let shaping = Shaping {
+            concurrency: (info.concurrency > 0).then_some(info.concurrency),
+            rate,
+        };
+        if !shaping.is_default() {
+            self.require_format_everywhere(SHAPING_FORMAT, "route shaping")
+                .await?;
+        }
         self.propose(Command::SetRoute {
             domain: domain.clone(),
             route: Route {
-                targets: info.targets,
-                tls,
+                shaping,
+                ..Route::new(info.targets, tls)
             },
         })
         .await

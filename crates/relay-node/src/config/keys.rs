@@ -297,7 +297,7 @@ pub const KEYS: &[Key] = &[
     key(
         "delivery.per_target_concurrency",
         Shared,
-        "Deliveries at once to one target.",
+        "Deliveries at once from this node to one route's targets, for routes without a concurrency of their own (`relayctl route set --concurrency` sets a cluster-wide one with slow start: `docs/delivery.md`, \"Destination shaping\").",
     ),
     key(
         "delivery.poll_interval",
@@ -352,7 +352,7 @@ pub const KEYS: &[Key] = &[
     key(
         "routes[].domain",
         Shared,
-        "Recipient domain of a route seeded into the replicated state when the cluster is created (later: `relayctl route`).",
+        "Recipient domain of a route seeded into the replicated state when the cluster is created (later: `relayctl route`, which also sets a route's concurrency and rate).",
     ),
     key(
         "routes[].targets",

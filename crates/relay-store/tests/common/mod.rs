@@ -91,10 +91,7 @@ pub fn sample_commands() -> Vec<Command> {
         Command::Enqueue(Box::new(enqueue(4, 1, 1, true))),
         Command::SetRoute {
             domain: "example.test".into(),
-            route: Route {
-                targets: vec!["127.0.0.1:2600".into()],
-                tls: TlsPolicy::None,
-            },
+            route: Route::new(vec!["127.0.0.1:2600".into()], TlsPolicy::None),
         },
         Command::Attempt {
             id: id(1),
@@ -233,8 +230,12 @@ fn single_command() -> impl Strategy<Value = Command> {
         1 => (0u8..3).prop_map(|d| Command::SetRoute {
             domain: format!("d{d}.test"),
             route: Route {
-                targets: vec![format!("127.0.0.{d}:2600")],
-                tls: TlsPolicy::None
+                // One of the domains shaped: its records are format 2.
+                shaping: relay_types::Shaping {
+                    concurrency: (d == 2).then_some(3),
+                    rate: None,
+                },
+                ..Route::new(vec![format!("127.0.0.{d}:2600")], TlsPolicy::None)
             },
         }),
         1 => (0u8..3).prop_map(|d| Command::RemoveRoute {
