@@ -29,6 +29,7 @@ fn bulky(n: u64) -> Command {
         route: Route {
             targets: vec![target],
             tls: TlsPolicy::None,
+            shaping: Default::default(),
         },
     }
 }
