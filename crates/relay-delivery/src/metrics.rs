@@ -61,6 +61,14 @@ pub const CONNECTION_REUSES_TOTAL: &str = "relay_delivery_connection_reuses_tota
 /// Counter: cached sessions found closed by the target (or not answering
 /// `RSET`) when taken; the message went over another session.
 pub const CONNECTION_CACHE_STALE_TOTAL: &str = "relay_delivery_connection_cache_stale_total";
+/// Counter, label `result` = `mx` | `implicit_mx` | `null_mx` | `nxdomain`
+/// | `no_address` | `temporary`: DNS resolutions of recipient domains
+/// without a route (MX, then the hosts' addresses; cached answers are not
+/// counted). `implicit_mx`: no MX, the domain's own address; `no_address`:
+/// no host had an address (bounced); `temporary`: SERVFAIL, timeout or no
+/// server answering (deferred). A rising `temporary` rate means the name
+/// servers are failing.
+pub const DNS_LOOKUPS_TOTAL: &str = "relay_dns_lookups_total";
 
 /// Creates every series whose labels are known in advance at zero (the
 /// histograms too), so each is on `/metrics` from the first scrape and
@@ -91,6 +99,9 @@ pub fn register() {
     metrics::counter!(CONNECTIONS_OPENED_TOTAL).increment(0);
     metrics::counter!(CONNECTION_REUSES_TOTAL).increment(0);
     metrics::counter!(CONNECTION_CACHE_STALE_TOTAL).increment(0);
+    for result in crate::mx::LOOKUP_RESULTS {
+        metrics::counter!(DNS_LOOKUPS_TOTAL, "result" => result).increment(0);
+    }
     // Taking a handle registers the series; no sample is recorded.
     let _registered = metrics::histogram!(ATTEMPT_SECONDS);
     let _registered = metrics::histogram!(MESSAGE_DELIVERY_SECONDS);
@@ -149,6 +160,10 @@ pub fn describe() {
     describe_counter!(
         CONNECTION_CACHE_STALE_TOTAL,
         "Cached SMTP sessions found closed by the target when taken."
+    );
+    describe_counter!(
+        DNS_LOOKUPS_TOTAL,
+        "DNS resolutions (MX, then addresses) of recipient domains without a route, by result."
     );
     describe_histogram!(
         MESSAGE_DELIVERY_SECONDS,
