@@ -944,7 +944,7 @@ fn dns_settings(v: &mut Validator, d: &FileDns) -> Option<relay_delivery::config
     if d.cache_entries == 0 {
         v.problem("delivery.dns.cache_entries", "must be at least 1".into());
     }
-    d.enabled.then(|| relay_delivery::config::DnsSettings {
+    d.enabled.then_some(relay_delivery::config::DnsSettings {
         nameservers,
         timeout,
         port: d.mx_port,
