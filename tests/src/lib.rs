@@ -295,6 +295,7 @@ keep_logs = {keep_logs}
 [delivery]
 min_backoff = "{min_backoff}"
 poll_interval = "200ms"
+{dns_off}
 {delivery_extra}
 
 {routes}
@@ -330,6 +331,14 @@ token = "{token}"
                     ""
                 } else {
                     "tls = \"off\""
+                },
+                // Never the machine's resolver: domains without a route
+                // stay undeliverable unless the test sets `dns.*` itself
+                // (pointing at a `TestDns`).
+                dns_off = if options.delivery_extra.contains("dns.") {
+                    ""
+                } else {
+                    "dns.enabled = false"
                 },
                 delivery_extra = options.delivery_extra,
                 tls = if options.tls {

@@ -6,6 +6,7 @@ use relay_queue::RetryPolicy;
 use relay_types::{NodeId, Route};
 
 pub use crate::connection_cache::CacheSettings;
+pub use crate::mx::DnsSettings;
 
 /// How the delivery loop of one node behaves.
 #[derive(Clone, Debug)]
@@ -26,8 +27,12 @@ pub struct DeliveryConfig {
     /// (see [`crate::shaping`]).
     pub per_target_concurrency: usize,
     /// Route for domains without their own route; `None`: such recipients
-    /// are deferred with "no route" until one is set or they expire.
+    /// go where DNS says (`dns`), or without DNS are deferred with "no
+    /// route" until one is set or they expire.
     pub default_route: Option<Route>,
+    /// MX resolution for domains with neither a route nor a default route
+    /// (see [`crate::mx`]); `None`: no DNS, such recipients are deferred.
+    pub dns: Option<DnsSettings>,
     /// TCP connect timeout per target address.
     pub connect_timeout: Duration,
     /// Wait for the greeting and for each reply to a command.
@@ -58,6 +63,7 @@ impl Default for DeliveryConfig {
             max_concurrent_deliveries: 20,
             per_target_concurrency: 5,
             default_route: None,
+            dns: None,
             connect_timeout: Duration::from_secs(30),
             command_timeout: Duration::from_secs(60),
             data_timeout: Duration::from_secs(300),

@@ -11,6 +11,13 @@
 //!    routes' destinations (concurrency and rate, see [`crate::shaping`])
 //!    starts delivering in its own task.
 //!
+//! A domain with neither a route nor a default route goes where DNS says
+//! (with `config.dns`, see [`crate::mx`]). The store scan only marks such
+//! groups; their answers come from the resolver's cache afterwards, on the
+//! async side. A message with a domain not in the cache does not start:
+//! the lookup runs in a task of its own and wakes the loop when the answer
+//! is cached, so neither the scan nor the round ever waits on DNS.
+//!
 //! A message is never attempted twice at once: it is *in flight* from the
 //! moment it is picked until its report commits (or is rejected). After a
 //! report commits it is *settled*: this node's replica may apply the entry
@@ -39,6 +46,7 @@ use crate::config::DeliveryConfig;
 use crate::connection_cache::ConnectionCache;
 use crate::error::ProposeError;
 use crate::metrics as m;
+use crate::mx::{MxResolver, Resolution};
 use crate::shaping::{self, Shaper};
 
 use crate::report::{self, Report, ReportContext};
@@ -80,6 +88,8 @@ struct Inner<S, P> {
     progress: Notify,
     /// Idle SMTP sessions per target, for the next message.
     cache: Arc<ConnectionCache>,
+    /// Routes from DNS for domains without one (`config.dns`).
+    mx: Option<Arc<MxResolver>>,
 }
 
 #[derive(Default)]
@@ -118,7 +128,17 @@ struct Settled {
 /// Pending recipients that share a route (`None`: no route).
 struct Group {
     route: Option<Route>,
+    /// The domain was resolved through DNS (no route, no default route).
+    mx: Option<MxGroup>,
     recipients: Vec<u32>,
+}
+
+/// A group whose route comes from DNS.
+struct MxGroup {
+    /// The recipients' (normalised) domain.
+    domain: String,
+    /// What DNS said when it gave no route: deferred or bounced with this.
+    failure: Option<Classified>,
 }
 
 /// A due message with its recipients grouped by route.
@@ -150,6 +170,10 @@ impl<S: DeliveryStore, P: Proposer> DeliveryLoop<S, P> {
                 tracking: Mutex::new(Tracking::default()),
                 progress: Notify::new(),
                 cache: Arc::new(ConnectionCache::new(config.connection_cache)),
+                mx: config
+                    .dns
+                    .as_ref()
+                    .map(|dns| Arc::new(MxResolver::new(dns))),
                 config,
             }),
         }
@@ -352,7 +376,7 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             return;
         }
         let planned = match self.scan().await {
-            Ok(planned) => planned,
+            Ok(planned) => self.resolve_mx(planned, tasks),
             Err(e) => {
                 warn!(error = %e, "cannot read due messages");
                 return;
@@ -400,6 +424,47 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
             .map_err(|e| format!("scan task failed: {e}"))?
     }
 
+    /// Fills in the destinations of DNS-routed groups from the resolver's
+    /// cache. Messages with a domain not cached yet are left out of this
+    /// round; their lookups start in the background (at most one per
+    /// domain) and wake the loop when the answer is in.
+    fn resolve_mx(self: &Arc<Self>, planned: Vec<Planned>, tasks: &TaskTracker) -> Vec<Planned> {
+        let Some(mx) = &self.mx else {
+            return planned;
+        };
+        planned
+            .into_iter()
+            .filter_map(|mut plan| {
+                let mut ready = true;
+                for group in &mut plan.groups {
+                    let Some(dest) = &mut group.mx else {
+                        continue;
+                    };
+                    match mx.cached(&dest.domain) {
+                        Some(Resolution::Route(route)) => group.route = Some(route),
+                        Some(Resolution::Failed(failure)) => dest.failure = Some(failure),
+                        None => {
+                            ready = false;
+                            if mx.try_begin(&dest.domain) {
+                                let this = self.clone();
+                                let mx = mx.clone();
+                                let domain = dest.domain.clone();
+                                tasks.spawn(
+                                    async move {
+                                        mx.resolve(&domain).await;
+                                        this.progress.notify_one();
+                                    }
+                                    .instrument(info_span!("mx", domain = %dest.domain)),
+                                );
+                            }
+                        }
+                    }
+                }
+                ready.then_some(plan)
+            })
+            .collect()
+    }
+
     fn plan_due(&self) -> Result<Vec<Planned>, S::Error> {
         let node = self.config.node_id;
         let due = self
@@ -424,14 +489,23 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                             .store
                             .route(&domain)?
                             .or_else(|| self.config.default_route.clone());
-                        routes.insert(domain, route.clone());
+                        routes.insert(domain.clone(), route.clone());
                         route
                     }
                 };
-                match groups.iter_mut().find(|g| g.route == route) {
+                // Without a route, DNS decides, per domain (the lookup
+                // itself happens after the scan, see `resolve_mx`).
+                let mx_domain = (route.is_none() && self.mx.is_some()).then_some(domain);
+                match groups.iter_mut().find(|g| {
+                    g.route == route && g.mx.as_ref().map(|m| &m.domain) == mx_domain.as_ref()
+                }) {
                     Some(group) => group.recipients.push(index),
                     None => groups.push(Group {
                         route,
+                        mx: mx_domain.map(|domain| MxGroup {
+                            domain,
+                            failure: None,
+                        }),
                         recipients: vec![index],
                     }),
                 }
@@ -638,8 +712,20 @@ impl<S: DeliveryStore, P: Proposer> Inner<S, P> {
                 .collect();
             match &group.route {
                 None => results.extend(recipients.iter().map(|&(i, address)| {
-                    let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
-                    local_failure(i, format!("no route for domain {domain:?}"))
+                    match group.mx.as_ref().and_then(|m| m.failure.as_ref()) {
+                        // DNS said where not to deliver: deferred (4.4.3)
+                        // or bounced (null MX, no such domain, no address).
+                        Some(failure) => RecipientResult {
+                            index: i,
+                            target: "-".into(),
+                            result: failure.clone(),
+                            session: None,
+                        },
+                        None => {
+                            let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+                            local_failure(i, format!("no route for domain {domain:?}"))
+                        }
+                    }
                 })),
                 Some(route) => {
                     let tx = Transaction {

@@ -2,8 +2,9 @@
 //!
 //! Owns what a node does with the messages it owns once they are committed:
 //! the [`DeliveryLoop`] that finds due messages, looks up each recipient
-//! domain's route, forwards the stored bytes unchanged to the route's
-//! targets over SMTP (lettre, rustls), classifies every reply per recipient,
+//! domain's route (or, without one, its MX hosts in DNS), forwards the
+//! stored bytes unchanged to the route's targets over SMTP (lettre,
+//! rustls), classifies every reply per recipient,
 //! and reports the result as a log entry — `Command::Delivered` when the
 //! target accepted every pending recipient, otherwise `Command::Attempt`
 //! with per-recipient outcomes, the next attempt time from the
@@ -60,6 +61,8 @@
 //!   next message (`RSET` between, idle/age/count limits).
 //! - [`outbound`] — the bytes after `DATA`: CRLF-only line ends whatever
 //!   was stored, dot-stuffing.
+//! - [`mx`] — where a domain without a route goes, from DNS: MX by
+//!   preference, the implicit MX, null MX, answers cached per TTL.
 //! - [`report`] — an attempt's results → `Delivered` or `Attempt`.
 //! - [`dsn`] — the RFC 3464 delivery status notification for failures.
 //! - `delivery_loop` — [`DeliveryLoop`]: scheduling, concurrency limits,
@@ -81,6 +84,7 @@ pub mod dsn;
 pub mod error;
 pub mod maillog;
 pub mod metrics;
+pub mod mx;
 pub mod outbound;
 pub mod probe;
 pub mod report;

@@ -61,6 +61,14 @@ pub const CONNECTION_REUSES_TOTAL: &str = "relay_delivery_connection_reuses_tota
 /// Counter: cached sessions found closed by the target (or not answering
 /// `RSET`) when taken; the message went over another session.
 pub const CONNECTION_CACHE_STALE_TOTAL: &str = "relay_delivery_connection_cache_stale_total";
+/// Counter, label `result` = `mx` | `implicit_mx` | `null_mx` | `nxdomain`
+/// | `no_address` | `temporary`: DNS resolutions of recipient domains
+/// without a route (MX, then the hosts' addresses; cached answers are not
+/// counted). `implicit_mx`: no MX, the domain's own address; `no_address`:
+/// no host had an address (bounced); `temporary`: SERVFAIL, timeout or no
+/// server answering (deferred). A rising `temporary` rate means the name
+/// servers are failing.
+pub const DNS_LOOKUPS_TOTAL: &str = "relay_dns_lookups_total";
 
 /// Gauge, label `destination` (a route's targets joined by `,`): this
 /// node's deliveries to the destination running now (see
@@ -109,6 +117,9 @@ pub fn register() {
     metrics::counter!(CONNECTIONS_OPENED_TOTAL).increment(0);
     metrics::counter!(CONNECTION_REUSES_TOTAL).increment(0);
     metrics::counter!(CONNECTION_CACHE_STALE_TOTAL).increment(0);
+    for result in crate::mx::LOOKUP_RESULTS {
+        metrics::counter!(DNS_LOOKUPS_TOTAL, "result" => result).increment(0);
+    }
     // Taking a handle registers the series; no sample is recorded.
     let _registered = metrics::histogram!(ATTEMPT_SECONDS);
     let _registered = metrics::histogram!(MESSAGE_DELIVERY_SECONDS);
@@ -183,6 +194,10 @@ pub fn describe() {
     describe_counter!(
         DESTINATION_THROTTLED_TOTAL,
         "Due messages held back per destination by its concurrency or rate limit."
+    );
+    describe_counter!(
+        DNS_LOOKUPS_TOTAL,
+        "DNS resolutions (MX, then addresses) of recipient domains without a route, by result."
     );
     describe_histogram!(
         MESSAGE_DELIVERY_SECONDS,

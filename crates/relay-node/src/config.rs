@@ -263,6 +263,39 @@ struct FileDelivery {
     /// Extra trust anchors (PEM) for `tls = "required"` targets.
     #[serde(skip_serializing_if = "Option::is_none")]
     ca_file: Option<PathBuf>,
+    /// `[delivery.dns]`: MX resolution for domains without a route.
+    dns: FileDns,
+}
+
+/// `[delivery.dns]`: where recipients of domains without a route (and
+/// without `default_route`) go, from DNS.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+struct FileDns {
+    /// Resolve such domains through DNS (MX, then A/AAAA); `false`: they
+    /// are deferred with "no route", as before MX support.
+    enabled: bool,
+    /// Name servers, `IP` or `IP:port`; empty: the system's resolv.conf.
+    nameservers: Vec<String>,
+    /// Timeout of one query to one server.
+    timeout: String,
+    /// SMTP port of the hosts found through MX.
+    mx_port: u16,
+    /// Domains whose answers are cached at most.
+    cache_entries: usize,
+}
+
+impl Default for FileDns {
+    fn default() -> Self {
+        let d = relay_delivery::config::DnsSettings::default();
+        FileDns {
+            enabled: true,
+            nameservers: Vec::new(),
+            timeout: humantime::format_duration(d.timeout).to_string(),
+            mx_port: d.port,
+            cache_entries: d.cache_entries,
+        }
+    }
 }
 
 impl Default for FileDelivery {
@@ -283,6 +316,7 @@ impl Default for FileDelivery {
             default_route: None,
             default_route_tls: default_route_tls(),
             ca_file: None,
+            dns: FileDns::default(),
         }
     }
 }
@@ -407,6 +441,9 @@ pub struct DeliverySettings {
     pub default_route: Option<Route>,
     /// Extra trust anchors (PEM text of `delivery.ca_file`).
     pub extra_root_certificates_pem: Vec<String>,
+    /// MX resolution for domains without a route (`[delivery.dns]`);
+    /// `None`: off.
+    pub dns: Option<relay_delivery::config::DnsSettings>,
 }
 
 /// The whole validated configuration of one node.
@@ -739,6 +776,7 @@ impl NodeConfig {
                     }
                 },
             },
+            dns: dns_settings(&mut v, &d.dns),
         };
 
         let mut initial_routes = Vec::new();
@@ -871,6 +909,48 @@ const MIN_SECRET_LEN: usize = 16;
 /// The longest duration any setting accepts (ten years): far beyond any
 /// sensible timeout or lifetime, far below what overflows a deadline.
 const MAX_DURATION: Duration = Duration::from_secs(3650 * 24 * 3600);
+
+/// `[delivery.dns]` → settings (`None` when off); problems name the key
+/// and, for a name server, its index.
+fn dns_settings(v: &mut Validator, d: &FileDns) -> Option<relay_delivery::config::DnsSettings> {
+    let mut nameservers = Vec::new();
+    for (i, text) in d.nameservers.iter().enumerate() {
+        // `IP:port`, `[v6]:port`, or a bare address on port 53.
+        let parsed = text.parse::<SocketAddr>().or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 53))
+        });
+        match parsed {
+            Ok(addr) if addr.port() != 0 => nameservers.push(addr),
+            Ok(_) => v.problem(
+                &format!("delivery.dns.nameservers[{i}]"),
+                format!("{text:?}: port 0"),
+            ),
+            Err(_) => v.problem(
+                &format!("delivery.dns.nameservers[{i}]"),
+                format!(
+                    "{text:?} is not an IP address or IP:port (name servers are given by address)"
+                ),
+            ),
+        }
+    }
+    let timeout = v.duration("delivery.dns.timeout", &d.timeout);
+    if d.mx_port == 0 {
+        v.problem(
+            "delivery.dns.mx_port",
+            "must be a port number (1-65535)".into(),
+        );
+    }
+    if d.cache_entries == 0 {
+        v.problem("delivery.dns.cache_entries", "must be at least 1".into());
+    }
+    d.enabled.then_some(relay_delivery::config::DnsSettings {
+        nameservers,
+        timeout,
+        port: d.mx_port,
+        cache_entries: d.cache_entries,
+    })
+}
 
 /// `[smtp.auth]` → settings; problems name `smtp.auth.users.<name>` or
 /// the users file and line.
@@ -1248,6 +1328,69 @@ mod tests {
         assert!(
             bad.contains("delivery.connection_reuse_count_limit: must be at least 1"),
             "{bad}"
+        );
+    }
+
+    #[test]
+    fn dns_resolution_is_on_by_default_and_its_keys_are_checked() {
+        let (path, text) = local(1);
+        let dns = NodeConfig::parse(&path, &text)
+            .unwrap()
+            .delivery
+            .dns
+            .expect("MX resolution on by default");
+        assert!(dns.nameservers.is_empty(), "the system's resolv.conf");
+        assert_eq!(dns.port, 25);
+        assert_eq!(dns.timeout, Duration::from_secs(5));
+
+        let line = "min_backoff = \"10s\"\n";
+        assert!(text.contains(line));
+        let with = |extra: &str| text.replace(line, &format!("{line}{extra}"));
+        let set = with(
+            "dns.nameservers = [\"127.0.0.1:5353\", \"::1\"]\n\
+             dns.timeout = \"2s\"\n\
+             dns.mx_port = 2525\n",
+        );
+        let dns = NodeConfig::parse(&path, &set)
+            .unwrap()
+            .delivery
+            .dns
+            .unwrap();
+        assert_eq!(
+            dns.nameservers,
+            vec![
+                "127.0.0.1:5353".parse::<SocketAddr>().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(dns.timeout, Duration::from_secs(2));
+        assert_eq!(dns.port, 2525);
+
+        let off = NodeConfig::parse(&path, &with("dns.enabled = false\n")).unwrap();
+        assert!(off.delivery.dns.is_none());
+
+        let bad = problems(
+            &path,
+            &with(
+                "dns.nameservers = [\"ns1.example.test\"]\n\
+                 dns.timeout = \"soon\"\n\
+                 dns.mx_port = 0\n\
+                 dns.cache_entries = 0\n",
+            ),
+        );
+        let file = path.display().to_string();
+        for key in [
+            "delivery.dns.nameservers[0]: \"ns1.example.test\" is not an IP address",
+            "delivery.dns.timeout:",
+            "delivery.dns.mx_port: must be a port number",
+            "delivery.dns.cache_entries: must be at least 1",
+        ] {
+            assert!(bad.contains(&format!("{file}: {key}")), "{key} in {bad}");
+        }
+        let unknown = NodeConfig::parse(&path, &with("dns.servers = []\n"));
+        assert!(
+            format!("{unknown:?}").contains("servers"),
+            "an unknown key is named: {unknown:?}"
         );
     }
 

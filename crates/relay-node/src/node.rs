@@ -627,6 +627,7 @@ fn delivery_config(config: &NodeConfig) -> relay_delivery::DeliveryConfig {
         data_timeout: config.delivery.data_timeout,
         connection_cache: config.delivery.connection_cache,
         extra_root_certificates_pem: config.delivery.extra_root_certificates_pem.clone(),
+        dns: config.delivery.dns.clone(),
         ..Default::default()
     }
 }

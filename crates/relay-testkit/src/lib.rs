@@ -5,7 +5,8 @@
 //! received and can be told at runtime to defer, reject or drop; deadline-
 //! bounded wait helpers ([`wait_until`], [`wait_for`]) so tests never use a
 //! bare sleep as synchronisation; a [`DirSink`] that writes received mail to
-//! a directory; and the `demo-target` binary built on both.
+//! a directory; a [`TestDns`] name server whose MX and address answers
+//! (and failures) each test sets; and the `demo-target` binary.
 //!
 //! Must never: ship in a release of `relayd`/`relayctl` (only tests, dev
 //! tooling and the demo target depend on it), depend on relay internals
@@ -21,8 +22,10 @@
 //! - `tls` — a throw-away self-signed certificate for STARTTLS.
 //! - [`sink`] — [`MessageSink`] and [`DirSink`] (`<n>.eml` + `<n>.env`).
 //! - [`wait`] — [`wait_until`], [`wait_for`] and [`WaitTimeout`].
+//! - [`dns`] — [`TestDns`], an authoritative DNS server on loopback UDP.
 //! - [`error`] — [`TestkitError`].
 
+pub mod dns;
 pub mod error;
 mod session;
 pub mod sink;
@@ -30,6 +33,7 @@ pub mod target;
 mod tls;
 pub mod wait;
 
+pub use dns::TestDns;
 pub use error::TestkitError;
 pub use sink::{DirSink, MessageSink};
 pub use target::{Behaviour, ReceivedMessage, Reply, TargetOptions, TestTarget, TransactionStart};

@@ -337,7 +337,7 @@ pub const KEYS: &[Key] = &[
     key(
         "delivery.default_route",
         Shared,
-        "Targets (`host:port`) for domains without a route, like Postfix's relayhost. Not set: such recipients are not deliverable.",
+        "Targets (`host:port`) for domains without a route, like Postfix's relayhost. Not set: such domains go where DNS says (`delivery.dns`), or without it are not deliverable.",
     ),
     key(
         "delivery.default_route_tls",
@@ -348,6 +348,31 @@ pub const KEYS: &[Key] = &[
         "delivery.ca_file",
         Node,
         "Extra trust anchors (PEM) for targets with `tls = \"required\"`.",
+    ),
+    key(
+        "delivery.dns.enabled",
+        Shared,
+        "Deliver recipients of a domain with no route (and no `default_route`) where DNS says, like Postfix: MX hosts by preference, the domain's own A/AAAA without MX; a null MX bounces (5.1.10), a domain that does not exist bounces (5.1.2), a DNS failure defers (4.4.3). `false`: such recipients are deferred with \"no route\". See docs/delivery.md.",
+    ),
+    key(
+        "delivery.dns.nameservers",
+        Node,
+        "Name servers to ask, `IP` (port 53) or `IP:port`, in order. Empty: the system's (`/etc/resolv.conf`).",
+    ),
+    key(
+        "delivery.dns.timeout",
+        Shared,
+        "Timeout of one DNS query to one name server (each is tried twice).",
+    ),
+    key(
+        "delivery.dns.mx_port",
+        Shared,
+        "SMTP port of the hosts found through DNS.",
+    ),
+    key(
+        "delivery.dns.cache_entries",
+        Shared,
+        "Domains whose DNS answers are cached at most (each for its TTL, 5 s to 1 h).",
     ),
     key(
         "routes[].domain",
