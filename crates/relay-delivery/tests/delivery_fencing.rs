@@ -189,20 +189,11 @@ async fn a_crash_after_the_message_text_counts_the_next_copy() {
 
     // First run: the target stores the message and holds its reply; the
     // process dies (the loop's task is aborted: nothing more is written).
-    let first = relay_delivery::DeliveryLoop::new(config(), cluster.clone(), cluster.clone());
-    let task = tokio::spawn({
-        let wake = cluster.subscribe();
-        async move {
-            first
-                .run(wake, tokio_util::sync::CancellationToken::new())
-                .await
-        }
-    });
+    let first = Running::start(&cluster, config());
     wait_until(WAIT, || target.accepted_count() == 1)
         .await
         .expect("the target stored the first copy");
-    task.abort();
-    let _ = task.await;
+    first.crash().await;
     assert!(
         reports_for(&cluster, id).is_empty(),
         "nothing was reported before the crash"
