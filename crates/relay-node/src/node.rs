@@ -60,6 +60,7 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
             .ok()
             .and_then(|v| v.parse().ok()),
         skip_append_sync: std::env::var_os(TEST_SKIP_APPEND_FSYNC).is_some_and(|v| v == "1"),
+        slow_disk_bytes_per_sec: None,
     };
     // The voter guard sits beside the store, in data_dir, so a wiped or
     // replaced store is noticed (relay_store::open_guarded).
@@ -288,7 +289,8 @@ pub async fn run(config: NodeConfig, shutdown: CancellationToken) -> anyhow::Res
         cluster.clone(),
         config.delivery.queue_lifetime,
         config.smtp.accept_as_learner,
-    );
+    )
+    .with_queue_minfree(config.smtp.queue_minfree, config.smtp.max_message_size);
     if let Some((positive, negative)) = config.smtp.recipient_verification {
         backend = backend.with_verifier(Arc::new(crate::verify::RecipientVerifier::new(
             config.hostname.clone(),

@@ -32,7 +32,7 @@ use relay_types::{MessageId, NodeId, UnixMillis};
 use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
     DBIteratorWithThreadMode, DBRecoveryMode, Direction, IteratorMode, Options, ReadOptions,
-    Snapshot, WriteBatch,
+    Snapshot, WriteBatch, WriteBufferManager,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -187,6 +187,13 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
 
 /// All memtables of the store together (RocksDB `db_write_buffer_size`).
 const MEMTABLE_BUDGET: usize = 64 * 1024 * 1024;
+/// The WAL files together, past which the column families pinning the
+/// oldest one are flushed (RocksDB `max_total_wal_size`).
+const MAX_TOTAL_WAL_BYTES: u64 = 2 * MEMTABLE_BUDGET as u64;
+/// RocksDB's info log: how many files are kept, and the size at which it
+/// rolls over to a new one.
+const INFO_LOG_FILES: usize = 5;
+const INFO_LOG_FILE_BYTES: usize = 8 * 1024 * 1024;
 /// The one block cache every column family shares.
 const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// Memtable size of the due and owner indexes (small keys, many deletes).
@@ -200,6 +207,19 @@ const INDEX_DELETION_WINDOW: usize = 1024;
 /// Smallest store a quiet-time compaction is worth running for (see
 /// [`Store::reclaim_if_quiet`]).
 const RECLAIM_MIN_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Bytes in the `*.log` files (RocksDB's WAL) directly in `dir`.
+pub(crate) fn wal_bytes_in(dir: &Path) -> std::io::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.path().extension().is_some_and(|e| e == "log") {
+            // A file RocksDB deleted since the listing is no WAL any more.
+            total += entry.metadata().map(|m| m.len()).unwrap_or(0);
+        }
+    }
+    Ok(total)
+}
 
 /// The shared store: one RocksDB, the sync gate, and where it lives.
 pub(crate) struct Store {
@@ -241,7 +261,31 @@ impl Store {
         // queued messages in at most 512 MiB per node): every column family
         // shares one block cache, index and filter blocks included, and
         // all memtables together flush at MEMTABLE_BUDGET.
-        opts.set_db_write_buffer_size(MEMTABLE_BUDGET);
+        //
+        // The budget also stalls writers (`allow_stall`): without it, the
+        // memtables waiting for a flush are not counted against it, and
+        // when writes outrun the disk (a follower catching up on large
+        // batches, a slow or busy disk) every column family can hold two
+        // full memtables, and their WAL files stay on disk until the
+        // flushes finish: several hundred megabytes that filled a small
+        // data disk. With the stall, a writer waits for a flush instead,
+        // and what is unflushed, in memory and in the WAL, stays near the
+        // budget.
+        let write_buffers = WriteBufferManager::new_write_buffer_manager(MEMTABLE_BUDGET, true);
+        opts.set_write_buffer_manager(&write_buffers);
+        // A WAL file is deleted only once every column family with rows in
+        // it has flushed them; a rarely written family (votes, routes)
+        // would pin every file after it. Past this total RocksDB flushes
+        // the families holding the oldest file. The default is four times
+        // the sum of all memtable limits, gigabytes here.
+        opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        // RocksDB's own info log: a few small files, not one per restart.
+        opts.set_keep_log_file_num(INFO_LOG_FILES);
+        opts.set_max_log_file_size(INFO_LOG_FILE_BYTES);
+        if let Some(rate) = options.slow_disk_bytes_per_sec {
+            // Failpoint: flushes and compactions write at `rate`.
+            opts.set_ratelimiter(rate, 100_000, 10);
+        }
         let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES);
         let mut table = BlockBasedOptions::default();
         table.set_block_cache(&cache);
@@ -442,6 +486,16 @@ impl Store {
             }
         }
         Ok(total)
+    }
+
+    /// Bytes in the store's write-ahead log files (`*.log` in its
+    /// directory): disk that [`Store::stored_bytes`] does not count.
+    pub(crate) fn wal_bytes(&self) -> Result<u64, StoreError> {
+        wal_bytes_in(&self.path).map_err(|source| StoreError::DirIo {
+            path: self.path.clone(),
+            op: "list",
+            source,
+        })
     }
 
     /// The first key/value of `cf` in the live database (one seek).

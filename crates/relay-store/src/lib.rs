@@ -115,6 +115,11 @@ pub struct StoreOptions {
     /// durable without syncing the WAL. Exists so the nemesis can prove
     /// its checker notices lost acknowledged mail; never set in production.
     pub skip_append_sync: bool,
+    /// Slow-disk failpoint for tests and fault runs: `Some(rate)` lets
+    /// RocksDB's flushes and compactions write at most `rate` bytes per
+    /// second, like a disk that cannot keep up with the writes. `None` in
+    /// production.
+    pub slow_disk_bytes_per_sec: Option<i64>,
 }
 
 /// [`open_with`], guarded by the voter guard file at `guard` (outside
