@@ -1,11 +1,14 @@
 //! Guards of a running node, with real `relayd` processes: a failed fsync
 //! stops the node with a non-zero exit status (so a supervisor with
 //! restart-on-failure restarts it) while the rest of the cluster goes on;
-//! the leadership RPC refuses strangers and unbounded pauses.
+//! the leadership RPC refuses strangers and unbounded pauses; a node short
+//! of disk space refuses mail in time instead of stopping.
 
 use std::time::Duration;
 
 use relay_proto::raft::LeadershipRequest;
+use relay_testkit::TestTarget;
+use relay_tests::smtp::{SmtpClient, send_mail};
 use relay_tests::{ClusterOptions, ProcessCluster, test_enqueue};
 
 /// WAL syncs a restarted follower is allowed before the failpoint fails
@@ -154,4 +157,132 @@ async fn bodies_are_handed_only_to_members() {
         .await
         .expect_err("no such message");
     assert_eq!(missing.code(), tonic::Code::NotFound, "{missing:?}");
+}
+
+/// A `queue_minfree` larger than any disk: the node is short of space
+/// whatever the machine has free.
+const MORE_THAN_ANY_DISK: &str = "queue_minfree = 1152921504606846976";
+
+/// Restarts node `id` with `[smtp]` extended by `line` (or as configured
+/// at the start when `line` is empty) and waits until it answers EHLO.
+async fn restart_with_smtp_line(cluster: &mut ProcessCluster, id: u64, line: &str) {
+    cluster.kill(id);
+    let path = cluster.node(id).config.clone();
+    let config = std::fs::read_to_string(&path).unwrap();
+    let config = config.replace(&format!("{MORE_THAN_ANY_DISK}\n"), "");
+    let config = if line.is_empty() {
+        config
+    } else {
+        config.replacen("[smtp]\n", &format!("[smtp]\n{line}\n"), 1)
+    };
+    std::fs::write(&path, config).unwrap();
+    cluster.start_node(id).expect("restart");
+    let addr = cluster.smtp_addr(id);
+    relay_testkit::wait_for(Duration::from_secs(30), || async move {
+        SmtpClient::connect_ehlo(addr).await.ok().map(|_| ())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("node {id} answers SMTP again: {e}\n{}", cluster.log(id)));
+}
+
+/// Metric `name` (a gauge without labels) on node `id`'s `/metrics`.
+async fn gauge(cluster: &ProcessCluster, id: u64, name: &str) -> Option<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = cluster.node(id).ports.http;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut page = String::new();
+    stream.read_to_string(&mut page).await.ok()?;
+    page.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A node whose queue file system is short of space refuses MAIL with
+/// `452 4.3.1`, like Postfix under `queue_minfree`, and keeps serving: the
+/// session stays open, the cluster takes the mail through another node,
+/// this node still answers status and metrics. With room again it takes
+/// mail itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_short_of_disk_space_refuses_mail_with_452_and_keeps_serving() {
+    let target = TestTarget::start().await.expect("target");
+    let mut cluster = ProcessCluster::start(ClusterOptions {
+        routes: vec![("dest.test".into(), target.target())],
+        ..ClusterOptions::default()
+    })
+    .expect("start cluster");
+    cluster
+        .wait_for_leader(Duration::from_secs(30), None)
+        .await
+        .expect("a leader");
+    restart_with_smtp_line(&mut cluster, 1, MORE_THAN_ANY_DISK).await;
+
+    let mut client = SmtpClient::connect_ehlo(cluster.smtp_addr(1))
+        .await
+        .expect("EHLO at node 1");
+    let mail = client.command("MAIL FROM:<a@sender.test>").await.unwrap();
+    assert_eq!(mail.code, 452, "{mail}");
+    assert!(mail.text().starts_with("4.3.1"), "{mail}");
+    let again = client
+        .command("MAIL FROM:<a@sender.test> SIZE=100")
+        .await
+        .unwrap();
+    assert_eq!(
+        again.code, 452,
+        "a small declared size is refused too: {again}"
+    );
+    assert_eq!(client.command("NOOP").await.unwrap().code, 250);
+    assert!(
+        cluster.log(1).contains("too little free space"),
+        "the node logs why:\n{}",
+        cluster.log(1)
+    );
+
+    // The rest of the tier takes the mail; node 1 keeps answering.
+    let message = b"Subject: room\r\n\r\nvia node 2\r\n";
+    let reply = send_mail(
+        cluster.smtp_addr(2),
+        "a@sender.test",
+        &["b@dest.test"],
+        message,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.code, 250, "{reply}");
+    target
+        .wait_for_messages(1, Duration::from_secs(30))
+        .await
+        .expect("the mail through node 2 is delivered");
+    cluster
+        .status(1, false)
+        .await
+        .expect("node 1 answers status");
+    let free = gauge(&cluster, 1, "relay_store_free_bytes").await;
+    assert!(
+        free.is_some_and(|f| f > 0.0),
+        "free bytes on /metrics: {free:?}"
+    );
+    assert!(gauge(&cluster, 1, "relay_store_wal_bytes").await.is_some());
+
+    // Room again (the default setting): node 1 takes mail.
+    restart_with_smtp_line(&mut cluster, 1, "").await;
+    let message = b"Subject: room\r\n\r\nvia node 1\r\n";
+    let reply = send_mail(
+        cluster.smtp_addr(1),
+        "a@sender.test",
+        &["b@dest.test"],
+        message,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.code, 250, "{reply}");
+    target
+        .wait_for_messages(2, Duration::from_secs(30))
+        .await
+        .expect("the mail through node 1 is delivered");
 }

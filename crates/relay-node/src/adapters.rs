@@ -20,6 +20,8 @@ pub struct SmtpBackend {
     queue_lifetime: Duration,
     accept_as_learner: bool,
     verifier: Option<Arc<crate::verify::RecipientVerifier>>,
+    /// `(queue_minfree, max_message_size)`; `None`: no free-space check.
+    queue_minfree: Option<(u64, u64)>,
 }
 
 impl SmtpBackend {
@@ -31,7 +33,20 @@ impl SmtpBackend {
             queue_lifetime,
             accept_as_learner,
             verifier: None,
+            queue_minfree: None,
         }
+    }
+
+    /// Refuses MAIL with `452 4.3.1` while the store's file system has
+    /// less than `min_free` plus 1.5 × the message size free: the declared
+    /// SIZE, or `max_message_size` when the client declared none (Postfix's
+    /// `queue_minfree` rule). Without it a full disk is found by the
+    /// store's next write, which stops the node (a store that cannot write
+    /// must not vote or acknowledge); with it the node refuses new mail in
+    /// time and keeps serving reads, deliveries and the cluster.
+    pub fn with_queue_minfree(mut self, min_free: u64, max_message_size: u64) -> Self {
+        self.queue_minfree = Some((min_free, max_message_size));
+        self
     }
 
     /// Verifies recipients of routed domains with `verifier` at RCPT.
@@ -61,6 +76,23 @@ impl relay_smtp::SessionBackend for SmtpBackend {
 
     fn accepting(&self) -> bool {
         not_accepting_reason(&self.cluster, self.accept_as_learner).is_none()
+    }
+
+    fn has_room_for(&self, declared_size: Option<u64>) -> bool {
+        let Some((min_free, max_message_size)) = self.queue_minfree else {
+            return true;
+        };
+        let size = declared_size.unwrap_or(max_message_size);
+        let needed = min_free.saturating_add(size.saturating_add(size / 2));
+        match self.cluster.store().free_bytes() {
+            Ok(free) => free >= needed,
+            Err(e) => {
+                // Unknown is not full: the store's own writes still fail
+                // safely if it is.
+                tracing::warn!(error = %e, "cannot read the free space; MAIL accepted");
+                true
+            }
+        }
     }
 
     async fn verify_recipient(&self, domain: &str, address: &str) -> relay_smtp::RecipientVerdict {

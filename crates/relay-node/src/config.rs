@@ -149,6 +149,9 @@ struct FileMember {
 #[serde(deny_unknown_fields, default)]
 struct FileSmtp {
     max_message_size: u64,
+    /// Octets of the data dir's file system kept free: MAIL is refused
+    /// with 452 4.3.1 below this plus 1.5 × the message size.
+    queue_minfree: u64,
     max_recipients: usize,
     max_connections: usize,
     max_connections_per_ip: usize,
@@ -188,6 +191,7 @@ impl Default for FileSmtp {
     fn default() -> Self {
         FileSmtp {
             max_message_size: 10 * 1024 * 1024,
+            queue_minfree: 128 * 1024 * 1024,
             max_recipients: 1000,
             max_connections: 1000,
             max_connections_per_ip: 200,
@@ -374,6 +378,9 @@ pub struct PeerTlsSettings {
 pub struct SmtpSettings {
     /// Octets.
     pub max_message_size: u64,
+    /// Octets kept free in the data dir's file system (see
+    /// `SmtpBackend::with_queue_minfree`).
+    pub queue_minfree: u64,
     /// Per transaction.
     pub max_recipients: usize,
     /// Global.
@@ -700,6 +707,7 @@ impl NodeConfig {
         );
         let smtp = SmtpSettings {
             max_message_size: s.max_message_size,
+            queue_minfree: s.queue_minfree,
             max_recipients: s.max_recipients,
             max_connections: s.max_connections,
             max_connections_per_ip: s.max_connections_per_ip,

@@ -38,6 +38,10 @@ pub const QUEUE_MESSAGES: &str = "relay_queue_messages";
 pub const QUEUE_OLDEST_AGE_SECONDS: &str = "relay_queue_oldest_message_age_seconds";
 /// Gauge, bytes: RocksDB's SST files plus memtables, Raft log included.
 pub const STORE_BYTES: &str = "relay_store_bytes";
+/// Bytes in the store's write-ahead log files.
+pub const STORE_WAL_BYTES: &str = "relay_store_wal_bytes";
+/// Bytes still free on the store's file system.
+pub const STORE_FREE_BYTES: &str = "relay_store_free_bytes";
 /// Gauge: this node's current Raft term.
 pub const RAFT_TERM: &str = "relay_raft_term";
 /// Gauge: 1 on the leader, 0 elsewhere.
@@ -208,6 +212,8 @@ fn register() {
     for gauge in [
         QUEUE_OLDEST_AGE_SECONDS,
         STORE_BYTES,
+        STORE_WAL_BYTES,
+        STORE_FREE_BYTES,
         RAFT_TERM,
         RAFT_IS_LEADER,
         RAFT_HAS_LEADER,
@@ -251,6 +257,16 @@ fn describe() {
         STORE_BYTES,
         Unit::Bytes,
         "Bytes held by the node's RocksDB (SST files and memtables)."
+    );
+    describe_gauge!(
+        STORE_WAL_BYTES,
+        Unit::Bytes,
+        "Bytes in the node's RocksDB write-ahead log files (disk beyond relay_store_bytes)."
+    );
+    describe_gauge!(
+        STORE_FREE_BYTES,
+        Unit::Bytes,
+        "Bytes still free on the file system holding the node's store; MAIL gets 452 4.3.1 below smtp.queue_minfree plus 1.5 x the message size."
     );
     describe_gauge!(RAFT_TERM, "Current Raft term.");
     describe_gauge!(RAFT_IS_LEADER, "1 if this node is the Raft leader.");
@@ -342,6 +358,14 @@ pub fn refresh_state(cluster: &Cluster, now: UnixMillis) {
     match store.stored_bytes() {
         Ok(bytes) => metrics::gauge!(STORE_BYTES).set(bytes as f64),
         Err(e) => tracing::warn!(error = %e, "cannot read the store size for metrics"),
+    }
+    match store.wal_bytes() {
+        Ok(bytes) => metrics::gauge!(STORE_WAL_BYTES).set(bytes as f64),
+        Err(e) => tracing::warn!(error = %e, "cannot read the WAL size for metrics"),
+    }
+    match store.free_bytes() {
+        Ok(bytes) => metrics::gauge!(STORE_FREE_BYTES).set(bytes as f64),
+        Err(e) => tracing::warn!(error = %e, "cannot read the free space for metrics"),
     }
     if let Some(contact) = cluster.contact().last() {
         metrics::gauge!(RAFT_LEADER_CONTACT_AGE_SECONDS).set(contact.at.elapsed().as_secs_f64());

@@ -96,6 +96,16 @@ pub trait SessionBackend: Send + Sync + 'static {
         true
     }
 
+    /// Whether this node's disk has room for a message of `declared_size`
+    /// octets (the MAIL `SIZE` parameter; `None` when the client sent
+    /// none). Asked at every `MAIL`; `false` answers `452 4.3.1` and the
+    /// session stays open, so the client can retry here once space is
+    /// freed or go to another node. The default always has room.
+    fn has_room_for(&self, declared_size: Option<u64>) -> bool {
+        let _ = declared_size;
+        true
+    }
+
     /// Recipient verification: does the relay domain's target know this
     /// recipient? Asked at RCPT for every recipient its domain's list (if
     /// any) accepted. The default, and a node without verification,

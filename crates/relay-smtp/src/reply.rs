@@ -209,6 +209,13 @@ pub fn not_accepting(hostname: &str) -> Reply {
     )
 }
 
+/// `452 4.3.1`: this node's queue file system has too little free space
+/// for another message (Postfix's `queue_minfree` check). Temporary: the
+/// client retries, here once space is freed or at another node.
+pub fn insufficient_storage() -> Reply {
+    Reply::new(452, "4.3.1", "Error: insufficient system storage")
+}
+
 /// `421 4.3.2`: the node is shutting down.
 pub fn shutting_down(hostname: &str) -> Reply {
     Reply::new(

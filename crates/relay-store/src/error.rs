@@ -155,6 +155,18 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// Listing the store directory (to size its WAL files), or asking
+    /// for its file system's free space, failed.
+    #[error("store directory {path}: {op} failed: {source}")]
+    DirIo {
+        /// The store directory.
+        path: PathBuf,
+        /// What was being done.
+        op: &'static str,
+        /// The operating system's reason.
+        source: std::io::Error,
+    },
+
     /// A blocking task panicked or was cancelled.
     #[error("store task failed: {0}")]
     Task(String),

@@ -209,6 +209,25 @@ impl StateMachine {
         self.store.stored_bytes()
     }
 
+    /// Bytes in the node's RocksDB write-ahead log files: disk the store
+    /// takes beyond [`StateMachine::stored_bytes`] until the memtables
+    /// they back are flushed.
+    pub fn wal_bytes(&self) -> Result<u64, StoreError> {
+        self.store.wal_bytes()
+    }
+
+    /// Octets an unprivileged writer can still put on the file system
+    /// that holds the store (`statvfs`: available blocks × fragment size).
+    pub fn free_bytes(&self) -> Result<u64, StoreError> {
+        let path = self.store.path();
+        let stat = rustix::fs::statvfs(path).map_err(|e| StoreError::DirIo {
+            path: path.to_path_buf(),
+            op: "statvfs",
+            source: e.into(),
+        })?;
+        Ok(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     /// Every route, by domain.
     pub fn routes(&self) -> Result<Vec<(String, Route)>, StoreError> {
         let snapshot = self.store.snapshot();

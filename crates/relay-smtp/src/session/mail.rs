@@ -60,6 +60,13 @@ where
         if declared_size.is_some_and(|s| s > self.config.max_message_size) {
             return self.respond(reply::message_too_big());
         }
+        if !self.backend.has_room_for(declared_size) {
+            tracing::warn!(
+                declared_size,
+                "MAIL refused: too little free space in the queue file system"
+            );
+            return self.respond(reply::insufficient_storage());
+        }
         let envelope = Envelope {
             reverse_path: Mailbox::parse(path.text).address,
             recipients: Vec::new(),

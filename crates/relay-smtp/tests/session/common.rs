@@ -25,6 +25,8 @@ pub const RELAY_DOMAIN: &str = "example.test";
 pub struct FakeBackend {
     pub submissions: Mutex<Vec<Submission>>,
     pub failures: Mutex<VecDeque<SubmitError>>,
+    /// Free octets the fake disk has; `None`: always room.
+    pub free_space: Mutex<Option<u64>>,
 }
 
 impl FakeBackend {
@@ -51,6 +53,13 @@ impl SessionBackend for FakeBackend {
             panic!("test backend panics on purpose");
         }
         domain == RELAY_DOMAIN
+    }
+
+    fn has_room_for(&self, declared_size: Option<u64>) -> bool {
+        self.free_space
+            .lock()
+            .unwrap()
+            .is_none_or(|free| declared_size.unwrap_or(1) <= free)
     }
 
     fn submit(

@@ -98,3 +98,34 @@ async fn a_session_started_during_shutdown_is_refused() {
     assert!(c.closed().await);
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_full_queue_disk_gets_452_4_3_1_at_mail_and_the_session_goes_on() {
+    let mut h = start().await;
+    h.client.ehlo().await;
+    *h.backend.free_space.lock().unwrap() = Some(0);
+    h.client
+        .cmd("MAIL FROM:<a@sender.test>")
+        .await
+        .expect(452, "4.3.1");
+    // A declared size larger than the room left is refused, a smaller one
+    // is not.
+    *h.backend.free_space.lock().unwrap() = Some(10_000);
+    h.client
+        .cmd("MAIL FROM:<a@sender.test> SIZE=20000")
+        .await
+        .expect(452, "4.3.1");
+    h.client
+        .cmd("MAIL FROM:<a@sender.test> SIZE=5000")
+        .await
+        .expect(250, "2.1.0");
+    h.client.cmd("RSET").await.expect(250, "2.0.0");
+    assert_eq!(h.backend.count(), 0);
+    // Space freed: the same session delivers.
+    *h.backend.free_space.lock().unwrap() = None;
+    h.client
+        .send_message("a@sender.test", &["bob@example.test"], &message("room"))
+        .await
+        .expect(250, "2.0.0");
+    assert_eq!(h.backend.count(), 1);
+}
