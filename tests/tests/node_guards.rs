@@ -203,6 +203,30 @@ async fn gauge(cluster: &ProcessCluster, id: u64, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// Sends one message through node `via` and waits until the target holds
+/// `delivered` messages.
+async fn send_and_deliver(
+    cluster: &ProcessCluster,
+    target: &TestTarget,
+    via: u64,
+    delivered: usize,
+) {
+    let message = format!("Subject: room\r\n\r\nvia node {via}\r\n");
+    let reply = send_mail(
+        cluster.smtp_addr(via),
+        "a@sender.test",
+        &["b@dest.test"],
+        message.as_bytes(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.code, 250, "{reply}");
+    target
+        .wait_for_messages(delivered, Duration::from_secs(30))
+        .await
+        .unwrap_or_else(|e| panic!("the mail through node {via} is delivered: {e}"));
+}
+
 /// A node whose queue file system is short of space refuses MAIL with
 /// `452 4.3.1`, like Postfix under `queue_minfree`, and keeps serving: the
 /// session stays open, the cluster takes the mail through another node,
@@ -244,20 +268,7 @@ async fn a_node_short_of_disk_space_refuses_mail_with_452_and_keeps_serving() {
     );
 
     // The rest of the tier takes the mail; node 1 keeps answering.
-    let message = b"Subject: room\r\n\r\nvia node 2\r\n";
-    let reply = send_mail(
-        cluster.smtp_addr(2),
-        "a@sender.test",
-        &["b@dest.test"],
-        message,
-    )
-    .await
-    .unwrap();
-    assert_eq!(reply.code, 250, "{reply}");
-    target
-        .wait_for_messages(1, Duration::from_secs(30))
-        .await
-        .expect("the mail through node 2 is delivered");
+    send_and_deliver(&cluster, &target, 2, 1).await;
     cluster
         .status(1, false)
         .await
@@ -271,18 +282,5 @@ async fn a_node_short_of_disk_space_refuses_mail_with_452_and_keeps_serving() {
 
     // Room again (the default setting): node 1 takes mail.
     restart_with_smtp_line(&mut cluster, 1, "").await;
-    let message = b"Subject: room\r\n\r\nvia node 1\r\n";
-    let reply = send_mail(
-        cluster.smtp_addr(1),
-        "a@sender.test",
-        &["b@dest.test"],
-        message,
-    )
-    .await
-    .unwrap();
-    assert_eq!(reply.code, 250, "{reply}");
-    target
-        .wait_for_messages(2, Duration::from_secs(30))
-        .await
-        .expect("the mail through node 1 is delivered");
+    send_and_deliver(&cluster, &target, 1, 2).await;
 }
