@@ -185,8 +185,16 @@ pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// All memtables of the store together (RocksDB `db_write_buffer_size`).
+/// All memtables of the store together, past which the largest is flushed
+/// (RocksDB's write buffer manager, without its writer stall).
 const MEMTABLE_BUDGET: usize = 64 * 1024 * 1024;
+/// One column family's memtable (RocksDB `write_buffer_size`). With two
+/// memtables per family at most (RocksDB's `max_write_buffer_number`
+/// default), a family that writes faster than the disk flushes holds at
+/// most twice this unflushed before its writers wait.
+const MEMTABLE_BYTES: usize = 16 * 1024 * 1024;
+/// See [`MEMTABLE_BYTES`]: one memtable filling, one being flushed.
+const MEMTABLES_PER_FAMILY: i32 = 2;
 /// The WAL files together, past which the column families pinning the
 /// oldest one are flushed (RocksDB `max_total_wal_size`).
 const MAX_TOTAL_WAL_BYTES: u64 = 2 * MEMTABLE_BUDGET as u64;
@@ -262,16 +270,22 @@ impl Store {
         // shares one block cache, index and filter blocks included, and
         // all memtables together flush at MEMTABLE_BUDGET.
         //
-        // The budget also stalls writers (`allow_stall`): without it, the
-        // memtables waiting for a flush are not counted against it, and
-        // when writes outrun the disk (a follower catching up on large
-        // batches, a slow or busy disk) every column family can hold two
-        // full memtables, and their WAL files stay on disk until the
-        // flushes finish: several hundred megabytes that filled a small
-        // data disk. With the stall, a writer waits for a flush instead,
-        // and what is unflushed, in memory and in the WAL, stays near the
-        // budget.
-        let write_buffers = WriteBufferManager::new_write_buffer_manager(MEMTABLE_BUDGET, true);
+        // When writes outrun the disk (a follower catching up on large
+        // batches, a slow or busy disk), what waits for a flush, in memory
+        // and in the WAL, is bounded per column family: MEMTABLE_BYTES
+        // filling and one memtable being flushed, after which RocksDB makes
+        // that family's writers wait for the flush. With RocksDB's 64 MiB
+        // default per family, a catch-up left several hundred megabytes of
+        // WAL files that filled a small data disk.
+        //
+        // The write buffer manager must not stall writers itself
+        // (`allow_stall` false): its stall ends only when memtable memory
+        // is freed, and a flushed memtable stays allocated while any
+        // iterator still reads it. A thread that writes while its own scan
+        // is open (or waits for one that is) then waits for ever; that hung
+        // a large takeover. RocksDB's per-family stall waits for the flush
+        // to finish, which no reader holds up.
+        let write_buffers = WriteBufferManager::new_write_buffer_manager(MEMTABLE_BUDGET, false);
         opts.set_write_buffer_manager(&write_buffers);
         // A WAL file is deleted only once every column family with rows in
         // it has flushed them; a rarely written family (votes, routes)
@@ -296,6 +310,8 @@ impl Store {
             let mut cf_opts = Options::default();
             cf_opts.set_compression_type(DBCompressionType::Lz4);
             cf_opts.set_block_based_table_factory(&table);
+            cf_opts.set_write_buffer_size(MEMTABLE_BYTES);
+            cf_opts.set_max_write_buffer_number(MEMTABLES_PER_FAMILY);
             if [CF_DUE, CF_OWNER].contains(name) {
                 // Delivered messages leave tombstones in the indexes, and a
                 // scan from the start of an owner's range walks every
@@ -802,5 +818,65 @@ mod sync_coalescing_tests {
         let ok: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(ok, 0, "a caller returned Ok although no sync succeeded");
         assert_eq!(store.sync.synced(), 0);
+    }
+}
+
+#[cfg(test)]
+mod open_scan_tests {
+    //! Writes go on while a scan of the same store is open. A flushed
+    //! memtable stays allocated until every iterator reading it is dropped;
+    //! a memory-budget stall that waits for that memory would hold a
+    //! writer for ever when the scan is its own (or waits for it). A large
+    //! takeover hung that way.
+
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use rocksdb::WriteBatch;
+
+    use super::{CF_LOG, MEMTABLE_BUDGET, Store};
+    use crate::StoreOptions;
+
+    /// Rows of 64 KiB, 16 to a write: one MiB per write.
+    const ROW_BYTES: usize = 64 * 1024;
+    const ROWS_PER_WRITE: u64 = 16;
+
+    /// Writes `mib` MiB of log rows, keys from `first_mib`.
+    fn write_mib(store: &Store, first_mib: u64, mib: u64) {
+        let value = vec![0x5a; ROW_BYTES];
+        for m in first_mib..first_mib + mib {
+            let mut batch = WriteBatch::default();
+            for r in 0..ROWS_PER_WRITE {
+                let key = (m * ROWS_PER_WRITE + r).to_be_bytes();
+                batch.put_cf(store.cf(CF_LOG).unwrap(), key, &value);
+            }
+            store.write(batch).unwrap();
+        }
+    }
+
+    #[test]
+    fn writes_go_on_while_the_writers_own_scan_is_open() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let store = Store::open(dir.path(), StoreOptions::default()).unwrap();
+        let budget_mib = (MEMTABLE_BUDGET >> 20) as u64;
+        let (done, finished) = mpsc::channel();
+        let writer = std::thread::spawn(move || {
+            // Most of the budget in memtables, then a scan that reads them,
+            // then as much again written while the scan is open.
+            write_mib(&store, 0, budget_mib * 5 / 8);
+            let reader = store.live();
+            let mut scan = reader.scan(CF_LOG, &[], None).unwrap();
+            assert!(scan.next().is_some());
+            write_mib(&store, budget_mib, budget_mib * 2);
+            drop(scan);
+            done.send(()).unwrap();
+        });
+        // Well over what 3 × the budget takes to write (about a second).
+        let outcome = finished.recv_timeout(Duration::from_secs(60));
+        assert!(
+            outcome.is_ok(),
+            "writes waited for ever behind the writer's own open scan"
+        );
+        writer.join().unwrap();
     }
 }
