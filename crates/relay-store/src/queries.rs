@@ -216,6 +216,13 @@ impl StateMachine {
         self.store.wal_bytes()
     }
 
+    /// Size in bytes of the current snapshot file (the serialized
+    /// replicated state), 0 when there is none. Building the next snapshot
+    /// needs about as much free space again.
+    pub fn snapshot_file_bytes(&self) -> u64 {
+        crate::snapshot::current_file_len(&self.store)
+    }
+
     /// Octets an unprivileged writer can still put on the file system
     /// that holds the store (`statvfs`: available blocks × fragment size).
     pub fn free_bytes(&self) -> Result<u64, StoreError> {

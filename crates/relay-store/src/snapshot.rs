@@ -178,10 +178,70 @@ impl SnapshotBuilder {
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
         let sm = self.sm.clone();
-        tokio::task::spawn_blocking(move || build(&sm))
+        tokio::task::spawn_blocking(move || build_or_keep(&sm))
             .await
             .map_err(|e| write_snapshot(StoreError::Task(e.to_string())))?
             .map_err(write_snapshot)
+    }
+}
+
+/// How long after a snapshot file could not be written the next build is
+/// tried; until then a build returns the current snapshot at once.
+pub(crate) const RETRY_WRITE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// [`build`], except that a snapshot file that cannot be written (a full
+/// disk, an I/O error) keeps the current snapshot instead of failing: the
+/// current snapshot is returned, and openraft, which only moves forward,
+/// keeps it and does not purge the log past it. The next build is tried
+/// after [`RETRY_WRITE_AFTER`].
+///
+/// A build needs room for a second copy of the state beside the current
+/// one; on a small disk that is what runs out first. openraft treats a
+/// failed build as fatal and stops the node, which then fails the same way
+/// at every restart. Nothing has changed when the file fails (a `.tmp`
+/// file, deleted, or at most an unreferenced `.snap` deleted on open), so
+/// keeping the current snapshot is safe; the log grows until a build
+/// succeeds, and the `RelaySnapshotsStalled` alert says so. With no current snapshot
+/// there is nothing to keep, and the error stands.
+pub(crate) fn build_or_keep(sm: &StateMachine) -> Result<Snapshot<TypeConfig>, StoreError> {
+    let failed_at = *sm
+        .shared
+        .snapshot_write_failed_at
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if failed_at.is_some_and(|at| at.elapsed() < RETRY_WRITE_AFTER)
+        && let Some(current) = current(sm)?
+    {
+        return Ok(current);
+    }
+    let result = build(sm);
+    let mut failed_at = sm
+        .shared
+        .snapshot_write_failed_at
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    match result {
+        Ok(built) => {
+            *failed_at = None;
+            Ok(built)
+        }
+        Err(error @ StoreError::SnapshotIo { .. }) => {
+            *failed_at = Some(std::time::Instant::now());
+            drop(failed_at);
+            match current(sm)? {
+                Some(current) => {
+                    tracing::error!(
+                        %error,
+                        kept = ?current.meta.last_log_id,
+                        retry_after_s = RETRY_WRITE_AFTER.as_secs(),
+                        "cannot write a new snapshot; keeping the current one, the log is not purged past it"
+                    );
+                    Ok(current)
+                }
+                None => Err(error),
+            }
+        }
+        Err(other) => Err(other),
     }
 }
 
@@ -321,6 +381,11 @@ pub(crate) fn build(sm: &StateMachine) -> Result<Snapshot<TypeConfig>, StoreErro
     }
     // Release the RocksDB snapshot (it pins old versions) before fsync.
     drop(db_snapshot);
+    if sm.shared.fail_snapshot_writes.load(Ordering::SeqCst) {
+        return Err(io_error(&tmp, "write")(io::Error::from(
+            io::ErrorKind::StorageFull,
+        )));
+    }
     let (mut file, rows, bytes) = writer.finish()?;
     file.seek(SeekFrom::Start(0))
         .map_err(io_error(&tmp, "seek"))?;

@@ -64,6 +64,12 @@ pub(crate) struct Shared {
     /// build never takes its view in the middle of one, and while the
     /// current snapshot file is opened, so it is not deleted in between.
     pub(crate) snapshot_lock: Mutex<()>,
+    /// When a snapshot file last could not be written (see
+    /// `snapshot::build_or_keep`); `None` after a build succeeds.
+    pub(crate) snapshot_write_failed_at: Mutex<Option<std::time::Instant>>,
+    /// Fault injection: while set, writing a new snapshot file fails as on
+    /// a full disk (see [`StateMachine::set_snapshot_write_failpoint`]).
+    pub(crate) fail_snapshot_writes: std::sync::atomic::AtomicBool,
 }
 
 impl fmt::Debug for StateMachine {
@@ -91,8 +97,19 @@ impl StateMachine {
                 drained_tx,
                 snapshot_seq: AtomicU64::new(0),
                 snapshot_lock: Mutex::new(()),
+                snapshot_write_failed_at: Mutex::new(None),
+                fail_snapshot_writes: std::sync::atomic::AtomicBool::new(false),
             }),
         })
+    }
+
+    /// Fault injection: while `fail` is true, writing a new snapshot file
+    /// fails with "no space left on device" after its rows are written, as
+    /// on a full disk. The store keeps its current snapshot meanwhile.
+    pub fn set_snapshot_write_failpoint(&self, fail: bool) {
+        self.shared
+            .fail_snapshot_writes
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The log id of the last entry applied (`None` before the first).

@@ -436,3 +436,53 @@ async fn opening_keeps_the_current_snapshot_file_and_deletes_the_rest() {
         rebuilt.meta
     );
 }
+
+/// A snapshot file that cannot be written (the disk is full) keeps the
+/// current snapshot: the build returns it instead of an error, which
+/// openraft would treat as fatal, stopping the node (and every restart
+/// after). No partial file is left behind. The next build is tried after a
+/// pause, and it succeeds once the disk has room again.
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_written_keeps_the_current_one() {
+    let dir = TempDir::new().unwrap();
+    let (_log, mut sm, index) = populated(&dir).await;
+    let first = build(&mut sm).await;
+    assert_eq!(first.meta.last_log_id.map(|l| l.index), Some(index));
+    let files_before = snapshot_files(dir.path());
+
+    let id = common::id(200);
+    let message = enqueue(200, 1, 1, false);
+    apply_one(&mut sm, normal(index + 1, Command::Enqueue(Box::new(message)))).await;
+    sm.set_snapshot_write_failpoint(true);
+    let kept = build(&mut sm).await;
+    assert_eq!(kept.meta, first.meta, "the current snapshot is kept");
+    assert_eq!(
+        snapshot_files(dir.path()),
+        files_before,
+        "no partial file is left"
+    );
+    let stored = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(stored.meta, first.meta);
+    assert_eq!(snapshot_bytes(&stored), snapshot_bytes(&first));
+
+    // The disk has room again: within the retry pause the current snapshot
+    // still comes back at once; after it, a build succeeds.
+    sm.set_snapshot_write_failpoint(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let next = loop {
+        let built = build(&mut sm).await;
+        if built.meta.last_log_id.map(|l| l.index) == Some(index + 1) {
+            break built;
+        }
+        assert_eq!(built.meta, first.meta);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no build succeeded after the disk had room again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let restored = TempDir::new().unwrap();
+    let (_log2, mut copy) = relay_store::open(restored.path()).unwrap();
+    install(&mut copy, &next).await.unwrap();
+    assert!(copy.body(&id).unwrap().is_some(), "the new snapshot has the new message");
+}
