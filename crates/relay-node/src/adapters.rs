@@ -83,8 +83,14 @@ impl relay_smtp::SessionBackend for SmtpBackend {
             return true;
         };
         let size = declared_size.unwrap_or(max_message_size);
-        let needed = min_free.saturating_add(size.saturating_add(size / 2));
-        match self.cluster.store().free_bytes() {
+        // The next snapshot is written beside the current one: its room
+        // is kept too, or a full disk would stop snapshots (and with
+        // them log purges) before it stopped mail.
+        let store = self.cluster.store();
+        let needed = min_free
+            .saturating_add(size.saturating_add(size / 2))
+            .saturating_add(store.snapshot_file_bytes());
+        match store.free_bytes() {
             Ok(free) => free >= needed,
             Err(e) => {
                 // Unknown is not full: the store's own writes still fail

@@ -181,7 +181,7 @@ pub const KEYS: &[Key] = &[
     key(
         "smtp.queue_minfree",
         Node,
-        "Octets of the data dir's file system that mail must leave free, like Postfix's `queue_minfree`: a MAIL is refused with `452 4.3.1` when less than this plus 1.5 × the message's size (its SIZE parameter, else `max_message_size`) is free. The session stays open. Leaves room for the store's own work (WAL, flushes, compactions) and for mail accepted by other nodes.",
+        "Octets of the data dir's file system that mail must leave free, like Postfix's `queue_minfree`: a MAIL is refused with `452 4.3.1` when less than this plus 1.5 × the message's size (its SIZE parameter, else `max_message_size`) plus the current snapshot file's size (the next snapshot is written beside it) is free. The session stays open. Leaves room for the store's own work (WAL, flushes, compactions) and for mail accepted by other nodes.",
     ),
     key(
         "smtp.max_recipients",
