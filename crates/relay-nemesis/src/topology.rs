@@ -6,8 +6,22 @@
 //!
 //! Settings are the shipped defaults except: snapshots and log purges every
 //! few seconds (so installs and purges overlap faults), plaintext links
-//! (mTLS changes nothing the nemesis can break), and the power-loss
-//! failpoint on every node (a kill -9 loses what a power cut would).
+//! (mTLS changes nothing the nemesis can break), the power-loss failpoint
+//! on every node (a kill -9 loses what a power cut would), and a short
+//! history: [`HISTORY`] of trace events and finished ids instead of 7 days,
+//! and retries every 30 s to 2 min instead of 5 min to about an hour.
+//!
+//! The history is part of the replicated state, so of every snapshot. At
+//! full load (about 200 messages a second here) the shipped 7 days grow
+//! the snapshot by about 70 MB every ten minutes, and a long run outgrows
+//! the small data disks of the `disk` class: building the next snapshot
+//! needs a second copy beside the current one. The queue lifetime must
+//! not exceed the history (a late copy is recognised only while its id is
+//! remembered), so it is [`HISTORY`] too, and the retries are shortened
+//! so that a message deferred by several target faults in a row is still
+//! retried many times within it (with 5 min doubling, three deferrals
+//! would reach the lifetime and bounce mail the checker counts as lost).
+//! Pruning the history every few minutes is itself exercised this way.
 
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -24,6 +38,8 @@ pub const TOKEN: &str = "nemesis-token";
 pub const DOMAIN: &str = "dest.test";
 /// Snapshot and purge interval: short, so they overlap faults.
 pub const PURGE_INTERVAL_SECS: u64 = 3;
+/// History retention and queue lifetime (see the module doc).
+pub const HISTORY: &str = "15m";
 
 /// One node: addresses, files, and the process when running.
 #[derive(Debug)]
@@ -146,7 +162,8 @@ impl Cluster {
             let config = dir.join(format!("node{id}.toml"));
             let text = format!(
                 r#"# Written by relay-nemesis: shipped settings, except snapshots and
-# purges every {PURGE_INTERVAL_SECS} s and plaintext links.
+# purges every {PURGE_INTERVAL_SECS} s, plaintext links, a {HISTORY} history
+# and queue lifetime, and retries every 30 s to 2 min.
 node_id = {id}
 data_dir = "node{id}"
 hostname = "relay{id}.test"
@@ -163,10 +180,16 @@ bootstrap = {bootstrap}
 source_address = "{ip}"
 purge_interval = "{PURGE_INTERVAL_SECS}s"
 snapshot_every = 2000
+history_retention = "{HISTORY}"
 
 {members}
 [smtp]
 tls = "off"
+
+[delivery]
+queue_lifetime = "{HISTORY}"
+min_backoff = "30s"
+max_backoff = "120s"
 
 [[routes]]
 domain = "{DOMAIN}"
