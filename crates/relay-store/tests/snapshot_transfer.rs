@@ -452,7 +452,11 @@ async fn a_snapshot_that_cannot_be_written_keeps_the_current_one() {
 
     let id = common::id(200);
     let message = enqueue(200, 1, 1, false);
-    apply_one(&mut sm, normal(index + 1, Command::Enqueue(Box::new(message)))).await;
+    apply_one(
+        &mut sm,
+        normal(index + 1, Command::Enqueue(Box::new(message))),
+    )
+    .await;
     sm.set_snapshot_write_failpoint(true);
     let kept = build(&mut sm).await;
     assert_eq!(kept.meta, first.meta, "the current snapshot is kept");
@@ -484,5 +488,8 @@ async fn a_snapshot_that_cannot_be_written_keeps_the_current_one() {
     let restored = TempDir::new().unwrap();
     let (_log2, mut copy) = relay_store::open(restored.path()).unwrap();
     install(&mut copy, &next).await.unwrap();
-    assert!(copy.body(&id).unwrap().is_some(), "the new snapshot has the new message");
+    assert!(
+        copy.body(&id).unwrap().is_some(),
+        "the new snapshot has the new message"
+    );
 }
