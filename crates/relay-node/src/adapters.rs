@@ -40,7 +40,7 @@ impl SmtpBackend {
     /// Refuses MAIL with `452 4.3.1` while the store's file system has
     /// less than `min_free` plus 1.5 × the message size free: the declared
     /// SIZE, or `max_message_size` when the client declared none (Postfix's
-    /// `queue_minfree` rule). Without it a full disk is found by the
+    /// `queue_minfree` rule), plus room for the next snapshot. Without it a full disk is found by the
     /// store's next write, which stops the node (a store that cannot write
     /// must not vote or acknowledge); with it the node refuses new mail in
     /// time and keeps serving reads, deliveries and the cluster.
@@ -69,6 +69,17 @@ pub fn not_accepting_reason(cluster: &Cluster, accept_as_learner: bool) -> Optio
     None
 }
 
+/// Free octets a `MAIL` of `size` octets needs on the store's file system:
+/// `queue_minfree` plus 1.5 × the message, as Postfix's smtpd reckons, and
+/// the current snapshot's size once more. The next snapshot is written beside the current one: without
+/// its room, a disk that admission let fill would stop snapshots (and with
+/// them log purges) before it stopped mail.
+fn free_bytes_needed(min_free: u64, size: u64, snapshot_bytes: u64) -> u64 {
+    min_free
+        .saturating_add(size.saturating_add(size / 2))
+        .saturating_add(snapshot_bytes)
+}
+
 impl relay_smtp::SessionBackend for SmtpBackend {
     fn is_relay_domain(&self, domain: &str) -> bool {
         matches!(self.cluster.store().route(domain), Ok(Some(_)))
@@ -83,13 +94,8 @@ impl relay_smtp::SessionBackend for SmtpBackend {
             return true;
         };
         let size = declared_size.unwrap_or(max_message_size);
-        // The next snapshot is written beside the current one: its room
-        // is kept too, or a full disk would stop snapshots (and with
-        // them log purges) before it stopped mail.
         let store = self.cluster.store();
-        let needed = min_free
-            .saturating_add(size.saturating_add(size / 2))
-            .saturating_add(store.snapshot_file_bytes());
+        let needed = free_bytes_needed(min_free, size, store.snapshot_file_bytes());
         match store.free_bytes() {
             Ok(free) => free >= needed,
             Err(e) => {
@@ -312,5 +318,23 @@ impl relay_cluster::TargetProber for SmtpProber {
             }))
             .await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::free_bytes_needed;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn mail_needs_room_for_the_message_and_the_next_snapshot() {
+        assert_eq!(free_bytes_needed(128 * MIB, 10 * MIB, 0), 143 * MIB);
+        // An 85 MiB snapshot: a disk with 200 MiB free takes no more mail,
+        // one with 230 MiB does.
+        let needed = free_bytes_needed(128 * MIB, 10 * MIB, 85 * MIB);
+        assert_eq!(needed, 228 * MIB);
+        assert!(200 * MIB < needed && 230 * MIB >= needed);
+        assert_eq!(free_bytes_needed(u64::MAX, 1, 1), u64::MAX);
     }
 }
