@@ -579,14 +579,17 @@ impl Admin for AdminService {
         let index = match built {
             Ok(Ok(m)) => m.snapshot_index.unwrap_or(0),
             Ok(Err(_)) => return Err(Status::unavailable("raft stopped")),
-            // Nothing new to snapshot (no entry applied since the last one)
-            // or still building: report what there is.
+            // Nothing new to snapshot (no entry applied since the last one),
+            // still building, or the new file could not be written (the
+            // store keeps the current snapshot and logs why): report what
+            // there is.
             Err(_) => {
                 let current = self.cluster.view().snapshot_index.unwrap_or(0);
                 if current == previous {
                     return Err(Status::failed_precondition(format!(
                         "no new snapshot within {SNAPSHOT_WITHIN:?} (last at index {previous}; \
-                         nothing applied since, or still building)"
+                         nothing applied since, still building, or the file could not be \
+                         written: see the node's log)"
                     )));
                 }
                 current
