@@ -18,10 +18,14 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-/// Size of each node's file system. Two-minute runs at full load used up
-/// to about 135 MiB (RocksDB files between compactions, with snapshots and
-/// purges every few seconds), so only the ballast fills it.
-pub const DISK_MIB: u64 = 512;
+/// Size of each node's file system, so that only the ballast fills it.
+/// Two-minute runs at full load used up to about 135 MiB (RocksDB files
+/// between compactions, with snapshots and purges every few seconds). Long
+/// runs hold a full history window: its snapshot reached about 100 MB,
+/// and a follower installing one needs room for the received file, the
+/// current one and the rows it writes (WAL, then tables) at once, about
+/// 480 MB here, which filled a 512 MiB file system.
+pub const DISK_MIB: u64 = 1024;
 
 /// The ballast file's name in a data dir.
 pub const BALLAST: &str = "nemesis-ballast";
