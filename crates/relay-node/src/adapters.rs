@@ -40,10 +40,11 @@ impl SmtpBackend {
     /// Refuses MAIL with `452 4.3.1` while the store's file system has
     /// less than `min_free` plus 1.5 × the message size free: the declared
     /// SIZE, or `max_message_size` when the client declared none (Postfix's
-    /// `queue_minfree` rule), plus room for the next snapshot. Without it a full disk is found by the
-    /// store's next write, which stops the node (a store that cannot write
-    /// must not vote or acknowledge); with it the node refuses new mail in
-    /// time and keeps serving reads, deliveries and the cluster.
+    /// `queue_minfree` rule), plus room for the next snapshot. Without it a
+    /// full disk is found by the store's next write, which stops the node
+    /// (a store that cannot write must not vote or acknowledge); with it
+    /// the node refuses new mail in time and keeps serving reads,
+    /// deliveries and the cluster.
     pub fn with_queue_minfree(mut self, min_free: u64, max_message_size: u64) -> Self {
         self.queue_minfree = Some((min_free, max_message_size));
         self
@@ -71,9 +72,10 @@ pub fn not_accepting_reason(cluster: &Cluster, accept_as_learner: bool) -> Optio
 
 /// Free octets a `MAIL` of `size` octets needs on the store's file system:
 /// `queue_minfree` plus 1.5 × the message, as Postfix's smtpd reckons, and
-/// the current snapshot's size once more. The next snapshot is written beside the current one: without
-/// its room, a disk that admission let fill would stop snapshots (and with
-/// them log purges) before it stopped mail.
+/// the current snapshot's size once more. The next snapshot is written
+/// beside the current one: without its room, a disk that admission let
+/// fill would stop snapshots (and with them log purges) before it stopped
+/// mail.
 fn free_bytes_needed(min_free: u64, size: u64, snapshot_bytes: u64) -> u64 {
     min_free
         .saturating_add(size.saturating_add(size / 2))

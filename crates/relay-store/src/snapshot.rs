@@ -201,8 +201,8 @@ pub(crate) const RETRY_WRITE_AFTER: std::time::Duration = std::time::Duration::f
 /// at every restart. Nothing has changed when the file fails (a `.tmp`
 /// file, deleted, or at most an unreferenced `.snap` deleted on open), so
 /// keeping the current snapshot is safe; the log grows until a build
-/// succeeds, and the `RelaySnapshotsStalled` alert says so. With no current snapshot
-/// there is nothing to keep, and the error stands.
+/// succeeds, and the `RelaySnapshotsStalled` alert says so. With no
+/// current snapshot there is nothing to keep, and the error stands.
 pub(crate) fn build_or_keep(sm: &StateMachine) -> Result<Snapshot<TypeConfig>, StoreError> {
     let failed_at = *sm
         .shared
